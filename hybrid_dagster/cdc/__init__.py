@@ -1,0 +1,1 @@
+"""Change data capture: sources, the normalized change batch, and the Iceberg apply."""

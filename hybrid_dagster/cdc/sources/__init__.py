@@ -1,0 +1,1 @@
+"""CDC sources: PostgreSQL logical decoding, Debezium envelopes, SQL triggers."""

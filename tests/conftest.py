@@ -1,0 +1,19 @@
+"""Shared fixtures. Service fixtures (PostgreSQL, moto) live in their own plugin modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+pytest_plugins = ["tests.fixtures.postgres"]
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    path = tmp_path / "warehouse"
+    path.mkdir()
+    return path
