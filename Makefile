@@ -34,8 +34,7 @@ validate: $(STAMP)
 	$(BIN)/hybrid-dagster validate -m examples.clinical_ai.definitions
 
 ui: $(STAMP)
-	HYBRID_DAGSTER_HOME=$(abspath $(DEMO_HOME)) DAGSTER_HOME=$(abspath $(DEMO_HOME))/dagster \
-		$(BIN)/dagster dev -m examples.clinical_ai.definitions
+	HYBRID_DAGSTER_HOME=$(abspath $(DEMO_HOME)) $(BIN)/python -m examples.clinical_ai.ui
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cdc_apply.py

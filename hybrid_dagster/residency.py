@@ -195,9 +195,7 @@ class ResidencyPolicy(dg.ConfigurableResource):
         description="When true, enforce_residency() makes the Definitions fail to load on any violation.",
     )
 
-    def route_for(
-        self, source: str, target: str, classification: Classification
-    ) -> TransferRoute | None:
+    def route_for(self, source: str, target: str, classification: Classification) -> TransferRoute | None:
         """The declared route allowing this transfer, or None.
 
         Example:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import kubernetes.client
     from pyiceberg.catalog import Catalog
 
+RESIDENCY_EXTRAS_KEY = "hybrid_residency"
+"""Pipes extras key under which DataPlane.run passes write intents, visible planes and routes."""
+
 PLANE_CONFIG_ENV = "HYBRID_DAGSTER_PLANE"
 """Environment variable that carries the plane's (secret-free) configuration into the plane's work."""
 
@@ -263,10 +266,11 @@ class DataPlane(dg.ConfigurableResource):
         classification = _highest_classification(context)
         regulated = classification is not None and classification.is_regulated
         run_env = {**self.plane_env(), **(env or {})}
+        all_extras = {**(extras or {}), RESIDENCY_EXTRAS_KEY: self._residency_extras(context)}
         if self.executor.kind == "kubernetes":
-            invocation = self._run_kubernetes(context, argv, extras, run_env)
+            invocation = self._run_kubernetes(context, argv, all_extras, run_env)
         else:
-            invocation = self._run_subprocess(context, argv, extras, run_env, keep_output_in_plane=regulated)
+            invocation = self._run_subprocess(context, argv, all_extras, run_env, keep_output_in_plane=regulated)
         if regulated:
             screen_reported_results(
                 invocation.get_results(),
@@ -274,6 +278,34 @@ class DataPlane(dg.ConfigurableResource):
                 allowed_text_keys=allowed_text_metadata,
             )
         return invocation
+
+    def _residency_extras(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> dict[str, Any]:
+        """What the plane-side write guard needs: the write intents of this step's assets, the planes
+        the step can see and the declared routes. Computed here, from the run's asset graph."""
+        from hybrid_dagster.guard import write_intent_for
+        from hybrid_dagster.residency import PLANE_TAG, ResidencyPolicy
+
+        resources = context.resources._asdict()
+        planes = {r.name: r for r in resources.values() if isinstance(r, DataPlane)}
+        planes.setdefault(self.name, self)
+        policy = next((r for r in resources.values() if isinstance(r, ResidencyPolicy)), ResidencyPolicy())
+        intents: dict[str, dict[str, Any]] = {}
+        if context.has_assets_def:
+            for key in context.selected_asset_keys:
+                if PLANE_TAG not in context.assets_def.tags_by_key.get(key, {}):
+                    continue
+                intent = write_intent_for(context, planes, key)
+                intents[key.to_user_string()] = {
+                    "asset": intent.asset,
+                    "classification": intent.classification.value,
+                    "home_plane": intent.home_plane,
+                    "data_jurisdictions": sorted(intent.data_jurisdictions),
+                }
+        return {
+            "planes": {name: plane.to_config() for name, plane in planes.items()},
+            "routes": [route.model_dump() for route in policy.routes],
+            "intents": intents,
+        }
 
     def _argv(self, *, command: Sequence[str] | None, module: str | None, args: Sequence[str]) -> list[str]:
         if (command is None) == (module is None):
@@ -295,7 +327,8 @@ class DataPlane(dg.ConfigurableResource):
     ) -> PipesClientCompletedInvocation:
         if keep_output_in_plane:
             log_file = self.work_log_path(context.run.run_id, context.op_handle.name)
-            argv = [self.executor.python, "-m", "hybrid_dagster.plane.launch", "--log", str(log_file), "--", *argv]
+            launcher = [self.executor.python, "-m", "hybrid_dagster.plane.launch", "--log", str(log_file)]
+            argv = [*launcher, "--", *argv]
         client = dg.PipesSubprocessClient(env={**os.environ, **env})
         return client.run(context=context, command=argv, extras=dict(extras or {}))
 

@@ -1,0 +1,1 @@
+"""Meridian Health: a hospital group with EU and US data planes (the hybrid-dagster example)."""

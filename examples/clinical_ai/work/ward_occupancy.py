@@ -1,0 +1,28 @@
+"""eu-onprem: admissions per ward and day, with cells under k suppressed (de-identification)."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hybrid_dagster.plane.work import open_plane_work
+
+K_ANONYMITY = 10
+
+
+def occupancy(encounters: pa.Table, k: int = K_ANONYMITY) -> pa.Table:
+    days = pc.floor_temporal(encounters.column("admitted_at"), unit="day")
+    counts = (
+        pa.table({"ward": encounters.column("ward"), "day": days})
+        .group_by(["ward", "day"])
+        .aggregate([([], "count_all")])
+        .rename_columns(["ward", "day", "admissions"])
+    )
+    return counts.filter(pc.greater_equal(counts.column("admissions"), k))
+
+
+if __name__ == "__main__":
+    with open_plane_work() as work:
+        encounters = work.read_table("eu-onprem", "clinical.encounters")
+        result = occupancy(encounters)
+        metadata = work.write_table("analytics/eu_ward_occupancy", "analytics.ward_occupancy", result)
+        metadata["suppressed_below_k"] = {"raw_value": K_ANONYMITY, "type": "int"}
+        work.report("analytics/eu_ward_occupancy", metadata)

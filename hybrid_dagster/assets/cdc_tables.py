@@ -1,0 +1,151 @@
+"""Asset factory: one Iceberg asset per captured table, fed by a CDC source inside a data plane."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from hybrid_dagster.cdc.source_config import PostgresCdcSource
+from hybrid_dagster.pinning import pinned
+from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy
+from hybrid_dagster.resources.data_plane import DataPlane
+
+CDC_TEXT_METADATA = ("hybrid/watermark", "hybrid/schema_changes", "dagster/table_name")
+
+
+@dataclass(frozen=True)
+class CdcTable:
+    """A source table captured into Iceberg.
+
+    Example:
+        >>> CdcTable("public.patients", classification="restricted", key_columns=("patient_id",))
+    """
+
+    source_table: str
+    classification: str
+    name: str | None = None
+    key_columns: tuple[str, ...] = ()
+    description: str | None = None
+
+    @property
+    def table_name(self) -> str:
+        return self.name or self.source_table.rsplit(".", 1)[-1]
+
+
+def cdc_table_assets(
+    *,
+    name: str,
+    source: PostgresCdcSource,
+    plane: DataPlane,
+    tables: Sequence[CdcTable],
+    namespace: str,
+    key_prefix: Sequence[str] = (),
+    group_name: str | None = None,
+    owners: Sequence[str] = (),
+    plane_resource_key: str | None = None,
+    policy_resource_key: str | None = "residency_policy",
+    source_jurisdiction: str | None = None,
+    dead_letter_policy: str = "continue",
+    batch_events: int = 50_000,
+    max_lag_seconds: float = 900.0,
+    max_seconds: float | None = None,
+) -> dg.AssetsDefinition:
+    """A multi-asset streaming ``source`` into one Iceberg table per entry of ``tables`` in ``plane``.
+
+    All tables of one source share one replication slot, so they materialize together (the slot is
+    acknowledged only after every table committed). The work runs inside the plane through
+    ``DataPlane.run``; each materialization reports ``dagster/table_name``, ``dagster/column_schema``,
+    ``dagster/row_count``, events applied per operation, the watermark, lag and schema changes, and
+    the checks ``primary_key_unique`` and ``cdc_lag`` run with it.
+
+    Example:
+        .. code-block:: python
+
+            clinical = cdc_table_assets(
+                name="clinical_ops_cdc",
+                source=PostgresCdcSource(dsn_env="CLINICAL_DB_DSN", slot_name="clinical_eu"),
+                plane=eu_onprem,
+                tables=[CdcTable("public.patients", "restricted"), CdcTable("public.wards", "internal")],
+                namespace="clinical",
+                owners=["team:clinical-data"],
+            )
+    """
+    resource_key = plane_resource_key or plane.name.replace("-", "_")
+    data_jurisdiction = Jurisdiction.parse(source_jurisdiction or plane.jurisdiction).value
+    kinds = {source.dagster_kind, "iceberg"}
+    specs: list[dg.AssetSpec] = []
+    check_specs: list[dg.AssetCheckSpec] = []
+    for table in tables:
+        key = dg.AssetKey([*key_prefix, table.table_name])
+        Classification.parse(table.classification)
+        specs.append(
+            dg.AssetSpec(
+                key=key,
+                description=table.description
+                or f"CDC of {table.source_table} into Iceberg {namespace}.{table.table_name} on {plane.name}",
+                group_name=group_name,
+                owners=list(owners),
+                **pinned(
+                    plane.name,
+                    table.classification,
+                    kinds=kinds,
+                    metadata={"dagster/table_name": f"{plane.name}.{namespace}.{table.table_name}"},
+                ),
+            )
+        )
+        check_specs += [
+            dg.AssetCheckSpec("primary_key_unique", asset=key, description="No two rows share a primary key."),
+            dg.AssetCheckSpec(
+                "cdc_lag",
+                asset=key,
+                description=f"The table is caught up or at most {max_lag_seconds:.0f}s behind the source.",
+            ),
+        ]
+
+    by_key = {dg.AssetKey([*key_prefix, t.table_name]): t for t in tables}
+
+    @dg.multi_asset(
+        name=name,
+        specs=specs,
+        check_specs=check_specs,
+        can_subset=False,
+        required_resource_keys={resource_key} | ({policy_resource_key} if policy_resource_key else set()),
+    )
+    def _cdc(context: dg.AssetExecutionContext):  # type: ignore[no-untyped-def]
+        target: DataPlane = getattr(context.resources, resource_key)
+        policy = _policy(context, policy_resource_key)
+        spec = {
+            "source": source.model_dump(),
+            "tables": [
+                {
+                    "source_table": t.source_table,
+                    "identifier": f"{namespace}.{t.table_name}",
+                    "key_columns": list(t.key_columns),
+                    "asset_key": key.to_user_string(),
+                    "classification": t.classification,
+                    "home_plane": plane.name,
+                    "data_jurisdictions": [data_jurisdiction],
+                }
+                for key, t in by_key.items()
+            ],
+            "routes": [r.model_dump() for r in policy.routes],
+            "dead_letter_table": f"{namespace}._dead_letters",
+            "dead_letter_policy": dead_letter_policy,
+            "batch_events": batch_events,
+            "max_seconds": max_seconds,
+            "max_lag_seconds": max_lag_seconds,
+        }
+        invocation = target.run(
+            context,
+            module="hybrid_dagster.cdc.worker",
+            extras={"cdc": spec},
+            allowed_text_metadata=CDC_TEXT_METADATA,
+        )
+        yield from invocation.get_results()
+
+    return _cdc
+
+
+def _policy(context: dg.AssetExecutionContext, key: str | None) -> ResidencyPolicy:
+    policy = getattr(context.resources, key, None) if key else None
+    return policy if isinstance(policy, ResidencyPolicy) else ResidencyPolicy()

@@ -1,0 +1,261 @@
+"""The CDC work that runs inside a data plane.
+
+Started by the CDC assets through ``DataPlane.run`` (Dagster Pipes): it reads the job spec from the Pipes
+extras, streams the source into the plane's Iceberg catalog and reports per table only counts,
+positions, lag and schema. Also runnable by hand (``python -m hybrid_dagster.cdc.worker --spec job.json``),
+which prints the report as JSON; the crash tests kill this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+
+from hybrid_dagster.cdc.apply import IcebergApplier
+from hybrid_dagster.cdc.changelog import ChangelogWriter
+from hybrid_dagster.cdc.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
+from hybrid_dagster.cdc.source_config import PostgresCdcSource
+from hybrid_dagster.guard import WriteIntent, check_write
+from hybrid_dagster.residency import Classification, ResidencyPolicy, TransferRoute
+from hybrid_dagster.resources.data_plane import DataPlane
+
+
+class CdcTableSpec(BaseModel):
+    """One captured table as the worker sees it."""
+
+    source_table: str
+    identifier: str
+    key_columns: list[str] = Field(default_factory=list)
+    asset_key: str = ""
+    classification: str = "internal"
+    home_plane: str = ""
+    data_jurisdictions: list[str] = Field(default_factory=list)
+
+
+class CdcJobSpec(BaseModel):
+    """Everything the plane-side worker needs; no secrets (the DSN comes from the plane's environment)."""
+
+    source: PostgresCdcSource
+    tables: list[CdcTableSpec]
+    routes: list[dict[str, Any]] = Field(default_factory=list)
+    dead_letter_table: str | None = None
+    dead_letter_policy: DeadLetterPolicy = "continue"
+    changelog: bool = True
+    batch_events: int = 50_000
+    max_seconds: float | None = None
+    max_lag_seconds: float = 900.0
+
+    def mappings(self) -> list[TableMapping]:
+        return [TableMapping(t.source_table, t.identifier, tuple(t.key_columns)) for t in self.tables]
+
+
+def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
+    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write."""
+    source = spec.source.build([m.source for m in spec.mappings()])
+    catalog = plane.load_catalog()
+    policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
+    intents = {
+        t.identifier: WriteIntent(
+            asset=t.asset_key or t.identifier,
+            classification=Classification.parse(t.classification),
+            home_plane=t.home_plane or plane.name,
+            data_jurisdictions=frozenset(t.data_jurisdictions or [plane.jurisdiction]),
+        )
+        for t in spec.tables
+    }
+
+    def guard(identifier: str) -> None:
+        intent = intents.get(identifier)
+        if intent is None:
+            raise KeyError(f"no residency intent for table {identifier}: refusing to write")
+        check_write(intent, plane, policy)
+
+    changelog = ChangelogWriter(f"{plane.warehouse}/_changelog") if spec.changelog else None
+    applier = IcebergApplier(catalog, source_id=source.source_id, changelog=changelog, before_write=guard)
+    dead_letters = DeadLetterTable(catalog, spec.dead_letter_table) if spec.dead_letter_table else None
+    return CdcPipeline(
+        source,
+        applier,
+        spec.mappings(),
+        dead_letters=dead_letters,
+        dead_letter_policy=spec.dead_letter_policy,
+        batch_events=spec.batch_events,
+    )
+
+
+def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> dict[str, dict[str, Any]]:
+    """Per-table facts safe to leave the plane: counts, positions, lag, schema. Never row values."""
+    catalog = plane.load_catalog()
+    caught_up = report.source_position is None or report.acked is None or report.acked >= report.source_position
+    out: dict[str, dict[str, Any]] = {}
+    for t in spec.tables:
+        progress = report.tables[t.identifier]
+        table = catalog.load_table(t.identifier) if catalog.table_exists(t.identifier) else None
+        keys = t.key_columns or (
+            [table.schema().find_column_name(i) for i in table.schema().identifier_field_ids] if table else []
+        )
+        duplicates = _duplicate_keys(table, [k for k in keys if k]) if table is not None else 0
+        lag_bytes = (
+            max(0, report.source_position.commit - progress.watermark.commit)
+            if report.source_position is not None and progress.watermark is not None
+            else None
+        )
+        lag_seconds = (
+            0.0
+            if caught_up or progress.last_commit_ts is None
+            else (datetime.now(UTC) - progress.last_commit_ts).total_seconds()
+        )
+        out[t.identifier] = {
+            "asset_key": t.asset_key,
+            "row_count": _row_count(table),
+            "columns": _columns(table, keys),
+            "events_received": progress.events_received,
+            "events_skipped": progress.events_skipped,
+            "inserted": progress.inserted,
+            "updated": progress.updated,
+            "deleted": progress.deleted,
+            "snapshot_rows": progress.snapshot_rows,
+            "commits": progress.commits,
+            "watermark": progress.watermark.encode() if progress.watermark else None,
+            "schema_id": table.schema().schema_id if table is not None else None,
+            "schema_changes": progress.schema_changes,
+            "duplicate_keys": duplicates,
+            "lag_bytes": lag_bytes,
+            "lag_seconds": lag_seconds,
+            "caught_up": caught_up,
+            "max_lag_seconds": spec.max_lag_seconds,
+            "dead_letters": report.dead_letters,
+        }
+    return out
+
+
+def _row_count(table: Any) -> int:
+    if table is None or table.current_snapshot() is None:
+        return 0
+    summary = table.current_snapshot().summary
+    total = summary.get("total-records") if summary is not None else None
+    return int(total) if total is not None else table.scan().to_arrow().num_rows
+
+
+def _duplicate_keys(table: Any, keys: list[str]) -> int:
+    if not keys or table.current_snapshot() is None:
+        return 0
+    key_table = table.scan(selected_fields=tuple(keys)).to_arrow()
+    if key_table.num_rows == 0:
+        return 0
+    grouped = key_table.group_by(keys).aggregate([([], "count_all")])
+    return int(pc.sum(pc.greater(grouped.column("count_all"), 1)).as_py() or 0)
+
+
+def _columns(table: Any, keys: list[str]) -> list[dict[str, Any]]:
+    if table is None:
+        return []
+    return [
+        {
+            "name": f.name,
+            "type": str(f.field_type),
+            "constraints": {"nullable": not f.required, "unique": f.name in keys and len(keys) == 1},
+        }
+        for f in table.schema().fields
+    ]
+
+
+def _report_to_pipes(pipes: Any, facts: Mapping[str, Mapping[str, Any]]) -> None:
+    for identifier, f in facts.items():
+        metadata: dict[str, Any] = {
+            "dagster/table_name": {"raw_value": identifier, "type": "text"},
+            "dagster/row_count": {"raw_value": f["row_count"], "type": "int"},
+            "dagster/column_schema": {"raw_value": {"columns": f["columns"]}, "type": "table_schema"},
+            "events_received": {"raw_value": f["events_received"], "type": "int"},
+            "events_skipped_duplicates": {"raw_value": f["events_skipped"], "type": "int"},
+            "events_inserted": {"raw_value": f["inserted"], "type": "int"},
+            "events_updated": {"raw_value": f["updated"], "type": "int"},
+            "events_deleted": {"raw_value": f["deleted"], "type": "int"},
+            "snapshot_rows": {"raw_value": f["snapshot_rows"], "type": "int"},
+            "iceberg_commits": {"raw_value": f["commits"], "type": "int"},
+            "hybrid/watermark": {"raw_value": f["watermark"] or "", "type": "text"},
+            "lag_seconds": {"raw_value": float(f["lag_seconds"]), "type": "float"},
+            "hybrid/schema_changes": {"raw_value": "; ".join(f["schema_changes"]) or "none", "type": "text"},
+            "dead_letters": {"raw_value": f["dead_letters"], "type": "int"},
+        }
+        if f["lag_bytes"] is not None:
+            metadata["lag_bytes"] = {"raw_value": f["lag_bytes"], "type": "int"}
+        if f["schema_id"] is not None:
+            metadata["iceberg_schema_id"] = {"raw_value": f["schema_id"], "type": "int"}
+        pipes.report_asset_materialization(metadata=metadata, asset_key=f["asset_key"])
+        pipes.report_asset_check(
+            check_name="primary_key_unique",
+            passed=f["duplicate_keys"] == 0,
+            asset_key=f["asset_key"],
+            metadata={"duplicate_keys": {"raw_value": f["duplicate_keys"], "type": "int"}},
+        )
+        fresh = f["caught_up"] or f["lag_seconds"] <= f["max_lag_seconds"]
+        pipes.report_asset_check(
+            check_name="cdc_lag",
+            passed=bool(fresh),
+            severity="WARN",
+            asset_key=f["asset_key"],
+            metadata={
+                "lag_seconds": {"raw_value": float(f["lag_seconds"]), "type": "float"},
+                "caught_up": {"raw_value": bool(f["caught_up"]), "type": "bool"},
+                "max_lag_seconds": {"raw_value": float(f["max_lag_seconds"]), "type": "float"},
+            },
+        )
+
+
+def run_job(spec: CdcJobSpec, plane: DataPlane) -> tuple[PipelineReport, dict[str, dict[str, Any]]]:
+    pipeline = build_pipeline(spec, plane)
+    try:
+        report = pipeline.run(deadline_s=spec.max_seconds)
+    finally:
+        pipeline.source.close()
+    return report, table_report(spec, report, plane)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hybrid_dagster.cdc.worker")
+    parser.add_argument("--spec", help="JSON job spec file (standalone mode); without it, read Pipes extras.")
+    parser.add_argument("--plane", help="JSON plane config file (standalone mode; default: from environment).")
+    args = parser.parse_args(argv)
+    if args.spec:
+        spec = CdcJobSpec.model_validate_json(open(args.spec).read())
+        plane = DataPlane.from_config(json.load(open(args.plane))) if args.plane else DataPlane.from_env()
+        started = time.monotonic()
+        report, facts = run_job(spec, plane)
+        summary = {
+            "events_applied": report.events_applied,
+            "batches": report.batches,
+            "acked": report.acked.encode() if report.acked else None,
+            "duration_s": round(time.monotonic() - started, 3),
+            "tables": facts,
+        }
+        json.dump(summary, sys.stdout, default=str)
+        sys.stdout.write("\n")
+        return 0
+
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        spec = CdcJobSpec.model_validate(pipes.get_extra("cdc"))
+        plane = DataPlane.from_env()
+        report, facts = run_job(spec, plane)
+        pipes.log.info(
+            f"cdc: {report.events_applied} events applied in {report.batches} batches, "
+            f"{report.dead_letters} dead letters, acked {report.acked}"
+        )
+        _report_to_pipes(pipes, facts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

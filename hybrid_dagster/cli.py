@@ -1,0 +1,173 @@
+"""The ``hybrid-dagster`` command line.
+
+Example:
+    .. code-block:: shell
+
+        hybrid-dagster validate -m clinical_ai.definitions
+        hybrid-dagster validate -f pipelines/defs.py -a defs
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+import dagster as dg
+
+from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions
+
+EXIT_OK = 0
+EXIT_VIOLATIONS = 1
+EXIT_LOAD_ERROR = 2
+
+
+class DefinitionsLoadError(Exception):
+    """The target module or file could not be loaded, or holds no single ``Definitions``."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (0 ok, 1 residency violations, 2 load or usage error).
+
+    Example:
+        >>> main(["validate", "-m", "clinical_ai.definitions"])
+        residency ok: 12 assets on 4 planes in 2 jurisdictions, 1 declared route
+        0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    return command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand registers its handler as ``command``."""
+    parser = argparse.ArgumentParser(
+        prog="hybrid-dagster", description="Residency tooling for hybrid-cloud Dagster pipelines."
+    )
+    subcommands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _add_validate(subcommands)
+    return parser
+
+
+def _add_validate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = subcommands.add_parser(
+        "validate",
+        help="Check the residency of every asset in a Definitions object.",
+        description="Exit 0 when residency holds, 1 with one line per violation, 2 when loading fails.",
+    )
+    target = validate.add_mutually_exclusive_group(required=True)
+    target.add_argument("-m", "--module-name", help="Python module holding the Definitions.")
+    target.add_argument("-f", "--python-file", help="Python file holding the Definitions.")
+    validate.add_argument(
+        "-a", "--attribute", help="Attribute holding the Definitions (default: the only Definitions object)."
+    )
+    validate.add_argument(
+        "-d", "--working-directory", default=None, help="Directory added to sys.path (default: cwd)."
+    )
+    validate.set_defaults(command=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        defs = load_definitions(
+            module_name=args.module_name,
+            python_file=args.python_file,
+            attribute=args.attribute,
+            working_directory=args.working_directory,
+        )
+        report = validate_definitions(defs)
+    except ResidencyCheckFailed as failed:
+        report = failed.report
+    except DefinitionsLoadError as exc:
+        print(f"hybrid-dagster: {exc}", file=sys.stderr)
+        return EXIT_LOAD_ERROR
+    return _print_report(report)
+
+
+def _print_report(report: ResidencyReport) -> int:
+    for line in report.lines():
+        print(line)
+    if report.ok:
+        return EXIT_OK
+    print(report.summary(), file=sys.stderr)
+    return EXIT_VIOLATIONS
+
+
+def load_definitions(
+    *,
+    module_name: str | None = None,
+    python_file: str | None = None,
+    attribute: str | None = None,
+    working_directory: str | None = None,
+) -> dg.Definitions:
+    """Load a ``Definitions`` object the way ``dagster definitions validate`` finds one.
+
+    The attribute named by ``attribute``, else the only module-level ``Definitions`` object, else the only
+    ``@dg.definitions`` function, else ``defs``. A :class:`ResidencyCheckFailed` raised while importing (a
+    module using ``enforce_residency``) propagates; every other failure becomes
+    :class:`DefinitionsLoadError`.
+
+    Example:
+        >>> load_definitions(module_name="clinical_ai.definitions")
+    """
+    from dagster._core.code_pointer import load_python_file, load_python_module
+
+    if (module_name is None) == (python_file is None):
+        raise DefinitionsLoadError("give exactly one of a module name (-m) or a python file (-f)")
+    where = f"module {module_name!r}" if module_name is not None else f"file {python_file!r}"
+    cwd = working_directory or os.getcwd()
+    try:
+        if module_name is not None:
+            module = load_python_module(module_name, working_directory=cwd)
+        else:
+            assert python_file is not None
+            module = load_python_file(python_file, working_directory=cwd)
+    except ResidencyCheckFailed:
+        raise
+    except Exception as exc:
+        raise DefinitionsLoadError(f"could not load {where}: {type(exc).__name__}: {exc}") from exc
+    return _find_definitions(module, where, attribute)
+
+
+def _find_definitions(module: ModuleType, where: str, attribute: str | None) -> dg.Definitions:
+    from dagster.components.definitions import LazyDefinitions
+
+    if attribute is not None:
+        if not hasattr(module, attribute):
+            raise DefinitionsLoadError(f"{where} has no attribute {attribute!r}")
+        return _as_definitions(getattr(module, attribute), f"{where}, attribute {attribute!r}")
+    members = inspect.getmembers(module)
+    for kind in (dg.Definitions, LazyDefinitions):
+        found = [name for name, value in members if isinstance(value, kind)]
+        if len(found) > 1:
+            raise DefinitionsLoadError(
+                f"{where} has several {kind.__name__} objects ({', '.join(found)}): choose one with -a"
+            )
+        if found:
+            return _as_definitions(getattr(module, found[0]), f"{where}, attribute {found[0]!r}")
+    if hasattr(module, "defs"):
+        return _as_definitions(module.defs, f"{where}, attribute 'defs'")
+    raise DefinitionsLoadError(f"{where} has no Definitions object (expected a module-level Definitions)")
+
+
+def _as_definitions(value: object, where: str) -> dg.Definitions:
+    from dagster.components.definitions import LazyDefinitions
+
+    if isinstance(value, LazyDefinitions):
+        try:
+            value = value()
+        except ResidencyCheckFailed:
+            raise
+        except Exception as exc:
+            raise DefinitionsLoadError(f"could not build {where}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, dg.Definitions):
+        raise DefinitionsLoadError(f"{where} is a {type(value).__name__}, not a dagster Definitions object")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

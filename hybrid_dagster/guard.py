@@ -1,0 +1,174 @@
+"""The run-time write guard: the last check before regulated data lands in a warehouse.
+
+The static check (:mod:`hybrid_dagster.validation`) can be bypassed - a module that skips
+``enforce_residency``, an IO manager pointed at the wrong plane. Code that writes data calls
+:func:`check_write` right before the write, so a wrong target fails the run instead of leaking rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
+from hybrid_dagster.residency import (
+    CLASSIFICATION_TAG,
+    PLANE_TAG,
+    Classification,
+    ResidencyError,
+    ResidencyPolicy,
+    TransferRoute,
+)
+from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.validation import AssetResidency, validate_asset_graph
+
+
+@dataclass(frozen=True)
+class WriteIntent:
+    """What is about to be written: which asset, how sensitive, and where its data legally lives.
+
+    ``data_jurisdictions`` holds the home plane's jurisdiction plus the jurisdictions of every upstream
+    plane whose regulated data flows into the asset (declassified assets start afresh at their home).
+
+    Example:
+        >>> WriteIntent("clinical/patients", Classification.RESTRICTED, "eu-onprem", frozenset({"EU"}))
+    """
+
+    asset: str
+    classification: Classification
+    home_plane: str
+    data_jurisdictions: frozenset[str]
+
+
+def check_write(intent: WriteIntent, target_plane: DataPlane, policy: ResidencyPolicy) -> list[TransferRoute]:
+    """Raise :class:`ResidencyViolation` unless ``intent`` may be written into ``target_plane``.
+
+    Returns the declared routes the write relies on (empty for a write inside the data's jurisdictions or
+    of unregulated data).
+
+    Example:
+        .. code-block:: python
+
+            check_write(intent, us_plane, policy)  # raises: restricted EU data into a US warehouse
+    """
+    routes: list[TransferRoute] = []
+    if not intent.classification.is_regulated:
+        return routes
+    target = target_plane.jurisdiction
+    for source in sorted(intent.data_jurisdictions - {target}):
+        what = (
+            f"write of asset {intent.asset!r} ({intent.classification.value}, home plane "
+            f"{intent.home_plane!r}, data in {source}) into plane {target_plane.name!r} ({target}) blocked"
+        )
+        route = policy.check_transfer(
+            what=what, source=source, target=target, classification=intent.classification
+        )
+        if route is not None:
+            routes.append(route)
+    return routes
+
+
+def write_intent_for(
+    context: dg.OutputContext | dg.InputContext | dg.AssetExecutionContext | dg.OpExecutionContext,
+    planes: Sequence[DataPlane] | Mapping[str, DataPlane],
+    asset_key: dg.AssetKey | None = None,
+) -> WriteIntent:
+    """Build the :class:`WriteIntent` for ``asset_key`` (default: the context's asset) from the run's graph.
+
+    The effective classification and the upstream planes come from the asset graph of the running job, so
+    the guard does not depend on the static check having run. Missing tags or an unknown plane raise
+    :class:`ResidencyError`: the guard fails closed.
+
+    Example:
+        .. code-block:: python
+
+            def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+                intent = write_intent_for(context, self.planes)
+                check_write(intent, self._plane(intent.home_plane), self.policy)
+    """
+    key = asset_key if asset_key is not None else context.asset_key
+    by_name = dict(planes) if isinstance(planes, Mapping) else {p.name: p for p in planes}
+    graph = asset_graph_of(context)
+    if not graph.has(key):
+        raise ResidencyError(f"asset {key.to_user_string()!r} is not in the asset graph of this run")
+    assets = validate_asset_graph(graph, by_name, ResidencyPolicy()).assets
+    return intent_from_residency(assets[key], assets, by_name)
+
+
+def intent_from_residency(
+    asset: AssetResidency,
+    assets: Mapping[dg.AssetKey, AssetResidency],
+    planes: Mapping[str, DataPlane],
+) -> WriteIntent:
+    """The :class:`WriteIntent` of one asset resolved by :func:`validate_asset_graph`.
+
+    Example:
+        >>> report = validate_asset_graph(graph, planes, policy)
+        >>> intent_from_residency(report.assets[key], report.assets, planes)
+    """
+    name = asset.key.to_user_string()
+    if asset.plane is None:
+        raise ResidencyError(
+            f"asset {name!r} has no {PLANE_TAG!r} tag: the write guard refuses unpinned data"
+        )
+    if asset.effective is None:
+        raise ResidencyError(
+            f"asset {name!r} has no valid {CLASSIFICATION_TAG!r} tag: the write guard refuses unclassified "
+            "data"
+        )
+    return WriteIntent(
+        asset=name,
+        classification=asset.effective,
+        home_plane=asset.plane,
+        data_jurisdictions=frozenset(_data_jurisdictions(asset, assets, planes)),
+    )
+
+
+def asset_graph_of(
+    context: dg.OutputContext | dg.InputContext | dg.AssetExecutionContext | dg.OpExecutionContext,
+) -> BaseAssetGraph:
+    """The asset graph of the running job (upstream assets outside the selection included)."""
+    if isinstance(context, dg.OutputContext | dg.InputContext):
+        return context.step_context.job_def.asset_layer.asset_graph
+    return context.job_def.asset_layer.asset_graph
+
+
+def _data_jurisdictions(
+    asset: AssetResidency,
+    assets: Mapping[dg.AssetKey, AssetResidency],
+    planes: Mapping[str, DataPlane],
+) -> set[str]:
+    found: set[str] = set()
+    seen: set[dg.AssetKey] = set()
+    todo = [asset]
+    while todo:
+        current = todo.pop()
+        if current.key in seen:
+            continue
+        seen.add(current.key)
+        found.add(_jurisdiction(current, planes))
+        if current.declassification is not None and current.declared is not None:
+            continue
+        todo.extend(parent for parent in (assets[p] for p in current.parents) if _regulated(parent.effective))
+    return found
+
+
+def _regulated(level: Classification | None) -> bool:
+    return level is not None and level.is_regulated
+
+
+def _jurisdiction(asset: AssetResidency, planes: Mapping[str, DataPlane]) -> str:
+    name = asset.key.to_user_string()
+    if asset.plane is None:
+        raise ResidencyError(
+            f"asset {name!r} holds regulated data but has no {PLANE_TAG!r} tag: its jurisdiction is unknown"
+        )
+    plane = planes.get(asset.plane)
+    if plane is None:
+        known = ", ".join(sorted(planes)) or "none"
+        raise ResidencyError(
+            f"asset {name!r} is pinned to plane {asset.plane!r}, unknown here (planes: {known})"
+        )
+    return plane.jurisdiction

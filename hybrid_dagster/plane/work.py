@@ -1,0 +1,92 @@
+"""The plane side of a unit of work: Dagster Pipes plus guarded Iceberg reads and writes.
+
+Example:
+    .. code-block:: python
+
+        from hybrid_dagster.plane.work import open_plane_work
+
+        with open_plane_work() as work:
+            encounters = work.read_table("eu-onprem", "clinical.encounters")
+            daily = encounters.group_by("ward").aggregate([([], "count_all")])
+            work.report(work.write_table("analytics/ward_occupancy", "analytics.ward_occupancy", daily))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import pyarrow as pa
+from dagster_pipes import PipesContext, open_dagster_pipes
+from pyiceberg.exceptions import NoSuchTableError
+
+from hybrid_dagster.guard import WriteIntent, check_write
+from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute
+from hybrid_dagster.resources.data_plane import RESIDENCY_EXTRAS_KEY, DataPlane
+
+
+class PlaneWork:
+    """Inside a plane: read tables of planes the step can see, write guarded tables into this plane."""
+
+    def __init__(self, pipes: PipesContext) -> None:
+        self.pipes = pipes
+        self.plane = DataPlane.from_env()
+        residency: Mapping[str, Any] = pipes.extras.get(RESIDENCY_EXTRAS_KEY) or {}
+        self.planes = {name: DataPlane.from_config(cfg) for name, cfg in residency.get("planes", {}).items()}
+        self.planes.setdefault(self.plane.name, self.plane)
+        self.policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in residency.get("routes", [])])
+        self.intents = {
+            key: WriteIntent(
+                asset=i["asset"],
+                classification=Classification.parse(i["classification"]),
+                home_plane=i["home_plane"],
+                data_jurisdictions=frozenset(i["data_jurisdictions"]),
+            )
+            for key, i in residency.get("intents", {}).items()
+        }
+
+    def read_table(self, plane: str, identifier: str) -> pa.Table:
+        """Read an Iceberg table of a plane this step can see."""
+        if plane not in self.planes:
+            raise ResidencyError(f"plane {plane!r} is not visible to this step (visible: {sorted(self.planes)})")
+        return self.planes[plane].load_catalog().load_table(identifier).scan().to_arrow()
+
+    def write_table(self, asset_key: str, identifier: str, data: pa.Table) -> dict[str, Any]:
+        """Replace ``identifier`` in this plane's catalog with ``data``, after the residency guard.
+
+        Returns Pipes metadata (table name, row count, column schema) for ``report``.
+        """
+        intent = self.intents.get(asset_key)
+        if intent is None:
+            raise ResidencyError(f"no write intent for asset {asset_key!r}: the guard refuses unpinned writes")
+        check_write(intent, self.plane, self.policy)
+        catalog = self.plane.load_catalog()
+        namespace = identifier.rsplit(".", 1)[0]
+        catalog.create_namespace_if_not_exists(namespace)
+        try:
+            table = catalog.load_table(identifier)
+            with table.update_schema() as update:
+                update.union_by_name(data.schema)
+            table.overwrite(data)
+        except NoSuchTableError:
+            table = catalog.create_table(identifier, schema=data.schema)
+            table.append(data)
+        return {
+            "dagster/table_name": {"raw_value": f"{self.plane.name}.{identifier}", "type": "text"},
+            "dagster/row_count": {"raw_value": data.num_rows, "type": "int"},
+            "dagster/column_schema": {
+                "raw_value": {"columns": [{"name": f.name, "type": str(f.type)} for f in data.schema]},
+                "type": "table_schema",
+            },
+        }
+
+    def report(self, asset_key: str, metadata: Mapping[str, Any]) -> None:
+        self.pipes.report_asset_materialization(metadata=dict(metadata), asset_key=asset_key)
+
+
+@contextmanager
+def open_plane_work() -> Iterator[PlaneWork]:
+    """Open Dagster Pipes inside a plane and return the guarded work context."""
+    with open_dagster_pipes() as pipes:
+        yield PlaneWork(pipes)

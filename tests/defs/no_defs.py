@@ -1,0 +1,3 @@
+"""A module without any Definitions."""
+
+ANSWER = 42
