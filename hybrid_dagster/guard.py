@@ -7,14 +7,16 @@ The static check (:mod:`hybrid_dagster.validation`) can be bypassed - a module t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+from dagster_shared.check import CheckError
 
 from hybrid_dagster.residency import (
     CLASSIFICATION_TAG,
+    DECLASSIFIED_METADATA_KEY,
     PLANE_TAG,
     Classification,
     ResidencyError,
@@ -22,7 +24,10 @@ from hybrid_dagster.residency import (
     TransferRoute,
 )
 from hybrid_dagster.resources.data_plane import DataPlane
-from hybrid_dagster.validation import AssetResidency, validate_asset_graph
+from hybrid_dagster.validation import AssetResidency, is_stub_asset, validate_asset_graph
+
+DATA_JURISDICTIONS_METADATA_KEY = "hybrid/data_jurisdictions"
+"""Materialization metadata: comma-separated jurisdictions the written data legally lives in."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,14 @@ def write_intent_for(
     planes: Sequence[DataPlane] | Mapping[str, DataPlane],
     asset_key: dg.AssetKey | None = None,
 ) -> WriteIntent:
-    """Build the :class:`WriteIntent` for ``asset_key`` (default: the context's asset) from the run's graph.
+    """Build the :class:`WriteIntent` for ``asset_key`` (default: the context's asset) at run time.
 
-    The effective classification and the upstream planes come from the asset graph of the running job, so
-    the guard does not depend on the static check having run. Missing tags or an unknown plane raise
-    :class:`ResidencyError`: the guard fails closed.
+    The effective classification and the upstream planes come from the asset graph of the code location
+    (or of the running job), so the guard does not depend on the static check having run. When the job's
+    graph holds only part of the lineage (a subset run), the classification and jurisdictions recorded
+    with the latest materialization of each boundary asset (``hybrid/classification``,
+    ``hybrid/data_jurisdictions``) stand in for the missing ancestors. Missing tags, an unknown plane or an
+    ancestor of unknown residency raise :class:`ResidencyError`: the guard fails closed.
 
     Example:
         .. code-block:: python
@@ -89,18 +97,22 @@ def write_intent_for(
                 check_write(intent, self._plane(intent.home_plane), self.policy)
     """
     key = asset_key if asset_key is not None else context.asset_key
-    by_name = dict(planes) if isinstance(planes, Mapping) else {p.name: p for p in planes}
+    by_name = {p.name: p for p in (planes.values() if isinstance(planes, Mapping) else planes)}
     graph = asset_graph_of(context)
     if not graph.has(key):
         raise ResidencyError(f"asset {key.to_user_string()!r} is not in the asset graph of this run")
-    assets = validate_asset_graph(graph, by_name, ResidencyPolicy()).assets
-    return intent_from_residency(assets[key], assets, by_name)
+    recorded = _recorded_residency(context, graph, key)
+    levels = {k: level for k, (level, _) in recorded.items()}
+    assets = validate_asset_graph(graph, by_name, ResidencyPolicy(), recorded=levels).assets
+    extra = {k: places for k, (_, places) in recorded.items()}
+    return intent_from_residency(assets[key], assets, by_name, extra)
 
 
 def intent_from_residency(
     asset: AssetResidency,
     assets: Mapping[dg.AssetKey, AssetResidency],
     planes: Mapping[str, DataPlane],
+    recorded_jurisdictions: Mapping[dg.AssetKey, frozenset[str]] | None = None,
 ) -> WriteIntent:
     """The :class:`WriteIntent` of one asset resolved by :func:`validate_asset_graph`.
 
@@ -118,27 +130,94 @@ def intent_from_residency(
             f"asset {name!r} has no valid {CLASSIFICATION_TAG!r} tag: the write guard refuses unclassified "
             "data"
         )
+    places = _data_jurisdictions(asset, assets, planes, recorded_jurisdictions or {})
     return WriteIntent(
         asset=name,
         classification=asset.effective,
         home_plane=asset.plane,
-        data_jurisdictions=frozenset(_data_jurisdictions(asset, assets, planes)),
+        data_jurisdictions=frozenset(places),
     )
+
+
+def recorded_residency_metadata(
+    classification: Classification, data_jurisdictions: Iterable[str]
+) -> dict[str, str]:
+    """Materialization metadata that lets a later subset run know what this asset's data is.
+
+    Example:
+        >>> recorded_residency_metadata(Classification.RESTRICTED, {"EU"})
+        {'hybrid/classification': 'restricted', 'hybrid/data_jurisdictions': 'EU'}
+    """
+    return {
+        CLASSIFICATION_TAG: classification.value,
+        DATA_JURISDICTIONS_METADATA_KEY: ",".join(sorted(data_jurisdictions)),
+    }
 
 
 def asset_graph_of(
     context: dg.OutputContext | dg.InputContext | dg.AssetExecutionContext | dg.OpExecutionContext,
 ) -> BaseAssetGraph:
-    """The asset graph of the running job (upstream assets outside the selection included)."""
-    if isinstance(context, dg.OutputContext | dg.InputContext):
-        return context.step_context.job_def.asset_layer.asset_graph
-    return context.job_def.asset_layer.asset_graph
+    """The code location's asset graph when the run has one, else the running job's graph."""
+    step = context.step_context if isinstance(context, dg.OutputContext | dg.InputContext) else context
+    try:
+        return step.repository_def.asset_graph
+    except CheckError:
+        return step.job_def.asset_layer.asset_graph
+
+
+def _recorded_residency(
+    context: dg.OutputContext | dg.InputContext | dg.AssetExecutionContext | dg.OpExecutionContext,
+    graph: BaseAssetGraph,
+    key: dg.AssetKey,
+) -> dict[dg.AssetKey, tuple[Classification, frozenset[str]]]:
+    boundary: set[dg.AssetKey] = set()
+    seen: set[dg.AssetKey] = set()
+    todo = [key]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        node = graph.get(current)
+        parents = node.parent_keys - {current}
+        if DECLASSIFIED_METADATA_KEY in node.metadata and CLASSIFICATION_TAG in node.tags:
+            continue
+        if any(is_stub_asset(graph.get(p)) for p in parents):
+            boundary.add(current)
+        todo.extend(p for p in parents if not is_stub_asset(graph.get(p)))
+    if not boundary:
+        return {}
+    instance = (
+        context.step_context.instance
+        if isinstance(context, dg.OutputContext | dg.InputContext)
+        else context.instance
+    )
+    found: dict[dg.AssetKey, tuple[Classification, frozenset[str]]] = {}
+    for asset in sorted(boundary):
+        event = instance.get_latest_materialization_event(asset)
+        materialization = event.asset_materialization if event is not None else None
+        metadata = materialization.metadata if materialization is not None else {}
+        level = metadata.get(CLASSIFICATION_TAG)
+        places = metadata.get(DATA_JURISDICTIONS_METADATA_KEY)
+        if level is None or places is None:
+            raise ResidencyError(
+                f"asset {asset.to_user_string()!r} reads inputs outside this run's asset graph and its "
+                f"latest materialization has no {CLASSIFICATION_TAG!r} and "
+                f"{DATA_JURISDICTIONS_METADATA_KEY!r} metadata: the write guard cannot tell how sensitive "
+                f"the data of {key.to_user_string()!r} is"
+            )
+        found[asset] = (
+            Classification.parse(str(level.value)),
+            frozenset(p for p in str(places.value).split(",") if p),
+        )
+    return found
 
 
 def _data_jurisdictions(
     asset: AssetResidency,
     assets: Mapping[dg.AssetKey, AssetResidency],
     planes: Mapping[str, DataPlane],
+    recorded: Mapping[dg.AssetKey, frozenset[str]],
 ) -> set[str]:
     found: set[str] = set()
     seen: set[dg.AssetKey] = set()
@@ -151,6 +230,7 @@ def _data_jurisdictions(
         found.add(_jurisdiction(current, planes))
         if current.declassification is not None and current.declared is not None:
             continue
+        found |= recorded.get(current.key, frozenset())
         todo.extend(parent for parent in (assets[p] for p in current.parents) if _regulated(parent.effective))
     return found
 

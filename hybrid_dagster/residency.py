@@ -2,13 +2,12 @@
 
 Everything here is plain data with no Dagster dependency beyond ``Config`` so that the same objects can
 be checked statically over a ``Definitions`` object (:mod:`hybrid_dagster.validation`) and again at run
-time by the code that writes data (:mod:`hybrid_dagster.resources.warehouse`).
+time by the code that writes data (:mod:`hybrid_dagster.guard`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import total_ordering
 
 import dagster as dg
 from pydantic import Field, field_validator
@@ -57,7 +56,6 @@ class Jurisdiction(StrEnum):
             raise ValueError(f"unknown jurisdiction {value!r}; expected one of {valid}") from None
 
 
-@total_ordering
 class Classification(StrEnum):
     """How sensitive an asset's data is, ordered ``public < internal < confidential < restricted``."""
 
@@ -75,10 +73,29 @@ class Classification(StrEnum):
         """Confidential and restricted data may not leave its jurisdiction without a declared route."""
         return self.rank >= Classification.CONFIDENTIAL.rank
 
+    # StrEnum inherits str's alphabetical comparisons; every operator must compare by sensitivity.
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Classification):
             return NotImplemented
         return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Classification):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Classification):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Classification):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
 
     @classmethod
     def parse(cls, value: str | Classification) -> Classification:

@@ -161,9 +161,15 @@ def validate_definitions(defs: dg.Definitions) -> ResidencyReport:
 
 
 def validate_asset_graph(
-    graph: BaseAssetGraph, planes: Mapping[str, DataPlane], policy: ResidencyPolicy
+    graph: BaseAssetGraph,
+    planes: Mapping[str, DataPlane],
+    policy: ResidencyPolicy,
+    recorded: Mapping[dg.AssetKey, Classification] | None = None,
 ) -> ResidencyReport:
     """The check over an asset graph, with planes given by resource key (or by name).
+
+    ``recorded`` raises the classification of assets whose inputs are outside ``graph`` (e.g. the
+    classification an asset was written with, when a run's graph holds only part of the lineage).
 
     Example:
         >>> validate_asset_graph(defs.resolve_asset_graph(), {"eu": eu_plane}, ResidencyPolicy()).ok
@@ -187,7 +193,7 @@ def validate_asset_graph(
 
     assets: dict[dg.AssetKey, AssetResidency] = {}
     for key in graph.toposorted_asset_keys:
-        residency, problems = _resolve_asset(graph.get(key), graph, by_name, assets)
+        residency, problems = _resolve_asset(graph.get(key), by_name, assets, (recorded or {}).get(key))
         assets[key] = residency
         violations.extend(problems)
     for key in graph.toposorted_asset_keys:
@@ -300,6 +306,17 @@ def find_policy(defs: dg.Definitions) -> ResidencyPolicy:
     return _find_policy(dict(defs.resources or {}))[0]
 
 
+def is_stub_asset(node: BaseAssetNode) -> bool:
+    """Whether Dagster created ``node`` as a placeholder for a dependency it has no definition of.
+
+    Example:
+        >>> graph = dg.Definitions(assets=[dg.AssetSpec("a", deps=["b"])]).resolve_asset_graph()
+        >>> is_stub_asset(graph.get(dg.AssetKey("b")))
+        True
+    """
+    return bool(node.metadata.get(_STUB_METADATA_KEY))
+
+
 def _find_policy(resources: Mapping[str, Any]) -> tuple[ResidencyPolicy, list[Violation]]:
     preferred = resources.get(POLICY_RESOURCE_KEY)
     if isinstance(preferred, ResidencyPolicy):
@@ -318,14 +335,14 @@ def _find_policy(resources: Mapping[str, Any]) -> tuple[ResidencyPolicy, list[Vi
 
 def _resolve_asset(
     node: BaseAssetNode,
-    graph: BaseAssetGraph,
     planes: Mapping[str, DataPlane],
     resolved: Mapping[dg.AssetKey, AssetResidency],
+    recorded: Classification | None,
 ) -> tuple[AssetResidency, list[Violation]]:
     key = node.key
     name = _name(key)
     parents = frozenset(node.parent_keys - {key})
-    if node.metadata.get(_STUB_METADATA_KEY):
+    if is_stub_asset(node):
         users = ", ".join(sorted(_name(c) for c in node.child_keys)) or "another asset"
         problem = Violation(
             kind=ViolationKind.UNDEFINED_ASSET,
@@ -394,12 +411,14 @@ def _resolve_asset(
     candidates: list[tuple[Classification, dg.AssetKey]] = []
     if declared is not None:
         candidates.append((declared, key))
+    if recorded is not None:
+        candidates.append((recorded, key))
     if justification is None or declared is None:
         for parent in sorted(parents):
             upstream = resolved.get(parent)
             if upstream is not None and upstream.effective is not None and upstream.classified_at is not None:
                 candidates.append((upstream.effective, upstream.classified_at))
-    effective, origin = max(candidates, key=lambda c: c[0]) if candidates else (None, None)
+    effective, origin = max(candidates, key=lambda c: c[0].rank) if candidates else (None, None)
     residency = AssetResidency(
         key=key,
         plane=plane_name,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import (
@@ -323,7 +322,8 @@ def test_hybrid_definitions_honours_strict() -> None:
     resources = {"eu": EU_ONPREM, "us": US_CLOUD}
     with pytest.raises(ResidencyViolation):
         hybrid_definitions(
-            assets=[PATIENTS, us_copy], resources={**resources, "residency_policy": ResidencyPolicy(strict=True)}
+            assets=[PATIENTS, us_copy],
+            resources={**resources, "residency_policy": ResidencyPolicy(strict=True)},
         )
     with pytest.warns(UserWarning, match="patients \\(eu-onprem, EU\\) -> us_copy"):
         defs = hybrid_definitions(assets=[PATIENTS, us_copy], resources=resources)
@@ -349,8 +349,23 @@ def test_effective_classification_along_a_chain(chain: list[tuple[Classification
                 **pinned("eu-onprem", level, declassified="aggregate" if declassified else None),
             )
         )
-        effective = level if declassified or previous is None else max(level, previous)
+        effective = level if declassified or previous is None else max(level, previous, key=lambda c: c.rank)
         expected[key] = effective
         previous = effective
 
     assert effective_classifications(dg.Definitions(assets=specs)) == expected
+
+
+def test_confidential_input_raises_an_internal_tagged_asset() -> None:
+    claims = dg.AssetSpec("claims", **pinned("eu-onprem", "confidential"))
+
+    @dg.asset(deps=[claims], **pinned("eu-onprem", "internal"))
+    def claim_counts() -> None: ...
+
+    @dg.asset(deps=[claim_counts], **pinned("us-cloud", "internal"))
+    def us_counts() -> None: ...
+
+    [violation] = validate_definitions(_defs(claims, claim_counts, us_counts)).violations
+
+    assert violation.classification == Classification.CONFIDENTIAL
+    assert "confidential (inherited from claims)" in violation.message

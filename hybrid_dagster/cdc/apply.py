@@ -79,8 +79,6 @@ __all__ = ["ApplyResult", "IcebergApplier", "SchemaEvolutionError"]
 
 logger = logging.getLogger(__name__)
 
-_GROUP_COL = "__group"
-
 
 @dataclass
 class ApplyResult:
@@ -373,17 +371,18 @@ class IcebergApplier:
         """Write ``rows`` sorted by key, each group (cluster) into files of its own."""
         if rows.num_rows == 0:
             return []
-        sort_keys = [(k, "ascending") for k in keys]
-        if groups.size and groups.min() != groups.max():
-            rows = rows.append_column(_GROUP_COL, pa.array(groups))
-            rows = rows.take(pc.sort_indices(rows, sort_keys=[(_GROUP_COL, "ascending"), *sort_keys]))
-            ordered_groups = rows[_GROUP_COL].to_numpy()
-            rows = rows.drop_columns([_GROUP_COL])
-            cuts = np.flatnonzero(np.diff(ordered_groups)) + 1
-            bounds = [0, *cuts.tolist(), rows.num_rows]
-            parts = [rows.slice(start, stop - start) for start, stop in itertools.pairwise(bounds)]
-        else:
-            parts = [rows.take(pc.sort_indices(rows, sort_keys=sort_keys))]
+        order = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+        ordered_groups = groups[order]
+        if ordered_groups.size and ordered_groups.min() != ordered_groups.max():
+            # Clusters are disjoint, ascending key ranges: in key order only the rows outside every
+            # cluster (new keys in the gaps) break the grouping, so a stable partition suffices.
+            outside = ordered_groups == ordered_groups.max()
+            order = np.concatenate([order[~outside], order[outside]])
+            ordered_groups = np.concatenate([ordered_groups[~outside], ordered_groups[outside]])
+        rows = rows.take(pa.array(order))
+        cuts = np.flatnonzero(np.diff(ordered_groups)) + 1
+        bounds = [0, *cuts.tolist(), rows.num_rows]
+        parts = [rows.slice(start, stop - start) for start, stop in itertools.pairwise(bounds)]
 
         target = int(metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, self.target_file_size_bytes))
         write_uuid = uuid.uuid4()

@@ -75,6 +75,11 @@ def order_changes(rows: pa.Table) -> pa.Table:
     """
     if rows.num_rows < 2:
         return rows
+    commit = rows[COMMIT_POS_COL].to_numpy()
+    event = rows[EVENT_POS_COL].to_numpy()
+    steps = (commit[1:] > commit[:-1]) | ((commit[1:] == commit[:-1]) & (event[1:] >= event[:-1]))
+    if steps.all():
+        return rows
     indices = pc.sort_indices(rows, sort_keys=[(COMMIT_POS_COL, "ascending"), (EVENT_POS_COL, "ascending")])
     return rows.take(indices)
 

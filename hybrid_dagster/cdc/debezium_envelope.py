@@ -79,6 +79,8 @@ class ParsedChange:
     tx_id: int | None = None
     commit_ts: dt.datetime | None = None
     unchanged: tuple[str, ...] = ()
+    position_from: str = "log"
+    """'log' (LSN, binlog or SQL Server LSN fields) or 'ts_ms' (the timestamp fallback)."""
 
     def old_key(self, key_columns: list[str]) -> dict[str, Any] | None:
         """The before-image key of an update that changed its key, else None."""
@@ -221,6 +223,7 @@ def _parse_change(
     placeholder: str,
 ) -> ParsedChange:
     position = event_position(source, payload)
+    position_from = "log" if _has_log_position(source) else "ts_ms"
     tx_id = _opt_int(source.get("txId"), "source.txId")
     commit_ts = _commit_ts(source)
     row_fields = _row_fields(schema)
@@ -260,6 +263,7 @@ def _parse_change(
         tx_id=tx_id,
         commit_ts=commit_ts,
         unchanged=unchanged,
+        position_from=position_from,
     )
 
 
@@ -276,6 +280,12 @@ def _parse_key(key: Any) -> dict[str, Any] | None:
 
 
 # --- positions -------------------------------------------------------------------------------------------
+
+
+def _has_log_position(source: dict[str, Any]) -> bool:
+    return any(source.get(f) is not None for f in ("sequence", "lsn", "commit_lsn", "change_lsn")) or (
+        source.get("file") is not None and source.get("pos") is not None
+    )
 
 
 def event_position(source: dict[str, Any], payload: dict[str, Any] | None = None) -> Position:
@@ -328,7 +338,7 @@ _VLF_BITS, _BLOCK_BITS, _SLOT_BITS = 26, 24, 13
 _DELTA_BITS, _SERIAL_BITS = 50, 12
 
 
-def pack_sqlserver_lsn(lsn: str) -> int:
+def pack_sqlserver_lsn(lsn: Any) -> int:
     """Pack ``VLF:block:slot`` (hex) into 63 bits: 26 bits VLF, 24 bits block, 13 bits slot.
 
     Order-preserving for LSNs inside that range (VLF sequence numbers below 67M, log blocks below
@@ -353,7 +363,9 @@ def _sqlserver_position(source: dict[str, Any]) -> Position:
         raise EventError(f"change_lsn {change_raw} is after commit_lsn {commit_raw}")
     # Inside a commit: a later change_lsn means a smaller distance to the commit LSN.
     distance = min(delta, (1 << _DELTA_BITS) - 1)
-    event = (((1 << _DELTA_BITS) - 1 - distance) << _SERIAL_BITS) | min(max(serial, 0), (1 << _SERIAL_BITS) - 1)
+    event = (((1 << _DELTA_BITS) - 1 - distance) << _SERIAL_BITS) | min(
+        max(serial, 0), (1 << _SERIAL_BITS) - 1
+    )
     return Position(commit, event)
 
 
@@ -547,8 +559,10 @@ def convert_value(field_schema: dict[str, Any], value: Any) -> Any:
     if name == "io.debezium.data.VariableScaleDecimal":
         if not isinstance(value, dict):
             raise EventError("VariableScaleDecimal is not a {scale, value} object")
-        scale = _opt_int(value.get("scale"), "VariableScaleDecimal scale")
-        return str(_decode_decimal(value.get("value"), scale or 0))
+        var_scale = _opt_int(value.get("scale"), "VariableScaleDecimal scale") or 0
+        if not -1000 <= var_scale <= 1000:
+            raise EventError(f"VariableScaleDecimal scale {var_scale} out of range")
+        return str(_decode_decimal(value.get("value"), var_scale))
     if name in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
         return _EPOCH_DATE + dt.timedelta(days=_require_int(value, 31))
     if name in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
@@ -711,4 +725,3 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
     if pa.types.is_string(type_) and not isinstance(value, str):
         return json.dumps(value, sort_keys=True)
     return value
-

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.lib.stride_tricks import sliding_window_view
 
 SESSION_SETTINGS = (
     "SET TimeZone = 'UTC'",
@@ -157,7 +158,11 @@ def _hex_bytea(values: pa.Array) -> pa.Array:
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[digits.offset : digits.offset + len(digits) + 1]
     if np.any((offsets[1:] - offsets[:-1]) % 2):
         raise ValueError("bytea hex value of odd length")
-    raw = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]] if data_buf else np.zeros(0, np.uint8)
+    raw = (
+        np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        if data_buf
+        else np.zeros(0, np.uint8)
+    )
     nibbles = _HEX[raw]
     if np.any(nibbles == 255):
         raise ValueError("bytea value with a non-hex digit")
@@ -170,30 +175,52 @@ def _hex_bytea(values: pa.Array) -> pa.Array:
     )
 
 
+WINDOW = 16
+"""Zero bytes a buffer handed to :func:`strings_from_slices` must end with (fixed-width windows)."""
+
+
 def strings_from_slices(
     buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray
 ) -> pa.Array:
     """Build a string array from ``buf[starts[i] : starts[i] + lengths[i]]`` (null where not ``valid``).
 
-    One numpy gather, no Python loop over values; raises ``pa.ArrowInvalid`` on invalid UTF-8.
+    Builds Arrow string *views* over ``buf`` (short values inline, long ones by offset) and lets Arrow
+    compact them: numpy work per value, not per byte, and no Python loop. ``buf`` must end with
+    :data:`WINDOW` zero bytes. Raises ``pa.ArrowInvalid`` on invalid UTF-8.
     """
+    n = len(starts)
+    if len(buf) >= 2**31:
+        return _strings_by_gather(buf, starts, lengths, valid)
+    lengths = np.where(valid, lengths, 0).astype("<i4")
+    starts = np.where(valid, starts, 0).astype("<i4")
+    window = sliding_window_view(buf, 12)[starts]
+    views = np.zeros((n, 16), dtype=np.uint8)
+    views[:, :4] = lengths.view(np.uint8).reshape(n, 4)
+    short = lengths <= 12
+    views[:, 4:16] = np.where(short[:, None] & (np.arange(12) < lengths[:, None]), window, 0)
+    long_rows = ~short
+    views[long_rows, 4:8] = window[long_rows, :4]
+    views[long_rows, 12:16] = starts[long_rows].view(np.uint8).reshape(-1, 4)
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    arr = pa.Array.from_buffers(pa.string_view(), n, [validity, pa.py_buffer(views), pa.py_buffer(buf)])
+    out = arr.cast(pa.large_string() if int(lengths.sum()) >= 2**31 else pa.string())
+    out.validate(full=True)
+    return out
+
+
+def _strings_by_gather(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray
+) -> pa.Array:
     n = len(starts)
     lengths = np.where(valid, lengths, 0).astype(np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    if total:
-        index = np.repeat(starts.astype(np.int64) - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
-        data = buf[index]
-    else:
-        data = np.zeros(0, np.uint8)
+    index = np.repeat(starts.astype(np.int64) - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
     validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    if total < 2**31:
-        arr = pa.Array.from_buffers(
-            pa.string(), n, [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
-        )
-    else:
-        arr = pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
+    arr = pa.Array.from_buffers(
+        pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(buf[index])]
+    )
     arr.validate(full=True)
     return arr
 
@@ -221,8 +248,8 @@ class TextSegment:
     ops: np.ndarray
     commit_pos: np.ndarray
     event_pos: np.ndarray
-    tx_id: np.ndarray
-    commit_ts_us: np.ndarray
+    tx_id: np.ndarray | None
+    commit_ts_us: np.ndarray | None
     values: dict[str, pa.Array]
     unchanged: dict[str, np.ndarray] | None = None
     old_key: dict[str, pa.Array] | None = None
@@ -230,6 +257,45 @@ class TextSegment:
 
     def __len__(self) -> int:
         return len(self.ops)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A change left out of its table because a value did not convert: position, raw text, reason."""
+
+    position: str
+    raw: str
+    reason: str
+
+
+def _rejected(
+    segments: list[TextSegment], bad: np.ndarray, commit: np.ndarray, event: np.ndarray
+) -> list[Rejected]:
+    import json
+
+    out = []
+    base = 0
+    for seg in segments:
+        for i in np.nonzero(bad[base : base + len(seg)])[0]:
+            raw = {name: arr[int(i)].as_py() for name, arr in seg.values.items()}
+            position = f"{commit[base + i]}:{event[base + i]}"
+            out.append(
+                Rejected(position, json.dumps(raw), "a value does not convert to its column's Arrow type")
+            )
+        base += len(seg)
+    return out
+
+
+def _optional_ints(parts: list[np.ndarray | None], sizes: list[int], arrow_type: pa.DataType) -> pa.Array:
+    if all(p is not None for p in parts):
+        return pa.array(np.concatenate(parts).astype(np.int64), arrow_type)  # type: ignore[arg-type]
+    values = np.concatenate(
+        [p if p is not None else np.zeros(n, np.int64) for p, n in zip(parts, sizes, strict=True)]
+    )
+    mask = np.concatenate(
+        [np.zeros(n, bool) if p is not None else np.ones(n, bool) for p, n in zip(parts, sizes, strict=True)]
+    )
+    return pa.array(values.astype(np.int64), arrow_type, mask=mask)
 
 
 def _column_text(segment: TextSegment, name: str) -> pa.Array:
@@ -270,13 +336,12 @@ def _unchanged_array(segments: list[TextSegment], total: int) -> pa.Array:
 
 def build_table_changes(
     table: str, key_columns: list[str], segments: list[TextSegment]
-) -> tuple[pa.Schema, pa.Table, np.ndarray]:
+) -> tuple[pa.Schema, pa.Table, list[Rejected]]:
     """Concatenate ``segments`` (stream order) into one change table under the newest column layout.
 
     Earlier segments get nulls for columns added later and are converted with the newest type (a widened
-    ``int4 -> int8`` shows as int64). Returns the data schema, the change rows (sorted by position) and a
-    mask of rows that were dropped because a value did not convert (the caller dead-letters them, the
-    mask indexes the concatenated, unsorted input).
+    ``int4 -> int8`` shows as int64). Returns the data schema, the change rows (sorted by position) and
+    the rows left out because a value did not convert (for the caller's dead letters).
 
     Example:
         >>> schema, rows, bad = build_table_changes("t", ["id"], segments)  # doctest: +SKIP
@@ -287,7 +352,9 @@ def build_table_changes(
     total = sum(len(s) for s in segments)
     missing = [k for k in key_columns if k not in {c.name for c in newest}]
     if missing:
-        raise ValueError(f"table {table}: key columns {missing} are not among its columns {[c.name for c in newest]}")
+        raise ValueError(
+            f"table {table}: key columns {missing} are not among its columns {[c.name for c in newest]}"
+        )
     bad = np.zeros(total, dtype=bool)
     data: dict[str, pa.Array] = {}
     for column in newest:
@@ -296,7 +363,9 @@ def build_table_changes(
             data[column.name] = text_to_arrow(text, column)
         except ConversionError as err:
             bad |= err.bad
-            data[column.name] = text_to_arrow(pc.if_else(pa.array(err.bad), pa.scalar(None, text.type), text), column)
+            data[column.name] = text_to_arrow(
+                pc.if_else(pa.array(err.bad), pa.scalar(None, text.type), text), column
+            )
     data_schema = pa.schema([pa.field(c.name, data[c.name].type) for c in newest])
     by_name = {c.name: c for c in newest}
 
@@ -306,7 +375,8 @@ def build_table_changes(
     key_children = []
     for key in key_columns:
         parts = [
-            (s.old_key or {}).get(key, pa.nulls(len(s), pa.string())) if s.old_key_mask is not None
+            (s.old_key or {}).get(key, pa.nulls(len(s), pa.string()))
+            if s.old_key_mask is not None
             else pa.nulls(len(s), pa.string())
             for s in segments
         ]
@@ -328,14 +398,17 @@ def build_table_changes(
         _ops_array(np.concatenate([s.ops for s in segments])),
         pa.array(commit_pos, pa.int64()),
         pa.array(event_pos, pa.int64()),
-        pa.array(np.concatenate([s.tx_id for s in segments]).astype(np.int64), pa.int64()),
-        pa.array(np.concatenate([s.commit_ts_us for s in segments]).astype(np.int64), pa.timestamp("us", tz="UTC")),
+        _optional_ints([s.tx_id for s in segments], [len(s) for s in segments], pa.int64()),
+        _optional_ints(
+            [s.commit_ts_us for s in segments], [len(s) for s in segments], pa.timestamp("us", tz="UTC")
+        ),
         old_key,
         _unchanged_array(segments, total),
         *(data[c.name] for c in newest),
     ]
     rows = pa.Table.from_arrays(columns, schema=schema)
     keep = ~bad
+    rejected = _rejected(segments, bad, commit_pos, event_pos) if bad.any() else []
     if bad.any():
         rows = rows.filter(pa.array(keep))
         commit_pos, event_pos = commit_pos[keep], event_pos[keep]
@@ -345,4 +418,4 @@ def build_table_changes(
         )
         if unsorted.any():
             rows = rows.take(pa.array(np.lexsort((event_pos, commit_pos))))
-    return data_schema, rows, bad
+    return data_schema, rows, rejected

@@ -12,14 +12,16 @@ value. (``pypgoutput`` on PyPI was considered: unmaintained since 2022 and per-m
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+from numpy.lib.stride_tricks import sliding_window_view
 
 from hybrid_dagster.cdc.changes import DeadLetter
-from hybrid_dagster.cdc.pg_types import PG_EPOCH_US, PgColumn, TextSegment, strings_from_slices
+from hybrid_dagster.cdc.pg_types import PG_EPOCH_US, WINDOW, PgColumn, TextSegment, strings_from_slices
 
 MSG_BEGIN, MSG_COMMIT, MSG_ORIGIN, MSG_RELATION, MSG_TYPE = b"BCORY"
 MSG_INSERT, MSG_UPDATE, MSG_DELETE, MSG_TRUNCATE, MSG_MESSAGE = b"IUDTM"
@@ -59,9 +61,9 @@ class DecodedStream:
 def _be(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
     """Big-endian integers of ``dtype`` ('>u4', '>i8', ...) at byte offsets ``pos`` (clipped in bounds)."""
     size = np.dtype(dtype).itemsize
-    pos = np.clip(pos, 0, max(len(buf) - size, 0))
-    raw = buf[pos[:, None] + np.arange(size)] if len(buf) >= size else np.zeros((len(pos), size), np.uint8)
-    return np.ascontiguousarray(raw).view(dtype).ravel().astype(np.int64)
+    pos = np.clip(pos, 0, len(buf) - size)
+    raw = sliding_window_view(buf, size)[pos]
+    return raw.view(dtype).ravel().astype(np.int64)
 
 
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:
@@ -130,22 +132,37 @@ class PgOutputDecoder:
         0
     """
 
-    def __init__(self, source: str, tables: dict[tuple[str, str], str], key_columns: dict[str, list[str]]) -> None:
+    def __init__(
+        self, source: str, tables: dict[tuple[str, str], str], key_columns: dict[str, list[str]]
+    ) -> None:
         self.source = source
         self.tables = tables
         self.key_columns = key_columns
 
-    def decode(self, lsns: Sequence[int] | np.ndarray, payloads: Sequence[bytes | memoryview]) -> DecodedStream:
+    def decode(
+        self, lsns: Sequence[int] | np.ndarray, payloads: Sequence[bytes | memoryview]
+    ) -> DecodedStream:
         """Decode one peek's rows (``lsn``, ``data``); a peek always holds whole transactions."""
+        sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
+        starts = np.cumsum(sizes) - sizes
+        return self.decode_buffer(b"".join([*payloads, bytes(WINDOW)]), starts, sizes, lsns)
+
+    def decode_buffer(
+        self, joined: bytes, starts: np.ndarray, sizes: np.ndarray, lsns: Sequence[int] | np.ndarray
+    ) -> DecodedStream:
+        """Decode messages lying at ``joined[starts[i] : starts[i] + sizes[i]]``.
+
+        ``joined`` must end with :data:`~hybrid_dagster.cdc.pg_types.WINDOW` zero bytes (see
+        :func:`read_copy_binary`, which returns it so).
+        """
         out = DecodedStream()
-        n = len(payloads)
+        n = len(starts)
         if n == 0:
             return out
         lsn = np.asarray(lsns, dtype=np.int64)
-        sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=n)
-        ends = np.cumsum(sizes)
-        starts = ends - sizes
-        joined = b"".join(payloads)
+        starts = np.asarray(starts, dtype=np.int64)
+        sizes = np.asarray(sizes, dtype=np.int64)
+        ends = starts + sizes
         buf = np.frombuffer(joined, dtype=np.uint8)
         mtype = np.where(sizes > 0, buf[np.minimum(starts, max(len(buf) - 1, 0))], 0).astype(np.uint8)
 
@@ -166,13 +183,14 @@ class PgOutputDecoder:
 
         relations: dict[int, list[tuple[int, Relation]]] = {}
         handled = is_change | (mtype == MSG_BEGIN) | np.isin(mtype, (MSG_ORIGIN, MSG_TYPE, MSG_MESSAGE))
-        for i in np.nonzero(~handled)[0]:
-            i = int(i)
+        for i in (int(k) for k in np.nonzero(~handled)[0]):
             data = joined[starts[i] : ends[i]]
             kind = mtype[i]
             try:
                 if kind == MSG_RELATION:
-                    relations.setdefault(int.from_bytes(data[1:5], "big"), []).append((i, parse_relation(data)))
+                    relations.setdefault(int.from_bytes(data[1:5], "big"), []).append(
+                        (i, parse_relation(data))
+                    )
                 elif kind == MSG_COMMIT and len(data) >= 26:
                     out.last_end_lsn = int.from_bytes(data[10:18], "big")
                 elif kind == MSG_TRUNCATE and tx_of[i] >= 0:
@@ -259,8 +277,13 @@ class PgOutputDecoder:
                 out.add(
                     table,
                     TextSegment(
-                        rel.columns, np.array([ord("t")], np.uint8), final_lsn[one], event[one], xid[one],
-                        commit_ts[one], {},
+                        rel.columns,
+                        np.array([ord("t")], np.uint8),
+                        final_lsn[one],
+                        event[one],
+                        xid[one],
+                        commit_ts[one],
+                        {},
                     ),
                 )
 
@@ -298,7 +321,9 @@ class PgOutputDecoder:
             if unchanged_j.any():
                 unchanged[column.name] = unchanged_j
 
-        keys = self.key_columns.get(table) or [c.name for c, f in zip(rel.columns, rel.key_flags, strict=True) if f]
+        keys = self.key_columns.get(table) or [
+            c.name for c, f in zip(rel.columns, rel.key_flags, strict=True) if f
+        ]
         position = {c.name: j for j, c in enumerate(rel.columns)}
         old_key: dict[str, pa.Array] = {}
         old_key_mask = np.zeros(len(starts), dtype=bool)
@@ -310,7 +335,9 @@ class PgOutputDecoder:
                 valid = has_old & is_update & (old.kinds[j] == KIND_TEXT) & ~bad
                 old_key[key], bad_utf8 = _strings(buf, old.starts[j], old.lengths[j], valid)
                 bad |= bad_utf8
-                differs = pc.fill_null(pc.not_equal(old_key[key], values[key]), True).to_numpy(zero_copy_only=False)
+                differs = pc.fill_null(pc.not_equal(old_key[key], values[key]), True).to_numpy(
+                    zero_copy_only=False
+                )
                 old_key_mask |= valid & differs
 
         ops = np.where(is_insert, ord("c"), np.where(is_update, ord("u"), ord("d"))).astype(np.uint8)
@@ -331,7 +358,9 @@ class PgOutputDecoder:
         return segment, bad
 
 
-def _strings(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _strings(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray
+) -> tuple[pa.Array, np.ndarray]:
     """Strings at the given slices; rows with invalid UTF-8 come back null and marked in the mask."""
     no_bad = np.zeros(len(starts), dtype=bool)
     try:
@@ -344,3 +373,41 @@ def _strings(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np
         except UnicodeDecodeError:
             no_bad[i] = True
     return strings_from_slices(buf, starts, lengths, valid & ~no_bad), no_bad
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_ROW = struct.Struct(">hiqi")
+
+
+def read_copy_binary(data: bytes) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``COPY (SELECT lsn::int8, data::bytea ...) TO STDOUT (FORMAT binary)`` output.
+
+    Returns the buffer (padded with zero bytes for the decoder) and the messages' starts, sizes and LSNs,
+    without copying any message.
+
+    Example:
+        >>> buf, starts, sizes, lsns = read_copy_binary(copy_output)  # doctest: +SKIP
+        >>> PgOutputDecoder(source, tables, keys).decode_buffer(buf, starts, sizes, lsns)  # doctest: +SKIP
+    """
+    if not data.startswith(_COPY_SIGNATURE):
+        raise ValueError("not PostgreSQL binary COPY output")
+    pos = 15 + 4 + int.from_bytes(data[15:19], "big")
+    starts: list[int] = []
+    sizes: list[int] = []
+    lsns: list[int] = []
+    unpack = _ROW.unpack_from
+    end = len(data) - 2
+    while pos < end:
+        nfields, lsn_len, lsn, size = unpack(data, pos)
+        if nfields != 2 or lsn_len != 8 or size < 0:
+            raise ValueError(f"unexpected binary COPY row at byte {pos}")
+        starts.append(pos + 18)
+        sizes.append(size)
+        lsns.append(lsn)
+        pos += 18 + size
+    return (
+        data + bytes(WINDOW),
+        np.array(starts, dtype=np.int64),
+        np.array(sizes, dtype=np.int64),
+        np.array(lsns, dtype=np.int64),
+    )

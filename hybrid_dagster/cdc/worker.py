@@ -24,7 +24,7 @@ from hybrid_dagster.cdc.changelog import ChangelogWriter
 from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
 from hybrid_dagster.cdc.source_config import PostgresCdcSource
-from hybrid_dagster.guard import WriteIntent, check_write
+from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.residency import Classification, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
 
@@ -100,10 +100,8 @@ def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> 
     for t in spec.tables:
         progress = report.tables[t.identifier]
         table = catalog.load_table(t.identifier) if catalog.table_exists(t.identifier) else None
-        keys = t.key_columns or (
-            [table.schema().find_column_name(i) for i in table.schema().identifier_field_ids] if table else []
-        )
-        duplicates = _duplicate_keys(table, [k for k in keys if k]) if table is not None else 0
+        keys = t.key_columns or _identifier_columns(table)
+        duplicates = _duplicate_keys(table, keys) if table is not None else 0
         lag_bytes = (
             max(0, report.source_position.commit - progress.watermark.commit)
             if report.source_position is not None and progress.watermark is not None
@@ -116,6 +114,9 @@ def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> 
         )
         out[t.identifier] = {
             "asset_key": t.asset_key,
+            "residency": recorded_residency_metadata(
+                Classification.parse(t.classification), {*t.data_jurisdictions, plane.jurisdiction}
+            ),
             "row_count": _row_count(table),
             "columns": _columns(table, keys),
             "events_received": progress.events_received,
@@ -136,6 +137,13 @@ def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> 
             "dead_letters": report.dead_letters,
         }
     return out
+
+
+def _identifier_columns(table: Any) -> list[str]:
+    if table is None:
+        return []
+    schema = table.schema()
+    return [name for i in schema.identifier_field_ids if (name := schema.find_column_name(i))]
 
 
 def _row_count(table: Any) -> int:
@@ -172,6 +180,7 @@ def _columns(table: Any, keys: list[str]) -> list[dict[str, Any]]:
 def _report_to_pipes(pipes: Any, facts: Mapping[str, Mapping[str, Any]]) -> None:
     for identifier, f in facts.items():
         metadata: dict[str, Any] = {
+            **{key: {"raw_value": value, "type": "text"} for key, value in f["residency"].items()},
             "dagster/table_name": {"raw_value": identifier, "type": "text"},
             "dagster/row_count": {"raw_value": f["row_count"], "type": "int"},
             "dagster/column_schema": {"raw_value": {"columns": f["columns"]}, "type": "table_schema"},

@@ -21,7 +21,7 @@ import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
 from pyiceberg.exceptions import NoSuchTableError
 
-from hybrid_dagster.guard import WriteIntent, check_write
+from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import RESIDENCY_EXTRAS_KEY, DataPlane
 
@@ -72,7 +72,11 @@ class PlaneWork:
         except NoSuchTableError:
             table = catalog.create_table(identifier, schema=data.schema)
             table.append(data)
+        recorded = recorded_residency_metadata(
+            intent.classification, intent.data_jurisdictions | {self.plane.jurisdiction}
+        )
         return {
+            **{key: {"raw_value": value, "type": "text"} for key, value in recorded.items()},
             "dagster/table_name": {"raw_value": f"{self.plane.name}.{identifier}", "type": "text"},
             "dagster/row_count": {"raw_value": data.num_rows, "type": "int"},
             "dagster/column_schema": {

@@ -8,7 +8,13 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from hybrid_dagster.guard import asset_graph_of, check_write, write_intent_for
+from hybrid_dagster.guard import (
+    WriteIntent,
+    asset_graph_of,
+    check_write,
+    recorded_residency_metadata,
+    write_intent_for,
+)
 from hybrid_dagster.residency import PLANE_TAG, ResidencyError, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.validation import asset_plane_name
@@ -91,9 +97,8 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         else:
             table = catalog.create_table(identifier, schema=obj.schema)
             table.append(obj)
-        context.add_output_metadata(
-            self._metadata(plane, identifier, table, obj, [r.describe() for r in routes])
-        )
+        metadata = self._metadata(plane, identifier, table, obj, [r.describe() for r in routes])
+        context.add_output_metadata({**metadata, **self._residency(intent, plane)})
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
         key = context.asset_key
@@ -122,6 +127,15 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         return matches[0]
 
     @staticmethod
+    def _residency(intent: WriteIntent, plane: DataPlane) -> dict[str, dg.RawMetadataValue]:
+        places = intent.data_jurisdictions | {plane.jurisdiction}
+        return {
+            **recorded_residency_metadata(intent.classification, places),
+            "hybrid/plane": plane.name,
+            "hybrid/jurisdiction": plane.jurisdiction,
+        }
+
+    @staticmethod
     def _metadata(
         plane: DataPlane, identifier: str, table: Table, obj: pa.Table, routes: list[str]
     ) -> dict[str, dg.RawMetadataValue]:
@@ -132,8 +146,6 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(f.name, str(f.type)) for f in obj.schema]
             ),
-            "hybrid/plane": plane.name,
-            "hybrid/jurisdiction": plane.jurisdiction,
             "iceberg/snapshot_id": snapshot.snapshot_id if snapshot is not None else None,
         }
         if routes:

@@ -28,6 +28,8 @@ STANDARD_TEXT_KEYS = frozenset(
         "dagster/relation_identifier",
         "hybrid/plane",
         "hybrid/jurisdiction",
+        "hybrid/classification",
+        "hybrid/data_jurisdictions",
         "hybrid/watermark",
         "hybrid/source",
         "hybrid/decoder",

@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +134,8 @@ def debian_unavailable_reason() -> str | None:
     """Why :func:`start_debian_postgres` cannot work here, or None if it can."""
     for binary in ("initdb", "pg_ctl", "postgres"):
         if not (DEBIAN_PG_BIN / binary).exists():
-            return f"Debian PostgreSQL 15 is not installed ({DEBIAN_PG_BIN / binary} missing): {DEBIAN_INSTALL_HINT}"
+            missing = DEBIAN_PG_BIN / binary
+            return f"Debian PostgreSQL 15 is not installed ({missing} missing): {DEBIAN_INSTALL_HINT}"
     if not (DEBIAN_PG_LIB / "wal2json.so").exists():
         return f"wal2json is not installed ({DEBIAN_PG_LIB / 'wal2json.so'} missing): {DEBIAN_INSTALL_HINT}"
     if os.geteuid() == 0:
@@ -166,7 +169,9 @@ def _make_traversable(path: Path) -> None:
 def _run(argv: list[str]) -> str:
     proc = subprocess.run(_as_server_user(argv), capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}"
+        )
     return proc.stdout
 
 
@@ -190,8 +195,25 @@ def start_debian_postgres(datadir: Path) -> PostgresServer:
         _make_traversable(datadir)
     datadir.chmod(0o700)
     if not (datadir / "PG_VERSION").exists():
-        _run([str(DEBIAN_PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust"]
-             + ["--encoding=UTF8", "--locale=C.UTF-8"])
+        initdb = str(DEBIAN_PG_BIN / "initdb")
+        _run(
+            [
+                initdb,
+                "-D",
+                str(datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
+    pg_ctl = str(DEBIAN_PG_BIN / "pg_ctl")
+    status = subprocess.run(
+        _as_server_user([pg_ctl, "-D", str(datadir), "status"]), capture_output=True, timeout=60
+    )
+    if status.returncode == 0:  # a leftover server of an earlier run: restart it with a fresh port
+        _run([pg_ctl, "-D", str(datadir), "-m", "fast", "-w", "stop"])
     port = _free_port()
     settings = {
         **LOGICAL_SETTINGS,
@@ -205,11 +227,24 @@ def start_debian_postgres(datadir: Path) -> PostgresServer:
         settings["output_plugin_libraries"] = "'pgoutput,test_decoding,wal2json'"
     with (datadir / "postgresql.auto.conf").open("a") as conf:
         conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
-    pg_ctl = str(DEBIAN_PG_BIN / "pg_ctl")
     _run([pg_ctl, "-D", str(datadir), "-l", str(datadir / "server.log"), "-w", "-t", "60", "start"])
 
+    postmaster_pid = int((datadir / "postmaster.pid").read_text().split()[0])
+
     def stop() -> None:
-        _run([pg_ctl, "-D", str(datadir), "-m", "fast", "-w", "stop"])
+        """Fast shutdown by signalling the postmaster we started (works even if datadir went away)."""
+        try:
+            os.kill(postmaster_pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(postmaster_pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"PostgreSQL (pid {postmaster_pid}) in {datadir} did not stop within 60 s")
 
     server = PostgresServer("127.0.0.1", port, "postgres", "postgres", stop)
     if (level := _show(server.dsn, "wal_level")) != "logical":

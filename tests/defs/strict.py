@@ -13,4 +13,6 @@ patients = dg.AssetSpec("patients", **pinned("eu-onprem", "restricted"))
 def us_copy() -> None: ...
 
 
-defs = enforce_residency(dg.Definitions(assets=[patients, us_copy], resources={**PLANES, "residency_policy": POLICY}))
+defs = enforce_residency(
+    dg.Definitions(assets=[patients, us_copy], resources={**PLANES, "residency_policy": POLICY})
+)

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks; each prints one JSON object."""

@@ -1,0 +1,131 @@
+"""Helpers for end-to-end CDC tests: a plane, a job spec, and row-for-row comparison with PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+import pyarrow.compute as pc
+
+from examples.clinical_ai.hospital_db import TABLES
+from hybrid_dagster.cdc.changes import Position
+from hybrid_dagster.cdc.worker import CdcJobSpec, CdcTableSpec
+from hybrid_dagster.resources import DataPlane
+
+KEYS = {
+    "public.patients": "patient_id",
+    "public.encounters": "encounter_id",
+    "public.lab_results": "result_id",
+}
+
+
+def plane_at(warehouse: Path) -> DataPlane:
+    return DataPlane(
+        name="eu-onprem",
+        jurisdiction="EU",
+        region="fra-dc2",
+        location="on_prem",
+        warehouse=f"file://{warehouse}",
+    )
+
+
+def job_spec(dsn: str, decoder: str, slot: str, *, batch_events: int = 50_000) -> CdcJobSpec:
+    return CdcJobSpec.model_validate(
+        {
+            "source": {"kind": "postgres", "dsn": dsn, "slot_name": slot, "decoder": decoder},
+            "tables": [
+                CdcTableSpec(
+                    source_table=t,
+                    identifier=f"clinical.{t.split('.')[1]}",
+                    asset_key=f"clinical/{t.split('.')[1]}",
+                    classification="restricted",
+                    home_plane="eu-onprem",
+                    data_jurisdictions=["EU"],
+                ).model_dump()
+                for t in TABLES
+            ],
+            "dead_letter_table": "clinical._dead_letters",
+            "batch_events": batch_events,
+        }
+    )
+
+
+def write_job_files(tmp_path: Path, spec: CdcJobSpec, plane: DataPlane) -> tuple[Path, Path]:
+    spec_path, plane_path = tmp_path / "job.json", tmp_path / "plane.json"
+    spec_path.write_text(spec.model_dump_json())
+    plane_path.write_text(json.dumps(plane.to_config()))
+    return spec_path, plane_path
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def source_rows(dsn: str, table: str) -> dict[Any, dict[str, Any]]:
+    key = KEYS[table]
+    with psycopg2.connect(dsn) as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"SELECT * FROM {table}")
+        rows = cur.fetchall()
+    conn.close()
+    return {r[key]: {k: _normalize(v) for k, v in r.items()} for r in rows}
+
+
+def iceberg_rows(plane: DataPlane, table: str) -> dict[Any, dict[str, Any]]:
+    key = KEYS[table]
+    identifier = f"clinical.{table.split('.')[1]}"
+    data = plane.load_catalog().load_table(identifier).scan().to_arrow()
+    rows = data.to_pylist()
+    keys = [r[key] for r in rows]
+    assert len(keys) == len(set(keys)), f"{identifier} has duplicate keys"
+    return {r[key]: {k: _normalize(v) for k, v in r.items()} for r in rows}
+
+
+def assert_equal_to_source(dsn: str, plane: DataPlane) -> None:
+    for table in TABLES:
+        expected, actual = source_rows(dsn, table), iceberg_rows(plane, table)
+        assert expected.keys() == actual.keys(), (
+            f"{table}: missing {sorted(expected.keys() - actual.keys())[:10]}, "
+            f"extra {sorted(actual.keys() - expected.keys())[:10]}"
+        )
+        for key, row in expected.items():
+            got = {c: actual[key].get(c) for c in row}
+            assert got == row, f"{table} key {key}: iceberg {got} != source {row}"
+
+
+def table_watermarks(plane: DataPlane) -> dict[str, Position | None]:
+    catalog = plane.load_catalog()
+    out: dict[str, Position | None] = {}
+    for table in TABLES:
+        identifier = f"clinical.{table.split('.')[1]}"
+        if not catalog.table_exists(identifier):
+            out[identifier] = None
+            continue
+        snapshot = catalog.load_table(identifier).current_snapshot()
+        raw = snapshot.summary.get("hybrid.cdc.position") if snapshot and snapshot.summary else None
+        out[identifier] = Position.decode(raw) if raw else None
+    return out
+
+
+def duplicate_keys(plane: DataPlane, identifier: str, key: str) -> int:
+    table = plane.load_catalog().load_table(identifier).scan(selected_fields=(key,)).to_arrow()
+    return table.num_rows - pc.count_distinct(table.column(key)).as_py()
+
+
+def slot_confirmed_lsn(dsn: str, slot: str) -> int | None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+        row = cur.fetchone()
+    conn.close()
+    return int(row[0]) if row and row[0] is not None else None
