@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.expressions import In
+from pyiceberg.expressions import In, Reference
 from pyiceberg.table import Table
 
 from hybrid_dagster.cdc.apply import IcebergApplier
@@ -162,7 +163,7 @@ def pyiceberg_upsert(table: Table, changes: TableChanges) -> None:
     upserts, deleted = net_effect(changes)
     with table.transaction() as txn:
         txn.upsert(upserts, join_cols=KEYS)
-        txn.delete(In("id", deleted.to_pylist()))
+        txn.delete(In(term=Reference("id"), values=deleted.to_pylist()))
 
 
 def checksum(table: Table) -> tuple[int, str]:
@@ -191,7 +192,9 @@ def warm_up(catalog: Catalog) -> None:
 
 def run(sizes: Sizes, workdir: Path, repeats: int) -> dict[str, Any]:
     """Every figure is the best of ``repeats`` runs (the machine is shared; noise only adds time)."""
-    catalog = SqlCatalog("bench", uri=f"sqlite:///{workdir}/catalog.db", warehouse=f"file://{workdir}/warehouse")
+    catalog = SqlCatalog(
+        "bench", uri=f"sqlite:///{workdir}/catalog.db", warehouse=f"file://{workdir}/warehouse"
+    )
     warm_up(catalog)
     changes = make_changes(sizes.table_rows, sizes.changes, sizes.table_rows, seed=7)
     applier = IcebergApplier(catalog, source_id="bench-source")
@@ -202,10 +205,14 @@ def run(sizes: Sizes, workdir: Path, repeats: int) -> dict[str, Any]:
         build_table(catalog, ours, sizes.table_rows, seed=1)
         upserted = build_table(catalog, f"bench.upsert_{attempt}", sizes.table_rows, seed=1)
         rewritten = build_table(catalog, f"bench.rewrite_{attempt}", sizes.table_rows, seed=1)
-        samples["apply"].append(timed("apply", lambda t=ours: applier.apply(t, changes)))
+        samples["apply"].append(timed("apply", partial(applier.apply, ours, changes)))
         if attempt < max(1, repeats - 1):
-            samples["upsert"].append(timed("pyiceberg upsert + delete", lambda t=upserted: pyiceberg_upsert(t, changes)))
-        samples["rewrite"].append(timed("whole-table rewrite", lambda t=rewritten: rewrite_whole_table(t, changes)))
+            samples["upsert"].append(
+                timed("pyiceberg upsert + delete", partial(pyiceberg_upsert, upserted, changes))
+            )
+        samples["rewrite"].append(
+            timed("whole-table rewrite", partial(rewrite_whole_table, rewritten, changes))
+        )
 
     ours_sum = checksum(catalog.load_table("bench.ours_0"))
     bound_sum = checksum(catalog.load_table("bench.rewrite_0"))
@@ -220,7 +227,7 @@ def run(sizes: Sizes, workdir: Path, repeats: int) -> dict[str, Any]:
         hot[label] = []
         for round_ in range(repeats):
             batch = make_changes(rows, sizes.changes, sizes.hot_range, seed=11, round_=round_)
-            hot[label].append(timed(f"hot keys into {rows:,}", lambda b=batch, i=identifier: applier.apply(i, b)))
+            hot[label].append(timed(f"hot keys into {rows:,}", partial(applier.apply, identifier, batch)))
 
     apply_s, upsert_s, rewrite_s = min(samples["apply"]), min(samples["upsert"]), min(samples["rewrite"])
     hot_small, hot_large = min(hot["small"]), min(hot["large"])
@@ -237,7 +244,10 @@ def run(sizes: Sizes, workdir: Path, repeats: int) -> dict[str, Any]:
         "hot_keys_10m_over_1m": round(hot_large / hot_small, 2),
         "hot_table_rows": [sizes.hot_small_rows, sizes.hot_large_rows],
         "hot_key_range": sizes.hot_range,
-        "samples_s": {k: [round(v, 3) for v in vs] for k, vs in {**samples, "hot_1m": hot["small"], "hot_10m": hot["large"]}.items()},
+        "samples_s": {
+            k: [round(v, 3) for v in vs]
+            for k, vs in {**samples, "hot_1m": hot["small"], "hot_10m": hot["large"]}.items()
+        },
         "correct": ours_sum == bound_sum,
         "upsert_matches": upsert_sum == bound_sum,
     }
@@ -245,7 +255,9 @@ def run(sizes: Sizes, workdir: Path, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and print its JSON; ``--skip-e2e`` is accepted for the pipeline's runner."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end PostgreSQL figure")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the best is reported")

@@ -1,7 +1,12 @@
 """hybrid-dagster: Dagster plugins for hybrid-cloud AI data pipelines that keep data in its jurisdiction."""
 
 from hybrid_dagster.assets.cdc_tables import CdcTable as CdcTable, cdc_table_assets as cdc_table_assets
-from hybrid_dagster.cdc.source_config import PostgresCdcSource as PostgresCdcSource
+from hybrid_dagster.cdc.source_config import (
+    DebeziumFileCdcSource as DebeziumFileCdcSource,
+    DebeziumKafkaCdcSource as DebeziumKafkaCdcSource,
+    PostgresCdcSource as PostgresCdcSource,
+    SqlTriggerCdcSource as SqlTriggerCdcSource,
+)
 from hybrid_dagster.guard import WriteIntent as WriteIntent, check_write as check_write
 from hybrid_dagster.pinning import pinned as pinned
 from hybrid_dagster.residency import (

@@ -91,7 +91,7 @@ def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # ty
         spec = _spec(key)
         print(f"{key:<35} {spec[0]:<11} {spec[1]:<12} {line}")
     checks = [
-        e.asset_check_evaluation
+        e.asset_check_evaluation_data
         for r in results
         for e in r.all_events
         if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from hybrid_dagster.cdc.source_config import PostgresCdcSource
+from hybrid_dagster.cdc.source_config import CdcSourceConfig
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
@@ -35,7 +35,7 @@ class CdcTable:
 def cdc_table_assets(
     *,
     name: str,
-    source: PostgresCdcSource,
+    source: CdcSourceConfig,
     plane: DataPlane,
     tables: Sequence[CdcTable],
     namespace: str,
@@ -140,6 +140,7 @@ def cdc_table_assets(
             module="hybrid_dagster.cdc.worker",
             extras={"cdc": spec},
             allowed_text_metadata=CDC_TEXT_METADATA,
+            known_planes=[plane],
         )
         yield from invocation.get_results()
 

@@ -14,6 +14,7 @@ One :meth:`IcebergApplier.apply` call:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -48,8 +49,8 @@ from pyiceberg.table import FileScanTask, Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import PrimitiveType
 
-from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.changelog import ChangelogWriter
+from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.collapse import (
     ROW_COL,
     UNCHANGED_COL,
@@ -180,7 +181,11 @@ class IcebergApplier:
             return None
 
     def _create(
-        self, identifier: str, data_schema: pa.Schema, key_columns: list[str], properties: dict[str, str] | None
+        self,
+        identifier: str,
+        data_schema: pa.Schema,
+        key_columns: list[str],
+        properties: dict[str, str] | None,
     ) -> Table:
         missing = [k for k in key_columns if k not in data_schema.names]
         if missing:
@@ -189,14 +194,17 @@ class IcebergApplier:
             [f.with_nullable(False) if f.name in key_columns else f for f in data_schema], metadata=None
         )
         fresh = assign_fresh_schema_ids(iceberg_schema_of(required))
-        schema = Schema(
-            *fresh.fields, identifier_field_ids=[fresh.find_field(k).field_id for k in key_columns]
-        )
-        namespace = identifier.rsplit(".", 1)[0]
         try:
+            schema = Schema(
+                *fresh.fields, identifier_field_ids=[fresh.find_field(k).field_id for k in key_columns]
+            )
+        except ValueError as error:
+            raise SchemaEvolutionError(
+                f"{identifier}: {key_columns} cannot be Iceberg identifier fields: {error}"
+            ) from error
+        namespace = identifier.rsplit(".", 1)[0]
+        with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(namespace)
-        except NamespaceAlreadyExistsError:
-            pass
         table_properties = {
             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES: str(self.target_file_size_bytes),
             # The applier retries itself: it must re-read the watermark, which a rebased commit would skip.
@@ -259,7 +267,9 @@ class IcebergApplier:
             return result
         raise AssertionError("unreachable")
 
-    def _apply_pending(self, table: Table, identifier: str, changes: TableChanges, pending: pa.Table) -> ApplyResult:
+    def _apply_pending(
+        self, table: Table, identifier: str, changes: TableChanges, pending: pa.Table
+    ) -> ApplyResult:
         plan = plan_schema_evolution(identifier, table.schema(), changes.data_schema, changes.key_columns)
         txn = table.transaction()
         if not plan.empty:
@@ -311,7 +321,9 @@ class IcebergApplier:
 
     # -- copy-on-write ------------------------------------------------------------------------------
 
-    def _rewrite(self, table: Table, metadata: TableMetadata, net: CollapsedChanges, keys: list[str]) -> _Rewrite:
+    def _rewrite(
+        self, table: Table, metadata: TableMetadata, net: CollapsedChanges, keys: list[str]
+    ) -> _Rewrite:
         schema = metadata.schema()
         arrow_schema = schema_to_pyarrow(schema, include_field_ids=False)
         upserts = net.upserts
@@ -326,7 +338,9 @@ class IcebergApplier:
             existing = arrow_schema.empty_table()
             file_plan = replace(file_plan, cluster_lower=np.array([], dtype=object))
         else:
-            file_plan = plan_files(files, key_field.field_id, key_type, comparable(touched[keys[0]], key_type))
+            file_plan = plan_files(
+                files, key_field.field_id, key_type, comparable(touched[keys[0]], key_type)
+            )
             existing = self._read(table, metadata, file_plan.candidates, arrow_schema)
 
         hit = _key_mask(existing, touched, keys)
@@ -340,7 +354,9 @@ class IcebergApplier:
 
         existed = _key_mask(new_rows.select(keys), touched_rows.select(keys), keys)
         updated = int(pc.sum(existed).as_py() or 0)
-        deleted = int(pc.sum(_key_mask(_conform(net.deletes, touched.schema), touched_rows, keys)).as_py() or 0)
+        deleted = int(
+            pc.sum(_key_mask(_conform(net.deletes, touched.schema), touched_rows, keys)).as_py() or 0
+        )
 
         if net.truncated:
             deleted_files = files
@@ -359,7 +375,9 @@ class IcebergApplier:
             deleted=deleted,
         )
 
-    def _read(self, table: Table, metadata: TableMetadata, files: list[DataFile], arrow_schema: pa.Schema) -> pa.Table:
+    def _read(
+        self, table: Table, metadata: TableMetadata, files: list[DataFile], arrow_schema: pa.Schema
+    ) -> pa.Table:
         if not files:
             return arrow_schema.empty_table()
         scan = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue())
@@ -384,7 +402,9 @@ class IcebergApplier:
         bounds = [0, *cuts.tolist(), rows.num_rows]
         parts = [rows.slice(start, stop - start) for start, stop in itertools.pairwise(bounds)]
 
-        target = int(metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, self.target_file_size_bytes))
+        target = int(
+            metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, self.target_file_size_bytes)
+        )
         write_uuid = uuid.uuid4()
         counter = itertools.count(0)
         if not metadata.spec().is_unpartitioned():
@@ -397,7 +417,9 @@ class IcebergApplier:
             rows.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
         )
         tasks = [
-            WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, schema=task_schema)
+            WriteTask(
+                write_uuid=write_uuid, task_id=next(counter), record_batches=batches, schema=task_schema
+            )
             for part in parts
             for batches in bin_pack_arrow_table(part, target)
         ]
@@ -446,7 +468,8 @@ def _row_lookup(rows: pa.Table, keys: list[str]) -> Callable[[list[Key]], dict[K
         if not wanted or rows.num_rows == 0:
             return {}
         wanted_table = pa.Table.from_pylist(
-            [dict(zip(keys, key, strict=True)) for key in wanted], schema=pa.schema([rows.schema.field(k) for k in keys])
+            [dict(zip(keys, key, strict=True)) for key in wanted],
+            schema=pa.schema([rows.schema.field(k) for k in keys]),
         )
         subset = rows.filter(_key_mask(rows, wanted_table, keys)).to_pylist()
         return {tuple(row[k] for k in keys): row for row in subset}

@@ -229,7 +229,9 @@ def history_row(history: dict[Key, list[dict[str, Any]]], upsert: dict[str, Any]
     raise KeyError(upsert[ROW_COL])
 
 
-def _history_of(history: pa.Table, keys: list[str], rows: list[dict[str, Any]]) -> dict[Key, list[dict[str, Any]]]:
+def _history_of(
+    history: pa.Table, keys: list[str], rows: list[dict[str, Any]]
+) -> dict[Key, list[dict[str, Any]]]:
     """Ordered changes per key, for the keys of ``rows`` and every old key they moved from."""
     wanted = {tuple(row[k] for k in keys) for row in rows}
     by_key: dict[Key, list[dict[str, Any]]] = defaultdict(list)

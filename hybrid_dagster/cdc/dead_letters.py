@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -65,10 +66,8 @@ class DeadLetterTable:
         except NoSuchTableError:
             pass
         namespace = self.identifier.rsplit(".", 1)[0]
-        try:
+        with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(namespace)
-        except NamespaceAlreadyExistsError:
-            pass
         try:
             return self.catalog.create_table(self.identifier, schema=DEAD_LETTER_SCHEMA)
         except TableAlreadyExistsError:

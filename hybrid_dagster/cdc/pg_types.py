@@ -131,8 +131,8 @@ def text_to_arrow(values: pa.Array, column: PgColumn) -> pa.Array:
 
 
 def _convert(values: pa.Array, type_oid: int, target: pa.DataType) -> pa.Array:
-    if type_oid == BOOL:
-        return pc.equal(values, "t")
+    if type_oid == BOOL:  # the wire says t/f, while bool::text (snapshots) says true/false
+        return pc.or_(pc.equal(values, "t"), pc.equal(values, "true"))
     if type_oid == BYTEA:
         return _hex_bytea(values)
     return pc.cast(values, target)

@@ -57,6 +57,8 @@ def comparable(values: pa.Array | pa.ChunkedArray, field_type: PrimitiveType) ->
         return None
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if isinstance(field_type, DateType):
+        values = values.cast(pa.int32())
     if isinstance(field_type, _NUMERIC):
         return np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
     if isinstance(field_type, (FloatType, DoubleType)):
@@ -93,7 +95,9 @@ class FilePlan:
         return np.where(inside, index, outside).astype(np.int64)
 
 
-def plan_files(files: list[DataFile], key_field_id: int, key_type: PrimitiveType, touched: np.ndarray | None) -> FilePlan:
+def plan_files(
+    files: list[DataFile], key_field_id: int, key_type: PrimitiveType, touched: np.ndarray | None
+) -> FilePlan:
     """Select the files whose key range holds a touched key (all files when ``touched`` is None).
 
     Example:
@@ -123,7 +127,9 @@ def plan_files(files: list[DataFile], key_field_id: int, key_type: PrimitiveType
             lowers.append(lower)
             uppers.append(upper)
     dtype = touched.dtype
-    return FilePlan([f for f, _ in chosen], np.array(lowers, dtype=dtype), np.array(uppers, dtype=dtype), True)
+    return FilePlan(
+        [f for f, _ in chosen], np.array(lowers, dtype=dtype), np.array(uppers, dtype=dtype), True
+    )
 
 
 def _hits(touched: np.ndarray, bounds: list[tuple[Any, Any]]) -> np.ndarray:

@@ -14,7 +14,15 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 from pyiceberg.table.update.schema import UpdateSchema
-from pyiceberg.types import DecimalType, DoubleType, FloatType, IcebergType, IntegerType, LongType, NestedField
+from pyiceberg.types import (
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+)
 
 
 class SchemaEvolutionError(Exception):
@@ -26,7 +34,7 @@ class SchemaPlan:
     """What to change in the table schema: columns to add and columns to widen.
 
     Example:
-        >>> plan = plan_schema_evolution("crm.patients", table.schema(), source_schema, ["id"])  # doctest: +SKIP
+        >>> plan = plan_schema_evolution("crm.patients", table.schema(), source, ["id"])  # doctest: +SKIP
         >>> plan.describe()  # doctest: +SKIP
         ["added column 'email' (string)", "widened column 'visits' from int to long"]
     """
@@ -73,7 +81,9 @@ def plan_schema_evolution(
     try:
         source = iceberg_schema_of(data_schema)
     except (ValueError, TypeError) as error:
-        raise SchemaEvolutionError(f"{identifier}: source schema cannot be stored in Iceberg: {error}") from error
+        raise SchemaEvolutionError(
+            f"{identifier}: source schema cannot be stored in Iceberg: {error}"
+        ) from error
 
     plan = SchemaPlan()
     existing = {f.name: f for f in table_schema.fields}

@@ -73,4 +73,80 @@ class PostgresCdcSource(CdcSourceConfig):
         )
 
 
-AnyCdcSource = Annotated[PostgresCdcSource, Field(discriminator="kind")]
+class DebeziumFileCdcSource(CdcSourceConfig):
+    """Debezium change events from files of JSON lines (one envelope per line).
+
+    Example:
+        >>> DebeziumFileCdcSource(path="/data/cdc/inventory", offset_file="/data/cdc/inventory.offset.json")
+    """
+
+    kind: Literal["debezium"] = Field(default="debezium", description="Source type discriminator.")
+    path: str = Field(description="A directory of JSON-lines files (read in name order) or one file.")
+    pattern: str = Field(default="*", description="Glob of the files to read inside the directory.")
+    offset_file: str | None = Field(
+        default=None, description="Where acknowledged offsets are kept (default: beside the files)."
+    )
+
+    @property
+    def dagster_kind(self) -> str:
+        return "debezium"
+
+    def build(self, tables: list[SourceTable]) -> ChangeSource:
+        from hybrid_dagster.cdc.sources.debezium import DebeziumFileSource
+
+        return DebeziumFileSource(
+            self.path, tables=tables, offset_store=self.offset_file, pattern=self.pattern
+        )
+
+
+class DebeziumKafkaCdcSource(CdcSourceConfig):
+    """Debezium change events from Kafka topics (needs ``pip install 'hybrid-dagster[kafka]'``)."""
+
+    kind: Literal["debezium_kafka"] = Field(
+        default="debezium_kafka", description="Source type discriminator."
+    )
+    bootstrap_servers: str = Field(description="Kafka bootstrap servers.")
+    topics: list[str] = Field(description="Debezium topics, one per table.")
+    group_id: str = Field(description="Consumer group; offsets are committed only after the Iceberg commit.")
+
+    @property
+    def dagster_kind(self) -> str:
+        return "kafka"
+
+    def build(self, tables: list[SourceTable]) -> ChangeSource:
+        from hybrid_dagster.cdc.sources.debezium import DebeziumKafkaSource
+
+        return DebeziumKafkaSource(self.bootstrap_servers, self.topics, group_id=self.group_id, tables=tables)
+
+
+class SqlTriggerCdcSource(CdcSourceConfig):
+    """Trigger-based capture through SQLAlchemy, for databases without log access (SQLite, PostgreSQL).
+
+    Example:
+        >>> SqlTriggerCdcSource(url="sqlite:////srv/clinic/ops.db", consumer="eu-onprem")
+    """
+
+    kind: Literal["sql_triggers"] = Field(default="sql_triggers", description="Source type discriminator.")
+    url: str | None = Field(default=None, description="SQLAlchemy URL (dev only; prefer url_env).")
+    url_env: str | None = Field(
+        default=None, description="Environment variable inside the plane holding the URL."
+    )
+    consumer: str = Field(default="default", description="Consumer name its acknowledgements are kept under.")
+
+    @property
+    def dagster_kind(self) -> str:
+        url = self.url or ""
+        return "sqlite" if url.startswith("sqlite") or not url else "postgres"
+
+    def build(self, tables: list[SourceTable]) -> ChangeSource:
+        from hybrid_dagster.cdc.sources.sql_triggers import SqlTriggerSource
+
+        url = self._resolve(self.url, self.url_env, f"sql trigger source {self.consumer}")
+        return SqlTriggerSource(url, tables, consumer=self.consumer)
+
+
+AnyCdcSource = Annotated[
+    PostgresCdcSource | DebeziumFileCdcSource | DebeziumKafkaCdcSource | SqlTriggerCdcSource,
+    Field(discriminator="kind"),
+]
+"""Any source config; the ``kind`` field tells them apart in YAML and JSON."""

@@ -23,7 +23,7 @@ from hybrid_dagster.cdc.apply import IcebergApplier
 from hybrid_dagster.cdc.changelog import ChangelogWriter
 from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
-from hybrid_dagster.cdc.source_config import PostgresCdcSource
+from hybrid_dagster.cdc.source_config import AnyCdcSource
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.residency import Classification, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
@@ -44,7 +44,7 @@ class CdcTableSpec(BaseModel):
 class CdcJobSpec(BaseModel):
     """Everything the plane-side worker needs; no secrets (the DSN comes from the plane's environment)."""
 
-    source: PostgresCdcSource
+    source: AnyCdcSource
     tables: list[CdcTableSpec]
     routes: list[dict[str, Any]] = Field(default_factory=list)
     dead_letter_table: str | None = None

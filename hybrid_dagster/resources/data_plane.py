@@ -246,6 +246,7 @@ class DataPlane(dg.ConfigurableResource):
         extras: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         allowed_text_metadata: Sequence[str] = (),
+        known_planes: Sequence[DataPlane] = (),
     ) -> PipesClientCompletedInvocation:
         """Run a unit of work inside this plane through Dagster Pipes and return what it reported.
 
@@ -254,7 +255,8 @@ class DataPlane(dg.ConfigurableResource):
         ``open_dagster_pipes()``. For confidential or restricted assets, the work's stdout/stderr stay in
         the plane (a log file under the warehouse) and reported metadata is screened: only counts,
         timestamps, schemas, paths and the text keys in ``allowed_text_metadata`` may reach the
-        orchestrator.
+        orchestrator. ``known_planes`` adds planes (e.g. the one an asset factory was built for) to those
+        the step's resources provide, for resolving upstream and home jurisdictions.
 
         Example:
             .. code-block:: python
@@ -266,7 +268,8 @@ class DataPlane(dg.ConfigurableResource):
         classification = _highest_classification(context)
         regulated = classification is not None and classification.is_regulated
         run_env = {**self.plane_env(), **(env or {})}
-        all_extras = {**(extras or {}), RESIDENCY_EXTRAS_KEY: self._residency_extras(context)}
+        residency = self._residency_extras(context, known_planes)
+        all_extras = {**(extras or {}), RESIDENCY_EXTRAS_KEY: residency}
         if self.executor.kind == "kubernetes":
             invocation = self._run_kubernetes(context, argv, all_extras, run_env)
         else:
@@ -279,7 +282,9 @@ class DataPlane(dg.ConfigurableResource):
             )
         return invocation
 
-    def _residency_extras(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> dict[str, Any]:
+    def _residency_extras(
+        self, context: dg.AssetExecutionContext | dg.OpExecutionContext, known_planes: Sequence[DataPlane]
+    ) -> dict[str, Any]:
         """What the plane-side write guard needs: the write intents of this step's assets, the planes
         the step can see and the declared routes. Computed here, from the run's asset graph."""
         from hybrid_dagster.guard import write_intent_for
@@ -288,6 +293,8 @@ class DataPlane(dg.ConfigurableResource):
         resources = context.resources._asdict()
         planes = {r.name: r for r in resources.values() if isinstance(r, DataPlane)}
         planes.setdefault(self.name, self)
+        for known in known_planes:
+            planes.setdefault(known.name, known)
         policy = next((r for r in resources.values() if isinstance(r, ResidencyPolicy)), ResidencyPolicy())
         intents: dict[str, dict[str, Any]] = {}
         if context.has_assets_def:

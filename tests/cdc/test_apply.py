@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
-from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier
+from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier, SchemaEvolutionError
 from hybrid_dagster.cdc.changelog import ChangelogWriter
 from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.watermark import POSITION_PROPERTY, SOURCE_PROPERTY
 
-SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()), pa.field("score", pa.float64())])
-COMPOSITE = pa.schema([pa.field("region", pa.string()), pa.field("n", pa.int32()), pa.field("note", pa.string())])
+SCHEMA = pa.schema(
+    [pa.field("id", pa.int64()), pa.field("name", pa.string()), pa.field("score", pa.float64())]
+)
+COMPOSITE = pa.schema(
+    [pa.field("region", pa.string()), pa.field("n", pa.int32()), pa.field("note", pa.string())]
+)
 
 
 def make_catalog(path: Path) -> SqlCatalog:
@@ -43,7 +47,9 @@ def change(op: str, commit: int, event: int = 0, **data: Any) -> dict[str, Any]:
     return {**row, **data}
 
 
-def batch(rows: list[dict[str, Any]], schema: pa.Schema = SCHEMA, keys: tuple[str, ...] = ("id",)) -> TableChanges:
+def batch(
+    rows: list[dict[str, Any]], schema: pa.Schema = SCHEMA, keys: tuple[str, ...] = ("id",)
+) -> TableChanges:
     return TableChanges.from_rows("t", list(keys), schema, rows)
 
 
@@ -78,10 +84,7 @@ def reference_apply(
             continue
         old = row.get("__old_key")
         old_key = tuple(old[k] for k in keys) if old is not None else key
-        if op == "u" and old_key != key:
-            previous = state.pop(old_key, None)
-        else:
-            previous = state.get(key)
+        previous = state.pop(old_key, None) if op == "u" and old_key != key else state.get(key)
         new = {c: row.get(c) for c in columns}
         for column in row.get("__unchanged") or ():
             new[column] = previous.get(column) if previous else None
@@ -108,7 +111,9 @@ def workloads(draw: st.DrawFn, composite: bool) -> list[list[dict[str, Any]]]:
         rows: list[dict[str, Any]] = []
         for _ in range(draw(st.integers(0, 14))):
             commit += draw(st.integers(0, 2))
-            op = draw(st.sampled_from(["c", "u", "u", "d", "r", "t"] if draw(st.booleans()) else ["c", "u", "d"]))
+            op = draw(
+                st.sampled_from(["c", "u", "u", "d", "r", "t"] if draw(st.booleans()) else ["c", "u", "d"])
+            )
             key = draw(key_values)
             position = (commit, draw(st.integers(0, 3)))
             rows.append(_random_row(draw, op, key, position, key_values, composite))
@@ -154,7 +159,9 @@ def test_matches_reference_model(tmp_path: Path, composite: bool, file_size: int
     applier = IcebergApplier(catalog, source_id="model", target_file_size_bytes=file_size)
 
     @settings(
-        max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+        max_examples=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(workloads(composite))
     def check(batches: list[list[dict[str, Any]]]) -> None:
@@ -212,7 +219,9 @@ def test_watermark_is_not_hidden_by_other_writers(catalog: SqlCatalog) -> None:
     applier = IcebergApplier(catalog, source_id="pg")
     applier.apply("db.t", batch([change("c", 5, 0, id=1, name="a")]))
     table = catalog.load_table("db.t")
-    table.append(pa.Table.from_pylist([{"id": 99, "name": "x", "score": None}], schema=table.schema().as_arrow()))
+    table.append(
+        pa.Table.from_pylist([{"id": 99, "name": "x", "score": None}], schema=table.schema().as_arrow())
+    )
     IcebergApplier(catalog, source_id="other").apply("db.t", batch([change("c", 1, 0, id=50)]))
 
     assert applier.watermark("db.t") == Position(5, 0)
@@ -304,11 +313,14 @@ def test_rewrites_only_files_that_can_hold_touched_keys(catalog: SqlCatalog) -> 
     applier = IcebergApplier(catalog, source_id="pg")
     position = itertools.count(1)
     for start in range(0, 500, 100):  # five batches of new keys: five files with disjoint key ranges
-        result = applier.apply("db.t", batch([change("c", next(position), 0, id=i) for i in range(start, start + 100)]))
+        result = applier.apply(
+            "db.t", batch([change("c", next(position), 0, id=i) for i in range(start, start + 100)])
+        )
         assert (result.files_rewritten, result.files_added) == (0, 1)
 
     touch_two = applier.apply(
-        "db.t", batch([change("u", next(position), 0, id=150, name="x"), change("d", next(position), 0, id=420)])
+        "db.t",
+        batch([change("u", next(position), 0, id=150, name="x"), change("d", next(position), 0, id=420)]),
     )
     assert (touch_two.files_rewritten, touch_two.files_added) == (2, 2)
     assert (touch_two.updated, touch_two.deleted) == (1, 1)
@@ -374,7 +386,9 @@ def test_before_write_hook_guards_every_write(catalog: SqlCatalog) -> None:
         raise PermissionError(f"{identifier} may not be written in this plane")
 
     with pytest.raises(PermissionError):
-        IcebergApplier(catalog, source_id="pg", before_write=refuse).apply("db.t", batch([change("c", 1, 0, id=1)]))
+        IcebergApplier(catalog, source_id="pg", before_write=refuse).apply(
+            "db.t", batch([change("c", 1, 0, id=1)])
+        )
     assert calls == ["db.t"]
     assert not catalog.table_exists("db.t")
 
@@ -415,3 +429,31 @@ def test_ensure_table_sets_identifier_fields(catalog: SqlCatalog) -> None:
     assert sorted(table.schema().identifier_field_names()) == ["n", "region"]
     assert table.schema().find_field("region").required
     assert not table.schema().find_field("note").required
+
+
+@pytest.mark.parametrize(
+    ("key_type", "make_key"),
+    [
+        (pa.int32(), lambda i: i),
+        (pa.string(), lambda i: f"customer-with-a-long-key-{i:04d}"),
+        (pa.date32(), lambda i: date(2024, 1, 1) + timedelta(days=i)),
+        (pa.timestamp("us", tz="UTC"), lambda i: datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=i)),
+    ],
+    ids=["int32", "string", "date", "timestamp"],
+)
+def test_pruning_works_for_key_types(catalog: SqlCatalog, key_type: pa.DataType, make_key: Any) -> None:
+    schema = pa.schema([pa.field("k", key_type), pa.field("v", pa.string())])
+    applier = IcebergApplier(catalog, source_id="pg")
+    for part in range(3):
+        rows = [change("c", part, i, k=make_key(part * 10 + i), v="a") for i in range(10)]
+        applier.apply("db.t", batch(rows, schema, ("k",)))
+    result = applier.apply("db.t", batch([change("u", 5, 0, k=make_key(15), v="b")], schema, ("k",)))
+    assert (result.files_rewritten, result.updated) == (1, 1)
+    values = {r["k"]: r["v"] for r in catalog.load_table("db.t").scan().to_arrow().to_pylist()}
+    assert len(values) == 30 and values[make_key(15)] == "b"
+
+
+def test_a_key_iceberg_cannot_identify_by_is_refused(catalog: SqlCatalog) -> None:
+    schema = pa.schema([pa.field("k", pa.float64()), pa.field("v", pa.string())])
+    with pytest.raises(SchemaEvolutionError, match="float or double"):
+        IcebergApplier(catalog, source_id="pg").ensure_table("db.t", schema, ["k"])

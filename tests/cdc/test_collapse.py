@@ -22,7 +22,9 @@ SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
 PAIR = pa.schema([pa.field("a", pa.string()), pa.field("b", pa.int64()), pa.field("v", pa.string())])
 
 
-def rows(items: list[dict[str, Any]], schema: pa.Schema = SCHEMA, keys: tuple[str, ...] = ("id",)) -> pa.Table:
+def rows(
+    items: list[dict[str, Any]], schema: pa.Schema = SCHEMA, keys: tuple[str, ...] = ("id",)
+) -> pa.Table:
     return TableChanges.from_rows("t", list(keys), schema, items).rows
 
 
@@ -47,7 +49,14 @@ def test_after_position_is_strict() -> None:
 
 def test_last_change_per_key_wins() -> None:
     net = collapse(
-        rows([c("c", 1, 0, id=1, name="a"), c("u", 1, 1, id=1, name="b"), c("c", 1, 2, id=2), c("d", 1, 3, id=2)]),
+        rows(
+            [
+                c("c", 1, 0, id=1, name="a"),
+                c("u", 1, 1, id=1, name="b"),
+                c("c", 1, 2, id=2),
+                c("d", 1, 3, id=2),
+            ]
+        ),
         ["id"],
     )
     assert net.upserts.select(["id", "name"]).to_pylist() == [{"id": 1, "name": "b"}]
@@ -58,7 +67,11 @@ def test_last_change_per_key_wins() -> None:
 def test_composite_keys_collapse_per_pair() -> None:
     net = collapse(
         rows(
-            [c("c", 1, 0, a="x", b=1, v="1"), c("c", 1, 1, a="x", b=2, v="2"), c("u", 1, 2, a="x", b=1, v="3")],
+            [
+                c("c", 1, 0, a="x", b=1, v="1"),
+                c("c", 1, 1, a="x", b=2, v="2"),
+                c("u", 1, 2, a="x", b=1, v="3"),
+            ],
             PAIR,
             ("a", "b"),
         ),
@@ -68,7 +81,9 @@ def test_composite_keys_collapse_per_pair() -> None:
 
 
 def test_key_change_deletes_the_old_key() -> None:
-    net = collapse(rows([c("c", 1, 0, id=1, name="a"), c("u", 1, 1, id=5, name="a", old_key={"id": 1})]), ["id"])
+    net = collapse(
+        rows([c("c", 1, 0, id=1, name="a"), c("u", 1, 1, id=5, name="a", old_key={"id": 1})]), ["id"]
+    )
     assert net.upserts["id"].to_pylist() == [5]
     assert net.deletes.to_pylist() == [{"id": 1}]
     assert net.history["__op"].to_pylist() == ["c", "d", "u"]
@@ -80,7 +95,10 @@ def test_an_update_with_the_same_old_key_is_a_plain_update() -> None:
 
 
 def test_truncate_drops_everything_before_it() -> None:
-    net = collapse(rows([c("c", 1, 0, id=1), {"__op": "t", "__commit_pos": 2, "__event_pos": 0}, c("c", 3, 0, id=2)]), ["id"])
+    net = collapse(
+        rows([c("c", 1, 0, id=1), {"__op": "t", "__commit_pos": 2, "__event_pos": 0}, c("c", 3, 0, id=2)]),
+        ["id"],
+    )
     assert net.truncated
     assert net.upserts["id"].to_pylist() == [2]
     assert net.touched_keys.to_pylist() == [{"id": 2}]
@@ -101,8 +119,13 @@ def test_unchanged_values_come_from_earlier_changes_or_are_pending() -> None:
     found, pending = carry_forward_in_batch(net, ["id"])
     assert list(found.values()) == ["first"]
     assert [(p.column, p.key) for p in pending] == [("name", (2,))]
-    filled = apply_carried_values(net.upserts, found, pending, lambda keys: {(2,): {"id": 2, "name": "stored"}})
-    assert filled.select(["id", "name"]).to_pylist() == [{"id": 1, "name": "first"}, {"id": 2, "name": "stored"}]
+    filled = apply_carried_values(
+        net.upserts, found, pending, lambda keys: {(2,): {"id": 2, "name": "stored"}}
+    )
+    assert filled.select(["id", "name"]).to_pylist() == [
+        {"id": 1, "name": "first"},
+        {"id": 2, "name": "stored"},
+    ]
 
 
 def test_unchanged_after_a_delete_is_null() -> None:

@@ -68,8 +68,8 @@ def _lsn_after_commit(cur: psycopg2.extensions.cursor) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(embedded_pg_db, tmp_path: Path) -> None:
-    dsn = embedded_pg_db
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(pg_db, tmp_path: Path) -> None:
+    dsn = pg_db.dsn
     db = HospitalDb(dsn, seed=9)
     db.create()
     db.populate(patients=60)
@@ -102,6 +102,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(embedded_pg_db, t
         str(plane_path),
     ]
     kills = 0
+    progress: set[tuple] = set()
     for _ in range(40):
         worker = subprocess.Popen(
             argv, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -114,6 +115,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(embedded_pg_db, t
         worker.wait()
         kills += 1
         _check_slot_not_ahead(dsn, plane, tx_ends)
+        progress.add(tuple(sorted(str(w) for w in table_watermarks(plane).values())))
         for identifier_table, key in KEYS.items():
             identifier = f"clinical.{identifier_table.split('.')[1]}"
             if plane.load_catalog().table_exists(identifier):
@@ -121,6 +123,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(embedded_pg_db, t
         if kills >= 12:
             break
     assert kills >= 10, "the worker finished before it could be killed 10 times; enlarge the workload"
+    assert len(progress) >= 4, "kills should land while batches are being applied, not only at start-up"
 
     finished = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, timeout=300)
     assert finished.returncode == 0, finished.stderr.decode()

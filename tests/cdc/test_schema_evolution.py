@@ -42,7 +42,12 @@ def test_widened_types_are_applied(catalog: SqlCatalog) -> None:
     v1 = V1.append(pa.field("ratio", pa.float32()))
     applier.apply("db.t", batch([change("c", 1, 0, id=1, visits=1, ratio=0.5)], v1))
     v2 = pa.schema(
-        [pa.field("id", pa.int64()), pa.field("name", pa.string()), pa.field("visits", pa.int64()), pa.field("ratio", pa.float64())]
+        [
+            pa.field("id", pa.int64()),
+            pa.field("name", pa.string()),
+            pa.field("visits", pa.int64()),
+            pa.field("ratio", pa.float64()),
+        ]
     )
     result = applier.apply("db.t", batch([change("u", 2, 0, id=1, visits=2**40, ratio=0.1)], v2))
 
@@ -59,14 +64,23 @@ def test_widened_types_are_applied(catalog: SqlCatalog) -> None:
 
 @pytest.mark.parametrize(
     ("column", "new_type", "old_name", "new_name"),
-    [("name", pa.int32(), "string", "int"), ("amount", pa.int32(), "long", "int"), ("visits", pa.string(), "int", "string")],
+    [
+        ("name", pa.int32(), "string", "int"),
+        ("amount", pa.int32(), "long", "int"),
+        ("visits", pa.string(), "int", "string"),
+    ],
 )
 def test_incompatible_change_raises_and_leaves_the_table_untouched(
     catalog: SqlCatalog, column: str, new_type: pa.DataType, old_name: str, new_name: str
 ) -> None:
     applier = IcebergApplier(catalog, source_id="pg")
     v0 = pa.schema(
-        [pa.field("id", pa.int64()), pa.field("name", pa.string()), pa.field("visits", pa.int32()), pa.field("amount", pa.int64())]
+        [
+            pa.field("id", pa.int64()),
+            pa.field("name", pa.string()),
+            pa.field("visits", pa.int32()),
+            pa.field("amount", pa.int64()),
+        ]
     )
     applier.apply("db.t", batch([change("c", 1, 0, id=1, name="a", visits=1, amount=5)], v0))
     before = catalog.load_table("db.t").metadata
@@ -105,10 +119,15 @@ def test_columns_dropped_at_the_source_stay_and_fill_null(catalog: SqlCatalog) -
     assert result.schema_changes == []
     field = catalog.load_table("db.t").schema().find_field("visits")
     assert not field.required and isinstance(field.field_type, IntegerType)
-    assert content(catalog, "db.t") == [{"id": 1, "name": "a", "visits": 1}, {"id": 2, "name": "b", "visits": None}]
+    assert content(catalog, "db.t") == [
+        {"id": 1, "name": "a", "visits": 1},
+        {"id": 2, "name": "b", "visits": None},
+    ]
 
 
 def test_plan_describes_additions() -> None:
     schema = Schema(NestedField(1, "id", LongType(), required=True), identifier_field_ids=[1])
-    plan = plan_schema_evolution("db.t", schema, pa.schema([pa.field("id", pa.int64()), pa.field("x", pa.string())]), ["id"])
+    plan = plan_schema_evolution(
+        "db.t", schema, pa.schema([pa.field("id", pa.int64()), pa.field("x", pa.string())]), ["id"]
+    )
     assert [(f.name, f.field_type) for f in plan.additions] == [("x", StringType())]
