@@ -325,7 +325,7 @@ class IcebergApplier:
         self, table: Table, metadata: TableMetadata, net: CollapsedChanges, keys: list[str]
     ) -> _Rewrite:
         schema = metadata.schema()
-        arrow_schema = schema_to_pyarrow(schema, include_field_ids=False)
+        arrow_schema = _arrow_schema(schema)
         upserts = net.upserts
         touched = _conform(net.touched_keys, pa.schema([arrow_schema.field(k) for k in keys]))
 
@@ -424,6 +424,13 @@ class IcebergApplier:
             for batches in bin_pack_arrow_table(part, target)
         ]
         return list(write_file(table.io, metadata, iter(tasks)))
+
+
+def _arrow_schema(schema: Schema) -> pa.Schema:
+    """The Arrow schema of a table's rows, with the regular (not large) string and binary that scans return."""
+    smaller = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+    arrow = schema_to_pyarrow(schema, include_field_ids=False)
+    return pa.schema([f.with_type(smaller.get(f.type, f.type)) for f in arrow], metadata=arrow.metadata)
 
 
 def _row_count(table: Table) -> int:

@@ -195,6 +195,8 @@ class CdcPipeline:
         # A table without a watermark from this source has never been loaded: copy it first. Stream
         # changes at or after the hand-off position are applied on top; apply is idempotent per key,
         # so the overlap converges to the source's state.
+        if not self.source.copies_tables:
+            return
         hand_off = Position(max(consistent_point.commit - 1, 0), 0) if consistent_point else Position(0, 0)
         for mapping in self.tables.values():
             if self.applier.watermark(mapping.identifier) is not None:

@@ -27,6 +27,10 @@ class ChangeSource(ABC):
     kind: str
     """Dagster kind of the source system: 'postgres', 'debezium' or 'sqlite'."""
 
+    copies_tables: bool = False
+    """Whether :meth:`snapshot` can copy a table's current rows. Debezium snapshots arrive in the
+    stream itself (``r`` events), so its sources leave this False."""
+
     @property
     @abstractmethod
     def source_id(self) -> str:
@@ -50,7 +54,7 @@ class ChangeSource(ABC):
 
     def snapshot(self, table: SourceTable, position: Position, chunk_rows: int) -> Iterator[TableChanges]:
         """Copy the current contents of ``table`` as ``r`` changes at ``position`` (initial load)."""
-        raise NotImplementedError(f"{type(self).__name__} has no initial snapshot")
+        raise NotImplementedError(f"{type(self).__name__} cannot copy tables (copies_tables is False)")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -76,6 +76,7 @@ class PostgresSource(ChangeSource):
     """
 
     kind = "postgres"
+    copies_tables = True
 
     def __init__(
         self,

@@ -91,6 +91,8 @@ class SqlTriggerSource(ChangeSource):
         >>> batch = src.read(10_000); ...; src.ack(batch.ack_position)  # doctest: +SKIP
     """
 
+    copies_tables = True
+
     def __init__(
         self,
         engine: Engine | str,
