@@ -205,7 +205,7 @@ def run(sizes: Sizes, workdir: Path, repeats: int) -> dict[str, Any]:
         build_table(catalog, ours, sizes.table_rows, seed=1)
         upserted = build_table(catalog, f"bench.upsert_{attempt}", sizes.table_rows, seed=1)
         rewritten = build_table(catalog, f"bench.rewrite_{attempt}", sizes.table_rows, seed=1)
-        runs = [
+        runs: list[tuple[str, Callable[[], Any]]] = [
             ("apply", partial(applier.apply, ours, changes)),
             ("rewrite", partial(rewrite_whole_table, rewritten, changes)),
             ("upsert", partial(pyiceberg_upsert, upserted, changes)),

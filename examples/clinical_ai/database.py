@@ -21,6 +21,7 @@ class ClinicalDatabase:
     db: HospitalDb
 
     def run_workload(self, *, transactions: int) -> Workload:
+        self.db.workload = Workload()
         return self.db.run_workload(transactions=transactions)
 
 

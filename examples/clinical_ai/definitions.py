@@ -23,6 +23,7 @@ from examples.clinical_ai.planes import (
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
 from hybrid_dagster.cdc.source_config import PostgresCdcSource
 from hybrid_dagster.pinning import pinned
+from hybrid_dagster.residency import ResidencyPolicy
 from hybrid_dagster.resources import DataPlane
 from hybrid_dagster.validation import enforce_residency
 
@@ -51,12 +52,12 @@ WORK = "examples.clinical_ai.work"
     deps=[dg.AssetKey(["clinical", "encounters"])],
     group_name="eu_clinical",
     owners=OWNERS,
-    description="Admissions per ward and day; cells under k=10 suppressed. Safe to share group-wide.",
+    description="Admissions per ward and month; cells under k=10 suppressed. Safe to share group-wide.",
     **pinned(
         "eu-onprem",
         "confidential",
         kinds={"iceberg", "pyarrow"},
-        declassified="de-identified aggregate: admissions per ward per day, cells under 10 suppressed",
+        declassified="de-identified aggregate: admissions per ward per month, cells under 10 suppressed",
     ),
 )
 def eu_ward_occupancy(context: dg.AssetExecutionContext, eu_onprem: DataPlane) -> dg.MaterializeResult:
@@ -114,7 +115,11 @@ def us_claims_by_ward(context: dg.AssetExecutionContext, us_onprem: DataPlane) -
     **pinned("us-cloud", "confidential", kinds={"iceberg", "pyarrow"}),
 )
 def group_ward_benchmark(
-    context: dg.AssetExecutionContext, us_cloud: DataPlane, eu_onprem: DataPlane, us_onprem: DataPlane
+    context: dg.AssetExecutionContext,
+    us_cloud: DataPlane,
+    eu_onprem: DataPlane,
+    us_onprem: DataPlane,
+    residency_policy: ResidencyPolicy,  # the declared EU->US route this transfer relies on
 ) -> dg.MaterializeResult:
     return us_cloud.run(context, module=f"{WORK}.ward_benchmark").get_materialize_result()
 

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HYBRID_DAGSTER_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     (home / "dagster").mkdir(exist_ok=True)
+    (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
     from examples.clinical_ai.database import start_clinical_database
 
@@ -45,10 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     job = defs.resolve_implicit_global_asset_job_def()
     print("[3/4] materializing every asset (CDC snapshot + stream, features, aggregates, benchmark)")
-    first = job.execute_in_process(instance=instance)
+    first = job.execute_in_process(instance=instance, raise_on_error=False)
     if not first.success:
-        print("materialization failed; see the Dagster UI (make ui) for the run's logs", file=sys.stderr)
-        return 1
+        return _report_failure(instance, first, home)
 
     workload = db.run_workload(transactions=args.transactions)
     print(
@@ -60,36 +60,69 @@ def main(argv: list[str] | None = None) -> int:
     second = (
         dg.Definitions(assets=defs.assets, resources=defs.resources, jobs=[cdc_job])
         .resolve_job_def("eu_clinical_cdc")
-        .execute_in_process(instance=instance)
+        .execute_in_process(instance=instance, raise_on_error=False)
     )
     if not second.success:
-        return 1
+        return _report_failure(instance, second, home)
 
     _print_summary(instance, [first, second], home, time.monotonic() - started)
     db.server.stop()
     return 0
 
 
+def _report_failure(instance, result, home: Path) -> int:  # type: ignore[no-untyped-def]
+    """Print why a run failed: the plane's own exception (it reaches the event log through Pipes)."""
+    import dagster as dg
+
+    print(f"run {result.run_id} failed:", file=sys.stderr)
+    for record in instance.all_logs(result.run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ENGINE_EVENT and event.engine_event_data.error:
+            print(
+                f"  in step {event.step_key}: {event.engine_event_data.error.message.strip()}",
+                file=sys.stderr,
+            )
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            print(
+                f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip()}",
+                file=sys.stderr,
+            )
+    print(
+        f"regulated steps keep their output in the plane: {home / 'planes'}/*/warehouse/_logs/",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # type: ignore[no-untyped-def]
     import dagster as dg
 
-    print("\nasset                               plane       class         rows  detail")
-    seen: dict[str, str] = {}
+    print("\nasset                               plane       class            rows  what happened")
+    lines: dict[str, str] = {}
+    cdc: dict[str, dict[str, int]] = {}
     for result in results:
         for event in result.get_asset_materialization_events():
-            mat = event.asset_materialization
+            mat = event.event_specific_data.materialization
             md = mat.metadata
+            key = mat.asset_key.to_user_string()
             rows = md.get("dagster/row_count")
             detail = ""
             if "events_received" in md:
+                totals = cdc.setdefault(key, {"snapshot": 0, "+": 0, "~": 0, "-": 0})
+                totals["snapshot"] += md["snapshot_rows"].value
+                totals["+"] += md["events_inserted"].value
+                totals["~"] += md["events_updated"].value
+                totals["-"] += md["events_deleted"].value
                 detail = (
-                    f"+{md['events_inserted'].value} ~{md['events_updated'].value} -{md['events_deleted'].value}"
-                    f" (snapshot {md['snapshot_rows'].value}), watermark {md['hybrid/watermark'].value}"
+                    f"snapshot {totals['snapshot']}, then +{totals['+']} ~{totals['~']} -{totals['-']} "
+                    f"(watermark {md['hybrid/watermark'].value})"
                 )
-            seen[mat.asset_key.to_user_string()] = f"{rows.value if rows else '-':>8}  {detail}"
-    for key, line in sorted(seen.items()):
-        spec = _spec(key)
-        print(f"{key:<35} {spec[0]:<11} {spec[1]:<12} {line}")
+            lines[key] = f"{rows.value if rows else '-':>8}  {detail}"
+    for key, line in sorted(lines.items()):
+        plane, classification = _spec(key)
+        print(f"{key:<35} {plane:<11} {classification:<12} {line}")
     checks = [
         e.asset_check_evaluation_data
         for r in results
@@ -99,22 +132,19 @@ def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # ty
     passed = sum(1 for c in checks if c.passed)
     print(f"\nasset checks: {passed}/{len(checks)} passed; finished in {elapsed:.1f}s")
     print(f"warehouses: {home / 'planes'}   Dagster home: {home / 'dagster'}")
-    print("next: `make ui` opens the Dagster UI on these runs (filter by tag hybrid/plane or hybrid/classification);")
+    print(
+        "next: `make ui` opens the Dagster UI on these runs (filter by tag hybrid/plane or hybrid/classification);"
+    )
     print("      `make validate` runs the residency check; `make test` runs the test suite.")
 
 
 def _spec(key: str) -> tuple[str, str]:
-    from examples.clinical_ai.definitions import defs
-
-    graph = defs.resolve_asset_graph()
-    node = graph.get(dg_key(key))
-    return node.tags.get("hybrid/plane", "?"), node.tags.get("hybrid/classification", "?")
-
-
-def dg_key(key: str):  # type: ignore[no-untyped-def]
     import dagster as dg
 
-    return dg.AssetKey.from_user_string(key)
+    from examples.clinical_ai.definitions import defs
+
+    tags = defs.resolve_asset_graph().get(dg.AssetKey.from_user_string(key)).tags
+    return tags.get("hybrid/plane", "?"), tags.get("hybrid/classification", "?")
 
 
 if __name__ == "__main__":

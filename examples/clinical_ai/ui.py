@@ -12,6 +12,9 @@ def main() -> None:
     os.environ["HYBRID_DAGSTER_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     (home / "dagster").mkdir(parents=True, exist_ok=True)
+    config = home / "dagster" / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
     from examples.clinical_ai.database import start_clinical_database
 
     start_clinical_database(home)

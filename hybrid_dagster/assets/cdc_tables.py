@@ -94,7 +94,9 @@ def cdc_table_assets(
             )
         )
         check_specs += [
-            dg.AssetCheckSpec("primary_key_unique", asset=key, description="No two rows share a primary key."),
+            dg.AssetCheckSpec(
+                "primary_key_unique", asset=key, description="No two rows share a primary key."
+            ),
             dg.AssetCheckSpec(
                 "cdc_lag",
                 asset=key,

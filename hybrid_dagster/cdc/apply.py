@@ -334,13 +334,11 @@ class IcebergApplier:
         key_type = key_field.field_type
         assert isinstance(key_type, PrimitiveType), f"key column {keys[0]} must be a primitive type"
         if net.truncated:
-            file_plan = FilePlan(files, np.array([]), np.array([]), True)
+            file_plan = FilePlan(files, np.array([], dtype=object), np.array([], dtype=object), False)
             existing = arrow_schema.empty_table()
-            file_plan = replace(file_plan, cluster_lower=np.array([], dtype=object))
         else:
-            file_plan = plan_files(
-                files, key_field.field_id, key_type, comparable(touched[keys[0]], key_type)
-            )
+            touched_first = comparable(touched[keys[0]], key_type)
+            file_plan = plan_files(files, key_field.field_id, key_type, touched_first)
             existing = self._read(table, metadata, file_plan.candidates, arrow_schema)
 
         hit = _key_mask(existing, touched, keys)
@@ -358,17 +356,11 @@ class IcebergApplier:
             pc.sum(_key_mask(_conform(net.deletes, touched.schema), touched_rows, keys)).as_py() or 0
         )
 
-        if net.truncated:
-            deleted_files = files
-            combined = new_rows
-            groups = np.zeros(combined.num_rows, dtype=np.int64)
-        else:
-            deleted_files = file_plan.candidates
-            combined = pa.concat_tables([kept, new_rows])
-            groups = file_plan.cluster_of(comparable(combined[keys[0]], key_type), combined.num_rows)
+        combined = pa.concat_tables([kept, new_rows])
+        groups = file_plan.cluster_of(comparable(combined[keys[0]], key_type), combined.num_rows)
         added_files = self._write(table, metadata, combined, groups, keys)
         return _Rewrite(
-            deleted_files=deleted_files,
+            deleted_files=file_plan.candidates,
             added_files=added_files,
             inserted=new_rows.num_rows - updated,
             updated=updated,
@@ -427,7 +419,7 @@ class IcebergApplier:
 
 
 def _arrow_schema(schema: Schema) -> pa.Schema:
-    """The Arrow schema of a table's rows, with the regular (not large) string and binary that scans return."""
+    """The Arrow schema of a table's rows, with the regular string and binary types that scans return."""
     smaller = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
     arrow = schema_to_pyarrow(schema, include_field_ids=False)
     return pa.schema([f.with_type(smaller.get(f.type, f.type)) for f in arrow], metadata=arrow.metadata)

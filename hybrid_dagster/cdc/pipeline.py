@@ -169,7 +169,9 @@ class CdcPipeline:
         mapping = self.tables.get(source_table)
         if mapping is None:
             known = ", ".join(sorted(self.tables))
-            raise KeyError(f"source {self.source.source_id} sent changes for {source_table!r}; mapped: {known}")
+            raise KeyError(
+                f"source {self.source.source_id} sent changes for {source_table!r}; mapped: {known}"
+            )
         return mapping
 
     def _apply(self, mapping: TableMapping, changes: TableChanges, report: PipelineReport) -> None:

@@ -95,7 +95,9 @@ def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
 def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> dict[str, dict[str, Any]]:
     """Per-table facts safe to leave the plane: counts, positions, lag, schema. Never row values."""
     catalog = plane.load_catalog()
-    caught_up = report.source_position is None or report.acked is None or report.acked >= report.source_position
+    caught_up = (
+        report.source_position is None or report.acked is None or report.acked >= report.source_position
+    )
     out: dict[str, dict[str, Any]] = {}
     for t in spec.tables:
         progress = report.tables[t.identifier]
@@ -233,7 +235,9 @@ def run_job(spec: CdcJobSpec, plane: DataPlane) -> tuple[PipelineReport, dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybrid_dagster.cdc.worker")
     parser.add_argument("--spec", help="JSON job spec file (standalone mode); without it, read Pipes extras.")
-    parser.add_argument("--plane", help="JSON plane config file (standalone mode; default: from environment).")
+    parser.add_argument(
+        "--plane", help="JSON plane config file (standalone mode; default: from environment)."
+    )
     args = parser.parse_args(argv)
     if args.spec:
         spec = CdcJobSpec.model_validate_json(open(args.spec).read())
@@ -267,4 +271,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

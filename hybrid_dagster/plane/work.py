@@ -22,7 +22,13 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 from pyiceberg.exceptions import NoSuchTableError
 
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
-from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute
+from hybrid_dagster.residency import (
+    Classification,
+    ResidencyError,
+    ResidencyPolicy,
+    ResidencyViolation,
+    TransferRoute,
+)
 from hybrid_dagster.resources.data_plane import RESIDENCY_EXTRAS_KEY, DataPlane
 
 
@@ -36,6 +42,7 @@ class PlaneWork:
         self.planes = {name: DataPlane.from_config(cfg) for name, cfg in residency.get("planes", {}).items()}
         self.planes.setdefault(self.plane.name, self.plane)
         self.policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in residency.get("routes", [])])
+        self.policy_visible = bool(residency.get("policy_visible", False))
         self.intents = {
             key: WriteIntent(
                 asset=i["asset"],
@@ -49,7 +56,9 @@ class PlaneWork:
     def read_table(self, plane: str, identifier: str) -> pa.Table:
         """Read an Iceberg table of a plane this step can see."""
         if plane not in self.planes:
-            raise ResidencyError(f"plane {plane!r} is not visible to this step (visible: {sorted(self.planes)})")
+            raise ResidencyError(
+                f"plane {plane!r} is not visible to this step (visible: {sorted(self.planes)})"
+            )
         return self.planes[plane].load_catalog().load_table(identifier).scan().to_arrow()
 
     def write_table(self, asset_key: str, identifier: str, data: pa.Table) -> dict[str, Any]:
@@ -59,8 +68,18 @@ class PlaneWork:
         """
         intent = self.intents.get(asset_key)
         if intent is None:
-            raise ResidencyError(f"no write intent for asset {asset_key!r}: the guard refuses unpinned writes")
-        check_write(intent, self.plane, self.policy)
+            raise ResidencyError(
+                f"no write intent for asset {asset_key!r}: the guard refuses unpinned writes"
+            )
+        try:
+            check_write(intent, self.plane, self.policy)
+        except ResidencyViolation as violation:
+            if self.policy_visible:
+                raise
+            raise ResidencyViolation(
+                f"{violation} (no ResidencyPolicy resource was visible to this step, so no declared route "
+                "could apply: give the asset a `residency_policy: ResidencyPolicy` parameter)"
+            ) from violation
         catalog = self.plane.load_catalog()
         namespace = identifier.rsplit(".", 1)[0]
         catalog.create_namespace_if_not_exists(namespace)

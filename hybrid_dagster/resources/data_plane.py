@@ -273,7 +273,9 @@ class DataPlane(dg.ConfigurableResource):
         if self.executor.kind == "kubernetes":
             invocation = self._run_kubernetes(context, argv, all_extras, run_env)
         else:
-            invocation = self._run_subprocess(context, argv, all_extras, run_env, keep_output_in_plane=regulated)
+            invocation = self._run_subprocess(
+                context, argv, all_extras, run_env, keep_output_in_plane=regulated
+            )
         if regulated:
             screen_reported_results(
                 invocation.get_results(),
@@ -295,7 +297,8 @@ class DataPlane(dg.ConfigurableResource):
         planes.setdefault(self.name, self)
         for known in known_planes:
             planes.setdefault(known.name, known)
-        policy = next((r for r in resources.values() if isinstance(r, ResidencyPolicy)), ResidencyPolicy())
+        visible = [r for r in resources.values() if isinstance(r, ResidencyPolicy)]
+        policy = visible[0] if visible else ResidencyPolicy()
         intents: dict[str, dict[str, Any]] = {}
         if context.has_assets_def:
             for key in context.selected_asset_keys:
@@ -311,6 +314,7 @@ class DataPlane(dg.ConfigurableResource):
         return {
             "planes": {name: plane.to_config() for name, plane in planes.items()},
             "routes": [route.model_dump() for route in policy.routes],
+            "policy_visible": bool(visible),
             "intents": intents,
         }
 

@@ -82,7 +82,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = result.stdout
     assert "residency ok: 8 assets on 4 planes in 2 jurisdictions" in out
     assert "clinical/patients" in out and "analytics/group_ward_benchmark" in out
-    assert "asset checks: 6/6 passed" in out
+    assert "asset checks: 12/12 passed" in out  # 2 checks x 3 CDC tables x 2 runs
     assert "make ui" in out
     # rows stayed in their planes: the US warehouses hold no clinical tables
     assert not (home / "planes" / "us-cloud" / "warehouse" / "clinical").exists()

@@ -1,4 +1,4 @@
-"""eu-onprem: admissions per ward and day, with cells under k suppressed (de-identification)."""
+"""eu-onprem: admissions per ward and month, with cells under k suppressed (de-identification)."""
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -9,12 +9,12 @@ K_ANONYMITY = 10
 
 
 def occupancy(encounters: pa.Table, k: int = K_ANONYMITY) -> pa.Table:
-    days = pc.floor_temporal(encounters.column("admitted_at"), unit="day")
+    months = pc.floor_temporal(encounters.column("admitted_at"), unit="month")
     counts = (
-        pa.table({"ward": encounters.column("ward"), "day": days})
-        .group_by(["ward", "day"])
+        pa.table({"ward": encounters.column("ward"), "month": months})
+        .group_by(["ward", "month"])
         .aggregate([([], "count_all")])
-        .rename_columns(["ward", "day", "admissions"])
+        .rename_columns(["ward", "month", "admissions"])
     )
     return counts.filter(pc.greater_equal(counts.column("admissions"), k))
 
