@@ -132,9 +132,8 @@ def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # ty
     passed = sum(1 for c in checks if c.passed)
     print(f"\nasset checks: {passed}/{len(checks)} passed; finished in {elapsed:.1f}s")
     print(f"warehouses: {home / 'planes'}   Dagster home: {home / 'dagster'}")
-    print(
-        "next: `make ui` opens the Dagster UI on these runs (filter by tag hybrid/plane or hybrid/classification);"
-    )
+    print("next: `make ui` opens the Dagster UI on these runs (filter by the tags hybrid/plane and")
+    print("      hybrid/classification);")
     print("      `make validate` runs the residency check; `make test` runs the test suite.")
 
 

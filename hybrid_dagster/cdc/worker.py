@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -240,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.spec:
-        spec = CdcJobSpec.model_validate_json(open(args.spec).read())
-        plane = DataPlane.from_config(json.load(open(args.plane))) if args.plane else DataPlane.from_env()
+        spec = CdcJobSpec.model_validate_json(Path(args.spec).read_text())
+        plane = (
+            DataPlane.from_config(json.loads(Path(args.plane).read_text()))
+            if args.plane
+            else DataPlane.from_env()
+        )
         started = time.monotonic()
         report, facts = run_job(spec, plane)
         summary = {
