@@ -8,7 +8,9 @@ Prints ONE JSON object on stdout (progress on stderr)::
 Figures: ``apply_s`` (IcebergApplier.apply), ``pyiceberg_upsert_s`` (Table.upsert + Table.delete in one
 transaction), ``rewrite_bound_s`` (read the whole table, apply the changes with pyarrow, overwrite it),
 ``speedup_vs_pyiceberg_upsert`` = upsert / apply, ``ratio_to_rewrite_bound`` = apply / rewrite, and the
-hot-key runs (the same batch shape on the newest 100,000 keys + inserts, into 1M and 10M rows).
+hot-key runs (the same batch shape on the newest 100,000 keys + inserts, into 1M and 10M rows), and
+``e2e_events_per_s``: 300,000 changes from PostgreSQL commit to Iceberg commit through pgoutput (and
+wal2json where Debian's PostgreSQL 15 with wal2json is installed), see ``benchmarks/cdc_e2e.py``.
 """
 
 from __future__ import annotations
@@ -260,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end PostgreSQL figure")
+    parser.add_argument("--e2e-changes", type=int, default=300_000, help="changes in the end-to-end run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the best is reported")
     parser.add_argument("--workdir", type=Path, help="where to put the catalog and warehouse (default: temp)")
     args = parser.parse_args(argv)
@@ -267,6 +270,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cdc-apply-bench-", dir=args.workdir) as workdir:
         result = run(sizes, Path(workdir), max(1, args.repeats))
+    if not args.skip_e2e:
+        from benchmarks import cdc_e2e
+
+        changes = 30_000 if args.quick else args.e2e_changes
+        e2e = cdc_e2e.main(["--changes", str(changes), "--decoder", "both"])
+        result["e2e_events_per_s"] = e2e["e2e_events_per_s"]
+        result["e2e"] = e2e
     result["quick"] = args.quick
     result["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))

@@ -381,15 +381,14 @@ class IcebergApplier:
         """Write ``rows`` sorted by key, each group (cluster) into files of its own."""
         if rows.num_rows == 0:
             return []
-        order = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
-        ordered_groups = groups[order]
-        if ordered_groups.size and ordered_groups.min() != ordered_groups.max():
-            # Clusters are disjoint, ascending key ranges: in key order only the rows outside every
-            # cluster (new keys in the gaps) break the grouping, so a stable partition suffices.
-            outside = ordered_groups == ordered_groups.max()
-            order = np.concatenate([order[~outside], order[outside]])
-            ordered_groups = np.concatenate([ordered_groups[~outside], ordered_groups[outside]])
-        rows = rows.take(pa.array(order))
+        if groups.size and groups.min() != groups.max():
+            # Rows of one cluster go to files of their own; inside a file, order does not matter to
+            # file pruning (it uses the file's key bounds), so a stable partition replaces a sort.
+            order = np.argsort(groups, kind="stable")
+            ordered_groups = groups[order]
+            rows = rows.take(pa.array(order))
+        else:
+            ordered_groups = groups
         cuts = np.flatnonzero(np.diff(ordered_groups)) + 1
         bounds = [0, *cuts.tolist(), rows.num_rows]
         parts = [rows.slice(start, stop - start) for start, stop in itertools.pairwise(bounds)]

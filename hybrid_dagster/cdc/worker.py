@@ -12,9 +12,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
