@@ -40,7 +40,7 @@ def _workload(dsn: str, changes: int, tx_rows: int = 10_000) -> None:
         for start in range(1, inserts + 1, tx_rows):
             stop = min(start + tx_rows - 1, inserts)
             cur.execute(
-                "INSERT INTO bench_events SELECT g, g % 997, g * 0.25, 'note ' || g, now() "
+                "INSERT INTO bench_events SELECT g, g %% 997, g * 0.25, 'note ' || g, now() "
                 "FROM generate_series(%s, %s) g",
                 (start, stop),
             )
@@ -48,7 +48,7 @@ def _workload(dsn: str, changes: int, tx_rows: int = 10_000) -> None:
         for start in range(1, updates + 1, tx_rows):
             cur.execute(
                 "UPDATE bench_events SET amount = amount + 1, note = 'updated' WHERE id BETWEEN %s AND %s",
-                (start * 2, min(start + tx_rows - 1, updates) * 2),
+                (start, min(start + tx_rows - 1, updates)),
             )
             conn.commit()
         cur.execute("DELETE FROM bench_events WHERE id > %s", (inserts - deletes,))
@@ -56,7 +56,9 @@ def _workload(dsn: str, changes: int, tx_rows: int = 10_000) -> None:
     conn.close()
 
 
-def measure(server: PostgresServer, decoder: str, changes: int, workdir: Path) -> dict[str, float]:
+def measure(
+    server: PostgresServer, decoder: str, changes: int, workdir: Path, batch_events: int = 100_000
+) -> dict[str, float]:
     admin = psycopg2.connect(server.dsn)
     admin.autocommit = True
     database = f"bench_{decoder}"
@@ -78,7 +80,7 @@ def measure(server: PostgresServer, decoder: str, changes: int, workdir: Path) -
     )
     source = PostgresSource(dsn, [SourceTable(TABLE)], slot_name=f"bench_{decoder}", decoder=decoder)  # type: ignore[arg-type]
     applier = IcebergApplier(plane.load_catalog(), source_id=source.source_id)
-    pipeline = CdcPipeline(source, applier, [TableMapping(TABLE, "bench.events")], batch_events=100_000)
+    pipeline = CdcPipeline(source, applier, [TableMapping(TABLE, "bench.events")], batch_events=batch_events)
     pipeline.run()  # creates slot and publication; the table is still empty
     _workload(dsn, changes)
 
@@ -104,15 +106,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--changes", type=int, default=300_000)
     parser.add_argument("--decoder", choices=["pgoutput", "wal2json", "both"], default="both")
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=100_000,
+        help="events per read; each peek re-decodes WAL from the slot's restart_lsn, so larger is faster",
+    )
     args = parser.parse_args(argv)
-    out: dict[str, object] = {"changes": args.changes}
+    out: dict[str, object] = {"changes": args.changes, "batch_events": args.batch_events}
     with tempfile.TemporaryDirectory(prefix="hd-e2e-") as tmp:
         workdir = Path(tmp)
         if args.decoder in ("pgoutput", "both"):
             print("e2e: pgoutput on embedded PostgreSQL", file=sys.stderr)
             server = start_embedded_postgres(workdir / "pg")
             try:
-                out["pgoutput"] = measure(server, "pgoutput", args.changes, workdir)
+                out["pgoutput"] = measure(server, "pgoutput", args.changes, workdir, args.batch_events)
             finally:
                 server.stop()
         if args.decoder in ("wal2json", "both"):
@@ -123,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             else:
                 print("e2e: wal2json on Debian PostgreSQL 15", file=sys.stderr)
                 try:
-                    out["wal2json"] = measure(debian, "wal2json", args.changes, workdir)
+                    out["wal2json"] = measure(debian, "wal2json", args.changes, workdir, args.batch_events)
                 finally:
                     debian.stop()
     pg = out.get("pgoutput")

@@ -169,6 +169,29 @@ class IcebergApplier:
             )
         return table
 
+    def record_position(self, identifier: str, position: Position) -> None:
+        """Commit an empty snapshot recording ``position`` (e.g. after copying a table with no rows).
+
+        Example:
+            >>> applier.record_position("crm.patients", Position(24023127, 0))  # doctest: +SKIP
+        """
+        table = self._load(identifier)
+        if table is None:
+            raise NoSuchTableError(
+                f"{identifier}: create the table (ensure_table) before recording a position"
+            )
+        current = read_watermark(table, self.source_id)
+        if current is not None and current >= position:
+            return
+        self._guard(identifier)
+        with (
+            table.transaction() as txn,
+            txn.update_snapshot(
+                snapshot_properties=position_properties(self.source_id, position)
+            ).fast_append(),
+        ):
+            pass
+
     def watermark(self, identifier: str) -> Position | None:
         """The last position of this source applied to the table (None if none, or no table)."""
         table = self._load(identifier)

@@ -205,7 +205,9 @@ class CdcPipeline:
                 continue
             chunks = list(self.source.snapshot(mapping.source, hand_off, self.snapshot_chunk_rows))
             if not chunks:
-                continue
+                raise RuntimeError(
+                    f"{type(self.source).__name__}.snapshot yielded nothing for {mapping.source_table}"
+                )
             # One commit for the whole copy: a crash mid-snapshot leaves no watermark, so it reruns.
             snapshot = TableChanges(
                 table=chunks[-1].table,
@@ -213,6 +215,12 @@ class CdcPipeline:
                 data_schema=chunks[-1].data_schema,
                 rows=pa.concat_tables([c.rows for c in chunks]),
             )
+            if snapshot.count == 0:  # still record the hand-off, so the copy is not redone later
+                self.applier.ensure_table(
+                    mapping.identifier, snapshot.data_schema, list(snapshot.key_columns)
+                )
+                self.applier.record_position(mapping.identifier, hand_off)
+                continue
             self._apply(mapping, snapshot, report)
             report.tables[mapping.identifier].snapshot_rows += snapshot.count
 

@@ -53,7 +53,10 @@ class ChangeSource(ABC):
         """Acknowledge everything up to ``position``; called only after the Iceberg commit succeeded."""
 
     def snapshot(self, table: SourceTable, position: Position, chunk_rows: int) -> Iterator[TableChanges]:
-        """Copy the current contents of ``table`` as ``r`` changes at ``position`` (initial load)."""
+        """Copy the current contents of ``table`` as ``r`` changes at ``position`` (initial load).
+
+        Yields at least one chunk, an empty one for an empty table, so that its schema is known.
+        """
         raise NotImplementedError(f"{type(self).__name__} cannot copy tables (copies_tables is False)")
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -345,8 +345,12 @@ class PostgresSource(ChangeSource):
             with conn.cursor(name=f"snapshot_{self.slot_name}") as cur:
                 cur.itersize = chunk_rows
                 cur.execute(select)
+                yielded = False
                 while chunk := cur.fetchmany(chunk_rows):
+                    yielded = True
                     yield self._snapshot_chunk(table.name, keys, columns, chunk, position)
+                if not yielded:
+                    yield self._snapshot_chunk(table.name, keys, columns, [], position)
         finally:
             conn.close()
 
@@ -355,9 +359,8 @@ class PostgresSource(ChangeSource):
         table: str, keys: list[str], columns: list[PgColumn], chunk: list[tuple[Any, ...]], position: Position
     ) -> TableChanges:
         n = len(chunk)
-        values = {
-            c.name: string_array(list(v)) for c, v in zip(columns, zip(*chunk, strict=True), strict=True)
-        }
+        by_column = list(zip(*chunk, strict=True)) if chunk else [() for _ in columns]
+        values = {c.name: string_array(list(v)) for c, v in zip(columns, by_column, strict=True)}
         segment = TextSegment(
             columns=columns,
             ops=np.full(n, ord("r"), dtype=np.uint8),

@@ -377,7 +377,9 @@ class SqlTriggerSource(ChangeSource):
             target = sa.table(name, *[sa.column(n) for n in names], schema=schema)
             result = conn.execution_options(stream_results=True).execute(sa.select(target))
             change_cols = change_schema(info.data_schema, info.key_columns)
-            while chunk := result.fetchmany(max(chunk_rows, 1)):
+            yielded = False
+            while (chunk := result.fetchmany(max(chunk_rows, 1))) or not yielded:
+                yielded = True
                 rows = []
                 for values in chunk:
                     row: dict[str, Any] = {
