@@ -129,3 +129,18 @@ def slot_confirmed_lsn(dsn: str, slot: str) -> int | None:
         row = cur.fetchone()
     conn.close()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def changelog_positions(plane: DataPlane, identifier: str) -> list[tuple[int, int]]:
+    """(commit, event) of every streamed change in the table's raw change log (Parquet, partitioned by
+    date). Snapshot rows (op ``r``) all share the hand-off position, so they are left out."""
+    import pyarrow.dataset as ds
+
+    root = plane.warehouse_path / "_changelog" / identifier
+    if not root.exists():
+        return []
+    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+    log = dataset.to_table(columns=["__commit_pos", "__event_pos"], filter=ds.field("__op") != "r")
+    return list(
+        zip(log.column("__commit_pos").to_pylist(), log.column("__event_pos").to_pylist(), strict=True)
+    )

@@ -16,6 +16,7 @@ from hybrid_dagster.cdc.worker import run_job
 from tests.cdc.cdc_harness import (
     KEYS,
     assert_equal_to_source,
+    changelog_positions,
     duplicate_keys,
     job_spec,
     plane_at,
@@ -129,6 +130,11 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(pg_db, tmp_path: 
     assert finished.returncode == 0, finished.stderr.decode()
     _check_slot_not_ahead(dsn, plane, tx_ends)
     assert_equal_to_source(dsn, plane)
+    # The raw change log got every streamed change exactly once, up to each table's watermark.
+    for identifier, watermark in table_watermarks(plane).items():
+        logged = changelog_positions(plane, identifier)
+        assert len(logged) == len(set(logged)), f"{identifier}: the change log repeats changes after crashes"
+        assert watermark is not None and max(logged) == (watermark.commit, watermark.event)
 
 
 def _check_slot_not_ahead(dsn: str, plane, tx_ends: list[int]) -> None:  # type: ignore[no-untyped-def]
