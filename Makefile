@@ -37,7 +37,7 @@ ui: $(STAMP)
 	HYBRID_DAGSTER_HOME=$(abspath $(DEMO_HOME)) $(BIN)/python -m examples.clinical_ai.ui
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/cdc_apply.py
+	$(BIN)/python -m benchmarks.cdc_apply
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
