@@ -22,7 +22,7 @@ from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
 from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres import PostgresSource
 from hybrid_dagster.resources import DataPlane
-from hybrid_dagster.testing.postgres import PostgresServer, start_debian_postgres, start_embedded_postgres
+from hybrid_dagster.servers.postgres import PostgresServer, start_debian_postgres, start_embedded_postgres
 
 TABLE = "public.bench_events"
 DDL = """

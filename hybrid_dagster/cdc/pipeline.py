@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier
-from hybrid_dagster.cdc.changes import COMMIT_TS_COL, Position, TableChanges
+from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
 
@@ -224,7 +224,7 @@ class CdcPipeline:
             self._apply(mapping, snapshot, report)
             report.tables[mapping.identifier].snapshot_rows += snapshot.count
 
-    def _handle_dead_letters(self, letters: list, report: PipelineReport) -> None:
+    def _handle_dead_letters(self, letters: list[DeadLetter], report: PipelineReport) -> None:
         report.dead_letters += len(letters)
         if self.dead_letters is None:
             reasons = "; ".join(f"{d.position}: {d.reason}" for d in letters[:3])
