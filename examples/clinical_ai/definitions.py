@@ -124,8 +124,16 @@ def group_ward_benchmark(
     return us_cloud.run(context, module=f"{WORK}.ward_benchmark").get_materialize_result()
 
 
+eu_clinical_cdc_job = dg.define_asset_job(
+    "stream_eu_clinical",
+    selection=dg.AssetSelection.groups("eu_clinical"),
+    description="Stream the EU clinical DB.",
+)
+
 defs = enforce_residency(
     dg.Definitions(
+        jobs=[eu_clinical_cdc_job],
+        schedules=[dg.ScheduleDefinition(job=eu_clinical_cdc_job, cron_schedule="*/5 * * * *")],
         assets=[
             clinical_cdc,
             eu_ward_occupancy,

@@ -56,11 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{workload.updates} updates, {workload.deletes} deletes, {workload.key_changes} key changes); "
         "streaming the changes"
     )
-    cdc_job = dg.define_asset_job("eu_clinical_cdc", selection=dg.AssetSelection.groups("eu_clinical"))
-    second = (
-        dg.Definitions(assets=defs.assets, resources=defs.resources, jobs=[cdc_job])
-        .resolve_job_def("eu_clinical_cdc")
-        .execute_in_process(instance=instance, raise_on_error=False)
+    second = defs.resolve_job_def("stream_eu_clinical").execute_in_process(
+        instance=instance, raise_on_error=False
     )
     if not second.success:
         return _report_failure(instance, second, home)

@@ -48,7 +48,7 @@ def cdc_table_assets(
     dead_letter_policy: str = "continue",
     batch_events: int = 50_000,
     max_lag_seconds: float = 900.0,
-    max_seconds: float | None = None,
+    max_seconds: float | None = 900.0,
 ) -> dg.AssetsDefinition:
     """A multi-asset streaming ``source`` into one Iceberg table per entry of ``tables`` in ``plane``.
 
@@ -56,7 +56,9 @@ def cdc_table_assets(
     acknowledged only after every table committed). The work runs inside the plane through
     ``DataPlane.run``; each materialization reports ``dagster/table_name``, ``dagster/column_schema``,
     ``dagster/row_count``, events applied per operation, the watermark, lag and schema changes, and
-    the checks ``primary_key_unique`` and ``cdc_lag`` run with it.
+    the checks ``primary_key_unique`` and ``cdc_lag`` run with it. A run stops reading new batches after
+    ``max_seconds`` (None: until the source is drained); what is left waits for the next run and shows
+    in the lag.
 
     Example:
         .. code-block:: python

@@ -86,3 +86,21 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "make ui" in out
     # rows stayed in their planes: the US warehouses hold no clinical tables
     assert not (home / "planes" / "us-cloud" / "warehouse" / "clinical").exists()
+
+
+def test_yaml_twin_declares_the_same_planes_and_cdc_tables() -> None:
+    from examples.clinical_ai.definitions import defs as python_defs
+    from examples.clinical_ai.yaml_definitions import defs as load_yaml_defs
+
+    yaml_defs = load_yaml_defs()
+    assert validate_definitions(yaml_defs).ok
+    python_graph, yaml_graph = python_defs.resolve_asset_graph(), yaml_defs.resolve_asset_graph()
+    cdc_keys = {k for k in python_graph.get_all_asset_keys() if k.path[0] == "clinical"}
+    assert set(yaml_graph.get_all_asset_keys()) == cdc_keys
+    for key in cdc_keys:
+        assert yaml_graph.get(key).tags == python_graph.get(key).tags
+        assert yaml_graph.get(key).kinds == python_graph.get(key).kinds
+    planes = {k: v for k, v in (yaml_defs.resources or {}).items() if k != "residency_policy"}
+    assert {k: v.jurisdiction for k, v in planes.items()} == {
+        k: v.jurisdiction for k, v in (python_defs.resources or {}).items() if k != "residency_policy"
+    }
