@@ -69,13 +69,13 @@ def _lsn_after_commit(cur: psycopg2.extensions.cursor) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(pg_db, tmp_path: Path) -> None:
-    dsn = pg_db.dsn
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(pg_decoder_db, tmp_path: Path) -> None:
+    dsn, decoder = pg_decoder_db
     db = HospitalDb(dsn, seed=9)
     db.create()
     db.populate(patients=60)
     plane = plane_at(tmp_path / "warehouse")
-    spec = job_spec(dsn, "pgoutput", slot="crash", batch_events=150)
+    spec = job_spec(dsn, decoder, slot="crash", batch_events=150)
     spec_path, plane_path = write_job_files(tmp_path, spec, plane)
     run_job(spec, plane)  # the slot and the snapshot exist before the crashes start
 
