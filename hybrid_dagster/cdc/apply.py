@@ -365,18 +365,20 @@ class IcebergApplier:
             existing = self._read(table, metadata, file_plan.candidates, arrow_schema)
 
         hit = _key_mask(existing, touched, keys)
-        touched_rows = existing.filter(hit)
         kept = existing.filter(pc.invert(hit))
+        # Only the keys of the touched rows are needed, unless unchanged values must be carried forward.
+        touched_keys = existing.select(keys).filter(hit)
 
         if needs_carry_forward(upserts):
             found, pending_values = carry_forward_in_batch(net, keys)
-            upserts = apply_carried_values(upserts, found, pending_values, _row_lookup(touched_rows, keys))
+            lookup = _row_lookup(existing.filter(hit), keys)
+            upserts = apply_carried_values(upserts, found, pending_values, lookup)
         new_rows = _conform(upserts.drop_columns([UNCHANGED_COL, ROW_COL]), arrow_schema)
 
-        existed = _key_mask(new_rows.select(keys), touched_rows.select(keys), keys)
+        existed = _key_mask(new_rows.select(keys), touched_keys, keys)
         updated = int(pc.sum(existed).as_py() or 0)
         deleted = int(
-            pc.sum(_key_mask(_conform(net.deletes, touched.schema), touched_rows, keys)).as_py() or 0
+            pc.sum(_key_mask(_conform(net.deletes, touched.schema), touched_keys, keys)).as_py() or 0
         )
 
         combined = pa.concat_tables([kept, new_rows])
