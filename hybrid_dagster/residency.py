@@ -187,21 +187,21 @@ class ResidencyPolicy(dg.ConfigurableResource):
     Example:
         .. code-block:: python
 
-            import dagster as dg
             from hybrid_dagster import ResidencyPolicy, TransferRoute
+            from hybrid_dagster.validation import hybrid_definitions
 
             policy = ResidencyPolicy(
                 routes=[
                     TransferRoute(
                         source="EU",
                         target="US",
-                        legal_basis="GDPR Art. 46 SCCs",
-                        classifications=["internal"],
+                        legal_basis="GDPR Art. 46(2)(c) standard contractual clauses",
+                        classifications=["confidential"],
                     )
                 ],
                 strict=True,
             )
-            defs = dg.Definitions(assets=[...], resources={"residency_policy": policy, ...})
+            defs = hybrid_definitions(assets=[...], resources={"residency_policy": policy, ...})
     """
 
     routes: list[TransferRoute] = Field(
@@ -209,7 +209,7 @@ class ResidencyPolicy(dg.ConfigurableResource):
     )
     strict: bool = Field(
         default=False,
-        description="When true, enforce_residency() makes the Definitions fail to load on any violation.",
+        description="When true, hybrid_definitions() makes the Definitions fail to load on any violation.",
     )
 
     def route_for(self, source: str, target: str, classification: Classification) -> TransferRoute | None:

@@ -98,7 +98,12 @@ def _misconfigured(planes: dict[str, DataPlane], policy: ResidencyPolicy) -> dg.
     def patients() -> pa.Table:
         return pa.table({"patient_id": [1, 2, 3], "diagnosis": ["J45", "E11", "I10"]})
 
-    io_manager = PlaneIcebergIOManager(planes=list(planes.values()), policy=policy, target_plane="us-cloud")
+    io_manager = PlaneIcebergIOManager(
+        planes=list(planes.values()),
+        regulated_rows_in_step_process=True,
+        policy=policy,
+        target_plane="us-cloud",
+    )
     return dg.Definitions(assets=[patients], resources={"io_manager": io_manager})
 
 
@@ -144,7 +149,9 @@ def test_guard_follows_regulated_data_into_a_subset_run(planes: dict[str, DataPl
     def us_copy(visits: pa.Table) -> pa.Table:
         return visits
 
-    resources = {"io_manager": PlaneIcebergIOManager(planes=list(planes.values()))}
+    resources = {
+        "io_manager": PlaneIcebergIOManager(planes=list(planes.values()), regulated_rows_in_step_process=True)
+    }
     assets = [patients, visits, us_copy]
     instance = dg.DagsterInstance.ephemeral()
     upstream = dg.materialize(
@@ -164,10 +171,11 @@ def test_guard_follows_regulated_data_into_a_subset_run(planes: dict[str, DataPl
     assert "write of asset 'us_copy' (restricted, home plane 'us-cloud', data in EU)" in text
     assert _tables(planes["us"]) == []
 
-    # Without a recorded classification for 'visits' (a fresh instance) the guard fails closed.
+    # Without a recorded classification for 'visits' (a fresh instance) the guard fails closed: the IO
+    # manager refuses even to load the input, whose sensitivity it cannot tell.
     unknown = dg.materialize(assets, resources=resources, selection=["us_copy"], raise_on_error=False)
     assert not unknown.success
-    assert "the write guard cannot tell how sensitive the data of 'us_copy' is" in _failure_text(unknown)
+    assert "the write guard cannot tell how sensitive the data of 'visits' is" in _failure_text(unknown)
 
 
 def test_write_intent_from_an_asset_context(planes: dict[str, DataPlane]) -> None:
@@ -192,7 +200,7 @@ def test_guard_fails_closed_on_unpinned_or_unknown_planes(planes: dict[str, Data
     def martian() -> pa.Table:
         return pa.table({"a": [1]})
 
-    io_manager = PlaneIcebergIOManager(planes=list(planes.values()))
+    io_manager = PlaneIcebergIOManager(planes=list(planes.values()), regulated_rows_in_step_process=True)
     for asset, expected in [
         (untagged, "asset 'untagged' has no 'hybrid/plane' tag"),
         (martian, "plane 'mars-base', unknown here"),

@@ -35,35 +35,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[1/4] embedded PostgreSQL with wal_level=logical in {home / 'postgres'}")
     db = start_clinical_database(home, patients=args.patients)
 
-    import dagster as dg
+    try:
+        import dagster as dg
 
-    from examples.clinical_ai.definitions import defs
-    from hybrid_dagster.validation import validate_definitions
+        from examples.clinical_ai.definitions import defs
+        from hybrid_dagster.validation import validate_definitions
 
-    report = validate_definitions(defs)
-    print(f"[2/4] residency check: {report.summary()}")
+        report = validate_definitions(defs)
+        print(f"[2/4] residency check: {report.summary()}")
 
-    instance = dg.DagsterInstance.get()
-    job = defs.resolve_implicit_global_asset_job_def()
-    print("[3/4] materializing every asset (CDC snapshot + stream, features, aggregates, benchmark)")
-    first = job.execute_in_process(instance=instance, raise_on_error=False)
-    if not first.success:
-        return _report_failure(instance, first, home)
+        instance = dg.DagsterInstance.get()
+        job = defs.resolve_implicit_global_asset_job_def()
+        print("[3/4] materializing every asset (CDC snapshot + stream, features, aggregates, benchmark)")
+        first = job.execute_in_process(instance=instance, raise_on_error=False)
+        if not first.success:
+            return _report_failure(instance, first, home)
 
-    workload = db.run_workload(transactions=args.transactions)
-    print(
-        f"[4/4] workload: {workload.transactions} transactions ({workload.inserts} inserts, "
-        f"{workload.updates} updates, {workload.deletes} deletes, {workload.key_changes} key changes); "
-        "streaming the changes"
-    )
-    second = defs.resolve_job_def("stream_eu_clinical").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
-    if not second.success:
-        return _report_failure(instance, second, home)
+        workload = db.run_workload(transactions=args.transactions)
+        print(
+            f"[4/4] workload: {workload.transactions} transactions ({workload.inserts} inserts, "
+            f"{workload.updates} updates, {workload.deletes} deletes, {workload.key_changes} key changes); "
+            "streaming the changes"
+        )
+        second = defs.resolve_job_def("stream_eu_clinical").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        if not second.success:
+            return _report_failure(instance, second, home)
 
-    _print_summary(instance, [first, second], home, time.monotonic() - started)
-    db.server.stop()
+        _print_summary(instance, [first, second], home, time.monotonic() - started)
+    finally:
+        db.server.stop()
     return 0
 
 

@@ -7,6 +7,8 @@ transactions of inserts, updates, deletes and primary-key changes, NULLs, unicod
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2
@@ -104,11 +106,18 @@ class HospitalDb:
         self.workload = Workload()
         self._next_id = {"patients": 1, "encounters": 1, "lab_results": 1}
 
-    def connect(self) -> psycopg2.extensions.connection:
-        return psycopg2.connect(self.dsn)
+    @contextmanager
+    def session(self) -> Iterator[psycopg2.extensions.connection]:
+        """A connection that commits on success and is always closed."""
+        conn = psycopg2.connect(self.dsn)
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
 
     def create(self) -> None:
-        with self.connect() as conn, conn.cursor() as cur:
+        with self.session() as conn, conn.cursor() as cur:
             cur.execute(SCHEMA)
             for table, key in (
                 ("patients", "patient_id"),
@@ -152,7 +161,7 @@ class HospitalDb:
     def populate(
         self, *, patients: int, encounters_per_patient: int = 2, results_per_encounter: int = 2
     ) -> None:
-        with self.connect() as conn, conn.cursor() as cur:
+        with self.session() as conn, conn.cursor() as cur:
             for _ in range(patients):
                 p = self._patient()
                 cur.execute(INSERT_PATIENT, p)
@@ -178,7 +187,7 @@ class HospitalDb:
     def run_workload(self, *, transactions: int, max_ops: int = 6) -> Workload:
         """Random multi-row transactions of inserts, updates, deletes and primary-key changes."""
         r = self.rng
-        with self.connect() as conn:
+        with self.session() as conn:
             for _ in range(transactions):
                 with conn.cursor() as cur:
                     for _ in range(r.randint(1, max_ops)):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from hybrid_dagster.cdc.pipeline import DeadLetterPolicy
 from hybrid_dagster.cdc.source_config import CdcSourceConfig
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy
@@ -45,7 +46,7 @@ def cdc_table_assets(
     plane_resource_key: str | None = None,
     policy_resource_key: str | None = "residency_policy",
     source_jurisdiction: str | None = None,
-    dead_letter_policy: str = "continue",
+    dead_letter_policy: DeadLetterPolicy = "continue",
     batch_events: int = 50_000,
     max_lag_seconds: float = 900.0,
     max_seconds: float | None = 900.0,

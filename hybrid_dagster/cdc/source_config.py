@@ -54,7 +54,7 @@ class PostgresCdcSource(CdcSourceConfig):
     slot_name: str = Field(description="Logical replication slot name (created on first run).")
     decoder: Literal["pgoutput", "wal2json"] = Field(default="pgoutput", description="Output plugin.")
     publication_name: str | None = Field(
-        default=None, description="pgoutput publication (default: '<slot>_pub', created on first run)."
+        default=None, description="pgoutput publication (default: the slot name; created on first run)."
     )
 
     @property
@@ -111,7 +111,7 @@ class DebeziumKafkaCdcSource(CdcSourceConfig):
 
     @property
     def dagster_kind(self) -> str:
-        return "kafka"
+        return "debezium"
 
     def build(self, tables: list[SourceTable]) -> ChangeSource:
         from hybrid_dagster.cdc.sources.debezium import DebeziumKafkaSource
@@ -132,11 +132,15 @@ class SqlTriggerCdcSource(CdcSourceConfig):
         default=None, description="Environment variable inside the plane holding the URL."
     )
     consumer: str = Field(default="default", description="Consumer name its acknowledgements are kept under.")
+    database: Literal["sqlite", "postgres"] = Field(
+        default="sqlite", description="The database behind url_env (the Dagster kind shown on the assets)."
+    )
 
     @property
     def dagster_kind(self) -> str:
-        url = self.url or ""
-        return "sqlite" if url.startswith("sqlite") or not url else "postgres"
+        if self.url:
+            return "postgres" if self.url.startswith("postgres") else "sqlite"
+        return self.database
 
     def build(self, tables: list[SourceTable]) -> ChangeSource:
         from hybrid_dagster.cdc.sources.sql_triggers import SqlTriggerSource

@@ -26,7 +26,8 @@ from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
 from hybrid_dagster.cdc.source_config import AnyCdcSource
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
-from hybrid_dagster.residency import Classification, ResidencyPolicy, TransferRoute
+from hybrid_dagster.plane.errors import errors_kept_in_plane
+from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
 
 
@@ -64,12 +65,15 @@ def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
     source = spec.source.build([m.source for m in spec.mappings()])
     catalog = plane.load_catalog()
     policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
+    unplaced = [t.identifier for t in spec.tables if not t.data_jurisdictions]
+    if unplaced:  # the guard fails closed: where the data lives must be stated, never assumed
+        raise ResidencyError(f"CDC job spec gives no data_jurisdictions for {', '.join(unplaced)}")
     intents = {
         t.identifier: WriteIntent(
             asset=t.asset_key or t.identifier,
             classification=Classification.parse(t.classification),
             home_plane=t.home_plane or plane.name,
-            data_jurisdictions=frozenset(t.data_jurisdictions or [plane.jurisdiction]),
+            data_jurisdictions=frozenset(t.data_jurisdictions),
         )
         for t in spec.tables
     }
@@ -80,7 +84,8 @@ def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
             raise KeyError(f"no residency intent for table {identifier}: refusing to write")
         check_write(intent, plane, policy)
 
-    changelog = ChangelogWriter(f"{plane.warehouse}/_changelog") if spec.changelog else None
+    filesystem, root = plane.filesystem()
+    changelog = ChangelogWriter(f"{root}/_changelog", filesystem=filesystem) if spec.changelog else None
     applier = IcebergApplier(catalog, source_id=source.source_id, changelog=changelog, before_write=guard)
     dead_letters = DeadLetterTable(catalog, spec.dead_letter_table) if spec.dead_letter_table else None
     return CdcPipeline(
@@ -105,9 +110,12 @@ def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> 
         table = catalog.load_table(t.identifier) if catalog.table_exists(t.identifier) else None
         keys = t.key_columns or _identifier_columns(table)
         duplicates = _duplicate_keys(table, keys) if table is not None else 0
+        # WAL bytes between the source's current LSN and the table; positions of other sources are not bytes.
         lag_bytes = (
             max(0, report.source_position.commit - progress.watermark.commit)
-            if report.source_position is not None and progress.watermark is not None
+            if spec.source.kind == "postgres"
+            and report.source_position is not None
+            and progress.watermark is not None
             else None
         )
         lag_seconds = (
@@ -265,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     with open_dagster_pipes() as pipes:
         spec = CdcJobSpec.model_validate(pipes.get_extra("cdc"))
         plane = DataPlane.from_env()
-        report, facts = run_job(spec, plane)
+        regulated = any(Classification.parse(t.classification).is_regulated for t in spec.tables)
+        with errors_kept_in_plane(regulated, where=f"CDC from {spec.source.kind} on plane {plane.name}"):
+            report, facts = run_job(spec, plane)
         pipes.log.info(
             f"cdc: {report.events_applied} events applied in {report.batches} batches, "
             f"{report.dead_letters} dead letters, acked {report.acked}"

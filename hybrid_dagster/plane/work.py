@@ -19,9 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
-from pyiceberg.exceptions import NoSuchTableError
 
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
+from hybrid_dagster.plane.errors import errors_kept_in_plane
 from hybrid_dagster.residency import (
     Classification,
     ResidencyError,
@@ -29,7 +29,8 @@ from hybrid_dagster.residency import (
     ResidencyViolation,
     TransferRoute,
 )
-from hybrid_dagster.resources.data_plane import RESIDENCY_EXTRAS_KEY, DataPlane
+from hybrid_dagster.resources.data_plane import NO_POLICY_HINT, RESIDENCY_EXTRAS_KEY, DataPlane
+from hybrid_dagster.resources.tables import replace_table
 
 
 class PlaneWork:
@@ -54,12 +55,32 @@ class PlaneWork:
         }
 
     def read_table(self, plane: str, identifier: str) -> pa.Table:
-        """Read an Iceberg table of a plane this step can see."""
+        """Read an Iceberg table of a plane this step can see.
+
+        Reading from a plane of another jurisdiction is a transfer: it needs a declared route for the
+        step's classification (the most sensitive of its assets, which includes what it reads).
+        """
         if plane not in self.planes:
             raise ResidencyError(
                 f"plane {plane!r} is not visible to this step (visible: {sorted(self.planes)})"
             )
-        return self.planes[plane].load_catalog().load_table(identifier).scan().to_arrow()
+        source = self.planes[plane]
+        if source.jurisdiction != self.plane.jurisdiction:
+            if not self.intents:
+                raise ResidencyViolation(
+                    f"read of {identifier} from plane {plane!r} ({source.jurisdiction}) into plane "
+                    f"{self.plane.name!r} ({self.plane.jurisdiction}) refused: the step pins no asset, so "
+                    "its classification is unknown"
+                )
+            for intent in self.intents.values():
+                self.policy.check_transfer(
+                    what=f"read of {identifier} from plane {plane!r} for asset {intent.asset!r} in plane "
+                    f"{self.plane.name!r}",
+                    source=source.jurisdiction,
+                    target=self.plane.jurisdiction,
+                    classification=intent.classification,
+                )
+        return source.load_catalog().load_table(identifier).scan().to_arrow()
 
     def write_table(self, asset_key: str, identifier: str, data: pa.Table) -> dict[str, Any]:
         """Replace ``identifier`` in this plane's catalog with ``data``, after the residency guard.
@@ -76,21 +97,8 @@ class PlaneWork:
         except ResidencyViolation as violation:
             if self.policy_visible:
                 raise
-            raise ResidencyViolation(
-                f"{violation} (no ResidencyPolicy resource was visible to this step, so no declared route "
-                "could apply: give the asset a `residency_policy: ResidencyPolicy` parameter)"
-            ) from violation
-        catalog = self.plane.load_catalog()
-        namespace = identifier.rsplit(".", 1)[0]
-        catalog.create_namespace_if_not_exists(namespace)
-        try:
-            table = catalog.load_table(identifier)
-            with table.update_schema() as update:
-                update.union_by_name(data.schema)
-            table.overwrite(data)
-        except NoSuchTableError:
-            table = catalog.create_table(identifier, schema=data.schema)
-            table.append(data)
+            raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
+        replace_table(self.plane.load_catalog(), identifier, data)
         recorded = recorded_residency_metadata(
             intent.classification, intent.data_jurisdictions | {self.plane.jurisdiction}
         )
@@ -112,4 +120,7 @@ class PlaneWork:
 def open_plane_work() -> Iterator[PlaneWork]:
     """Open Dagster Pipes inside a plane and return the guarded work context."""
     with open_dagster_pipes() as pipes:
-        yield PlaneWork(pipes)
+        work = PlaneWork(pipes)
+        regulated = any(i.classification.is_regulated for i in work.intents.values())
+        with errors_kept_in_plane(regulated, where=f"work on plane {work.plane.name}"):
+            yield work

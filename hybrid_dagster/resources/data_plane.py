@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
@@ -14,12 +15,20 @@ import dagster as dg
 from dagster._core.pipes.client import PipesClientCompletedInvocation
 from pydantic import Field, field_validator
 
-from hybrid_dagster.residency import Classification, Jurisdiction
+from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy, ResidencyViolation
 from hybrid_dagster.resources.metadata_screen import screen_reported_results
 
 if TYPE_CHECKING:
     import kubernetes.client
+    import pyarrow.fs as pafs
     from pyiceberg.catalog import Catalog
+
+    from hybrid_dagster.guard import WriteIntent
+
+NO_POLICY_HINT = (
+    "no ResidencyPolicy resource was visible to this step, so no declared route could apply: give the asset "
+    "a `residency_policy: ResidencyPolicy` parameter"
+)
 
 RESIDENCY_EXTRAS_KEY = "hybrid_residency"
 """Pipes extras key under which DataPlane.run passes write intents, visible planes and routes."""
@@ -89,6 +98,13 @@ class ExecutorConfig(dg.Config):
     resources: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         description="Container resources, e.g. {'requests': {'cpu': '1'}, 'limits': {'memory': '4Gi'}}.",
+    )
+    work_log_dir: str | None = Field(
+        default=None,
+        description=(
+            "Plane-local folder for the stdout/stderr of regulated steps (default: <warehouse>/_logs for a "
+            "file:// warehouse, /var/log/hybrid-dagster inside Kubernetes pods)."
+        ),
     )
     python: str = Field(
         default=sys.executable,
@@ -195,6 +211,29 @@ class DataPlane(dg.ConfigurableResource):
             props.setdefault("init_catalog_tables", "true")
         return props
 
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem for the warehouse (S3 settings from the catalog's ``s3.*`` properties)
+        and the warehouse's path on it.
+
+        Example:
+            >>> fs, root = plane.filesystem()
+            >>> fs.get_file_info(f"{root}/_changelog")
+        """
+        import pyarrow.fs as pafs
+
+        parsed = urlparse(self.warehouse)
+        if parsed.scheme == "file":
+            return pafs.LocalFileSystem(), parsed.path
+        props = self.catalog.properties
+        s3 = pafs.S3FileSystem(
+            endpoint_override=props.get("s3.endpoint"),
+            region=props.get("s3.region") or "us-east-1",
+            access_key=props.get("s3.access-key-id"),
+            secret_key=props.get("s3.secret-access-key"),
+            session_token=props.get("s3.session-token"),
+        )
+        return s3, f"{parsed.netloc}{parsed.path}"
+
     def load_catalog(self) -> Catalog:
         """The plane's pyiceberg catalog.
 
@@ -267,15 +306,17 @@ class DataPlane(dg.ConfigurableResource):
         argv = self._argv(command=command, module=module, args=args)
         classification = _highest_classification(context)
         regulated = classification is not None and classification.is_regulated
+        residency = self._step_residency(context, known_planes)
+        residency.check_target(self)  # a wrong plane stops the step before any data moves
+        if regulated:
+            argv = self.kept_in_plane(argv, self.work_log_path(context.run.run_id, context.op_handle.name))
         run_env = {**self.plane_env(), **(env or {})}
-        residency = self._residency_extras(context, known_planes)
-        all_extras = {**(extras or {}), RESIDENCY_EXTRAS_KEY: residency}
+        all_extras = {**(extras or {}), RESIDENCY_EXTRAS_KEY: residency.extras()}
         if self.executor.kind == "kubernetes":
             invocation = self._run_kubernetes(context, argv, all_extras, run_env)
         else:
-            invocation = self._run_subprocess(
-                context, argv, all_extras, run_env, keep_output_in_plane=regulated
-            )
+            client = dg.PipesSubprocessClient(env={**os.environ, **run_env})
+            invocation = client.run(context=context, command=argv, extras=all_extras)
         if regulated:
             screen_reported_results(
                 invocation.get_results(),
@@ -284,11 +325,11 @@ class DataPlane(dg.ConfigurableResource):
             )
         return invocation
 
-    def _residency_extras(
+    def _step_residency(
         self, context: dg.AssetExecutionContext | dg.OpExecutionContext, known_planes: Sequence[DataPlane]
-    ) -> dict[str, Any]:
-        """What the plane-side write guard needs: the write intents of this step's assets, the planes
-        the step can see and the declared routes. Computed here, from the run's asset graph."""
+    ) -> StepResidency:
+        """The write intents of this step's assets, the planes it can see and the declared routes,
+        computed here from the run's asset graph, for the checks on both sides of Pipes."""
         from hybrid_dagster.guard import write_intent_for
         from hybrid_dagster.residency import PLANE_TAG, ResidencyPolicy
 
@@ -298,25 +339,17 @@ class DataPlane(dg.ConfigurableResource):
         for known in known_planes:
             planes.setdefault(known.name, known)
         visible = [r for r in resources.values() if isinstance(r, ResidencyPolicy)]
-        policy = visible[0] if visible else ResidencyPolicy()
-        intents: dict[str, dict[str, Any]] = {}
+        intents: list[WriteIntent] = []
         if context.has_assets_def:
             for key in context.selected_asset_keys:
-                if PLANE_TAG not in context.assets_def.tags_by_key.get(key, {}):
-                    continue
-                intent = write_intent_for(context, planes, key)
-                intents[key.to_user_string()] = {
-                    "asset": intent.asset,
-                    "classification": intent.classification.value,
-                    "home_plane": intent.home_plane,
-                    "data_jurisdictions": sorted(intent.data_jurisdictions),
-                }
-        return {
-            "planes": {name: plane.to_config() for name, plane in planes.items()},
-            "routes": [route.model_dump() for route in policy.routes],
-            "policy_visible": bool(visible),
-            "intents": intents,
-        }
+                if PLANE_TAG in context.assets_def.tags_by_key.get(key, {}):
+                    intents.append(write_intent_for(context, planes, key))
+        return StepResidency(
+            planes=planes,
+            policy=visible[0] if visible else ResidencyPolicy(),
+            policy_visible=bool(visible),
+            intents=intents,
+        )
 
     def _argv(self, *, command: Sequence[str] | None, module: str | None, args: Sequence[str]) -> list[str]:
         if (command is None) == (module is None):
@@ -327,25 +360,26 @@ class DataPlane(dg.ConfigurableResource):
         assert command is not None
         return [*command, *args]
 
-    def _run_subprocess(
-        self,
-        context: dg.AssetExecutionContext | dg.OpExecutionContext,
-        argv: list[str],
-        extras: Mapping[str, Any] | None,
-        env: Mapping[str, str],
-        *,
-        keep_output_in_plane: bool,
-    ) -> PipesClientCompletedInvocation:
-        if keep_output_in_plane:
-            log_file = self.work_log_path(context.run.run_id, context.op_handle.name)
-            launcher = [self.executor.python, "-m", "hybrid_dagster.plane.launch", "--log", str(log_file)]
-            argv = [*launcher, "--", *argv]
-        client = dg.PipesSubprocessClient(env={**os.environ, **env})
-        return client.run(context=context, command=argv, extras=dict(extras or {}))
-
     def work_log_path(self, run_id: str, step: str) -> Path:
         """Where a regulated step's stdout/stderr is kept, inside the plane."""
-        return self.warehouse_path / "_logs" / run_id / f"{step}.log"
+        if self.executor.work_log_dir:
+            root = Path(self.executor.work_log_dir)
+        elif self.executor.kind == "kubernetes":
+            root = Path("/var/log/hybrid-dagster")
+        elif urlparse(self.warehouse).scheme == "file":
+            root = self.warehouse_path / "_logs"
+        else:
+            raise ValueError(
+                f"plane {self.name!r}: regulated step {step!r} keeps its output in the plane, but the "
+                f"warehouse {self.warehouse} is not a local folder: set executor.work_log_dir"
+            )
+        return root / run_id / f"{step}.log"
+
+    def kept_in_plane(self, argv: Sequence[str], log_file: Path) -> list[str]:
+        """``argv`` wrapped so that its stdout/stderr go to ``log_file`` in the plane, while Dagster Pipes
+        messages still reach the orchestrator (see :mod:`hybrid_dagster.plane.launch`)."""
+        python = "python" if self.executor.kind == "kubernetes" else self.executor.python
+        return [python, "-m", "hybrid_dagster.plane.launch", "--log", str(log_file), "--", *argv]
 
     def _run_kubernetes(
         self,
@@ -419,6 +453,44 @@ class DataPlane(dg.ConfigurableResource):
         )
         pod.metadata.namespace = self.executor.namespace
         return pod
+
+
+@dataclass
+class StepResidency:
+    """What one step may write where: its assets' intents, the planes it sees, the declared routes."""
+
+    planes: dict[str, DataPlane]
+    policy: ResidencyPolicy
+    policy_visible: bool
+    intents: list[WriteIntent]
+
+    def check_target(self, target: DataPlane) -> None:
+        """Refuse to run the step's work in ``target`` when its regulated data may not be written there."""
+        from hybrid_dagster.guard import check_write
+
+        for intent in self.intents:
+            try:
+                check_write(intent, target, self.policy)
+            except ResidencyViolation as violation:
+                if self.policy_visible:
+                    raise
+                raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
+
+    def extras(self) -> dict[str, Any]:
+        return {
+            "planes": {name: plane.to_config() for name, plane in self.planes.items()},
+            "routes": [route.model_dump() for route in self.policy.routes],
+            "policy_visible": self.policy_visible,
+            "intents": {
+                intent.asset: {
+                    "asset": intent.asset,
+                    "classification": intent.classification.value,
+                    "home_plane": intent.home_plane,
+                    "data_jurisdictions": sorted(intent.data_jurisdictions),
+                }
+                for intent in self.intents
+            },
+        }
 
 
 def _highest_classification(

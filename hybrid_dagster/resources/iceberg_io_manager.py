@@ -17,6 +17,7 @@ from hybrid_dagster.guard import (
 )
 from hybrid_dagster.residency import PLANE_TAG, ResidencyError, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.resources.tables import replace_table
 from hybrid_dagster.validation import asset_plane_name
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 class PlaneIcebergIOManager(dg.ConfigurableIOManager):
     """Stores pyarrow Tables returned by assets as Iceberg tables in their plane's catalog.
 
-    Each asset lands in the catalog of the plane named by its ``hybrid/plane`` tag, under namespace
+    For public and internal data, or where the code location's steps run inside the plane. Each asset
+    lands in the catalog of the plane named by its ``hybrid/plane`` tag, under namespace
     ``namespace`` (default: the asset key prefix joined by ``_``, or ``default``) and table name the last
     part of the asset key. Before every write the residency guard checks the target plane against the
     data's jurisdictions and the policy - also when ``target_plane`` redirects the write.
@@ -60,6 +62,14 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         default=None,
         description="Iceberg namespace for every table; empty means the asset key prefix, or 'default'.",
     )
+    regulated_rows_in_step_process: bool = Field(
+        default=False,
+        description=(
+            "Allow confidential and restricted assets. Only for code locations whose step processes run "
+            "inside the plane itself (e.g. a per-plane code location on the plane's own cluster); otherwise "
+            "their rows would pass through the orchestrator's side."
+        ),
+    )
     target_plane: str | None = Field(
         default=None,
         description=(
@@ -84,19 +94,11 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         intent = write_intent_for(context, self.planes)
         plane = self._plane(self.target_plane or intent.home_plane)
         routes = check_write(intent, plane, self.policy)
+        self._refuse_regulated_rows(intent)
 
         namespace, name = self.table_identifier(key)
-        catalog = plane.load_catalog()
-        catalog.create_namespace_if_not_exists(namespace)
         identifier = f"{namespace}.{name}"
-        if catalog.table_exists(identifier):
-            table = catalog.load_table(identifier)
-            with table.update_schema() as update:
-                update.union_by_name(obj.schema)
-            table.overwrite(obj)
-        else:
-            table = catalog.create_table(identifier, schema=obj.schema)
-            table.append(obj)
+        table = replace_table(plane.load_catalog(), identifier, obj)
         metadata = self._metadata(plane, identifier, table, obj, [r.describe() for r in routes])
         context.add_output_metadata({**metadata, **self._residency(intent, plane)})
 
@@ -105,8 +107,18 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         plane_name = self.target_plane or asset_plane_name(asset_graph_of(context).get(key))
         if plane_name is None:
             raise ResidencyError(f"asset {key.to_user_string()!r} has no {PLANE_TAG!r} tag: no plane to read")
+        self._refuse_regulated_rows(write_intent_for(context, self.planes, key))
         namespace, name = self.table_identifier(key)
         return self._plane(plane_name).load_catalog().load_table(f"{namespace}.{name}").scan().to_arrow()
+
+    def _refuse_regulated_rows(self, intent: WriteIntent) -> None:
+        if intent.classification.is_regulated and not self.regulated_rows_in_step_process:
+            raise ResidencyError(
+                f"asset {intent.asset!r} is {intent.classification.value}: with PlaneIcebergIOManager its "
+                "rows would pass through the step process, outside its plane. Compute it inside the plane "
+                "(DataPlane.run with hybrid_dagster.plane.work), or set regulated_rows_in_step_process=True "
+                f"if this code location's steps run inside plane {intent.home_plane!r}"
+            )
 
     def table_identifier(self, key: dg.AssetKey) -> tuple[str, str]:
         """(namespace, table name) of the Iceberg table holding ``key``.

@@ -34,7 +34,7 @@ STANDARD_TEXT_KEYS = frozenset(
         "hybrid/source",
         "hybrid/decoder",
         "hybrid/schema_changes",
-        "hybrid/transfer_route",
+        "hybrid/transfer_routes",
     }
 )
 """Text metadata keys whose values are identifiers or positions, never row values."""

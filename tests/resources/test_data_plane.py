@@ -110,6 +110,10 @@ def test_s3_warehouse_needs_explicit_catalog() -> None:
     )
     with pytest.raises(ValueError, match=r"needs catalog\.uri"):
         plane.catalog_properties()
+    with pytest.raises(
+        ValueError, match=r"regulated step .ingest. keeps its output in the plane.*work_log_dir"
+    ):
+        plane.work_log_path("run-1", "ingest")
 
 
 def test_regulated_violation_type_is_residency_error() -> None:

@@ -33,7 +33,8 @@ def test_stores_and_loads_tables_in_the_pinned_plane(eu: DataPlane) -> None:
         return admissions.filter(pa.compute.equal(admissions["ward"], "A"))
 
     result = dg.materialize(
-        [admissions, ward_a], resources={"io_manager": PlaneIcebergIOManager(planes=[eu])}
+        [admissions, ward_a],
+        resources={"io_manager": PlaneIcebergIOManager(planes=[eu], regulated_rows_in_step_process=True)},
     )
 
     assert result.success
@@ -64,7 +65,7 @@ def test_rematerializing_overwrites_and_evolves_the_schema(eu: DataPlane) -> Non
             table = table.append_column("free", pa.array([1, 0, 4]))
         return table
 
-    resources = {"io_manager": PlaneIcebergIOManager(planes=[eu])}
+    resources = {"io_manager": PlaneIcebergIOManager(planes=[eu], regulated_rows_in_step_process=True)}
     assert dg.materialize([beds], resources=resources).success
     rows["n"] = 3
     assert dg.materialize([beds], resources=resources).success
@@ -76,9 +77,14 @@ def test_rematerializing_overwrites_and_evolves_the_schema(eu: DataPlane) -> Non
 
 def test_namespace_and_table_identifier(eu: DataPlane) -> None:
     key = dg.AssetKey(["raw", "ehr", "patients"])
-    assert PlaneIcebergIOManager(planes=[eu]).table_identifier(key) == ("raw_ehr", "patients")
+    assert PlaneIcebergIOManager(planes=[eu]).table_identifier(key) == (
+        "raw_ehr",
+        "patients",
+    )
     assert PlaneIcebergIOManager(planes=[eu]).table_identifier(dg.AssetKey("x")) == ("default", "x")
-    assert PlaneIcebergIOManager(planes=[eu], namespace="lake").table_identifier(key) == ("lake", "patients")
+    assert PlaneIcebergIOManager(
+        planes=[eu], regulated_rows_in_step_process=True, namespace="lake"
+    ).table_identifier(key) == ("lake", "patients")
 
 
 def test_target_plane_in_the_same_jurisdiction_is_allowed(eu: DataPlane, eu_replica: DataPlane) -> None:
@@ -90,7 +96,9 @@ def test_target_plane_in_the_same_jurisdiction_is_allowed(eu: DataPlane, eu_repl
     def patient_ids(patients: pa.Table) -> pa.Table:
         return patients
 
-    io_manager = PlaneIcebergIOManager(planes=[eu, eu_replica], target_plane="eu-replica")
+    io_manager = PlaneIcebergIOManager(
+        planes=[eu, eu_replica], regulated_rows_in_step_process=True, target_plane="eu-replica"
+    )
     assert dg.materialize([patients, patient_ids], resources={"io_manager": io_manager}).success
 
     assert eu_replica.load_catalog().load_table("default.patient_ids").scan().to_arrow().num_rows == 1
@@ -106,7 +114,7 @@ def test_rejects_non_tables_unknown_target_planes_and_skips_none(eu: DataPlane) 
     def nothing() -> None:
         return None
 
-    io_manager = PlaneIcebergIOManager(planes=[eu])
+    io_manager = PlaneIcebergIOManager(planes=[eu], regulated_rows_in_step_process=True)
     failed = dg.materialize([not_a_table], resources={"io_manager": io_manager}, raise_on_error=False)
     assert not failed.success
     error = failed.get_step_failure_events()[0].step_failure_data.error
@@ -116,4 +124,20 @@ def test_rejects_non_tables_unknown_target_planes_and_skips_none(eu: DataPlane) 
     assert dg.materialize([nothing], resources={"io_manager": io_manager}).success
 
     with pytest.raises(ResidencyError, match="plane 'us-cloud' is not among its planes \\(eu-onprem\\)"):
-        PlaneIcebergIOManager(planes=[eu])._plane("us-cloud")
+        PlaneIcebergIOManager(planes=[eu], regulated_rows_in_step_process=True)._plane("us-cloud")
+
+
+def test_regulated_rows_are_refused_unless_steps_run_inside_the_plane(eu: DataPlane) -> None:
+    @dg.asset(**pinned("eu-onprem", "confidential"))
+    def referrals() -> pa.Table:
+        return pa.table({"referral_id": [1]})
+
+    result = dg.materialize(
+        [referrals], resources={"io_manager": PlaneIcebergIOManager(planes=[eu])}, raise_on_error=False
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("referrals")
+    assert failure is not None and failure.error is not None
+    assert "asset 'referrals' is confidential" in str(failure.error)
+    assert "regulated_rows_in_step_process" in str(failure.error)
+    assert not eu.load_catalog().table_exists("default.referrals")

@@ -82,3 +82,19 @@ def test_subprocess_plane_cannot_build_pods(warehouse: Path) -> None:
     )
     with pytest.raises(ValueError, match="uses the subprocess executor"):
         plane.build_pod("p", ["true"])
+
+
+def test_regulated_work_in_a_pod_keeps_its_output_in_the_plane(warehouse: Path) -> None:
+    plane = k8s_plane(warehouse)
+    argv = plane.kept_in_plane(["python", "-m", "clinical.ingest"], plane.work_log_path("run-1", "patients"))
+    manifest = as_manifest(plane.build_pod("ingest-patients-1", argv))
+    kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    command = manifest["spec"]["containers"][0]["command"]
+    assert command[:5] == [
+        "python",
+        "-m",
+        "hybrid_dagster.plane.launch",
+        "--log",
+        "/var/log/hybrid-dagster/run-1/patients.log",
+    ]
+    assert command[5:] == ["--", "python", "-m", "clinical.ingest"]
