@@ -10,6 +10,11 @@ One :meth:`IcebergApplier.apply` call:
    keys in new files: the deletes of old files and the adds of new ones land in ONE snapshot, whose
    summary records the source position;
 6. on a concurrent commit, refreshes, re-reads the watermark and redoes the work.
+
+Files written for an attempt (data files, changelog files) are deleted when its commit certainly did
+not happen: an error before the commit, or a commit the catalog rejected (``CommitFailedException``,
+``ValidationException``). When the outcome is unknown (``CommitStateUnknownException``, or any other
+error from the catalog call) they are kept, since the snapshot may point at them.
 """
 
 from __future__ import annotations
@@ -103,6 +108,10 @@ class ApplyResult:
     schema_id: int = 0
     row_count: int = 0
     duration_s: float = 0.0
+
+
+_OUTCOME_UNKNOWN = "_hybrid_commit_outcome_unknown"
+"""Set on an error from the catalog commit call whose outcome is unknown: its files are kept."""
 
 
 @dataclass
@@ -255,6 +264,8 @@ class IcebergApplier:
         started = time.perf_counter()
         ordered = order_changes(changes.rows)
         guarded = False
+        # The changes and changelog files of an attempt whose commit was rejected.
+        failed_log: tuple[pa.Table, list[str]] | None = None
         for attempt in range(self.max_commit_retries + 1):
             table = self._load(identifier)
             if table is None:
@@ -262,6 +273,9 @@ class IcebergApplier:
                 guarded = True
                 table = self._create(identifier, changes.data_schema, changes.key_columns, None)
             watermark = read_watermark(table, self.source_id)
+            if failed_log is not None:
+                self._settle_changelog(identifier, changes, *failed_log, watermark)
+                failed_log = None
             pending = after_position(ordered, watermark)
             if pending.num_rows == 0:
                 return ApplyResult(
@@ -277,22 +291,65 @@ class IcebergApplier:
             if not guarded:
                 self._guard(identifier)
                 guarded = True
+            changelog_paths: list[str] = []
             try:
-                result = self._apply_pending(table, identifier, changes, pending)
+                result = self._apply_pending(table, identifier, changes, pending, changelog_paths)
             except (CommitFailedException, ValidationException) as error:
                 if attempt == self.max_commit_retries:
+                    self._discard_changelog(changelog_paths)
                     raise
+                failed_log = (pending, changelog_paths)
                 logger.info("%s: concurrent commit (%s), retrying (%d)", identifier, error, attempt + 1)
                 continue
+            except BaseException as error:
+                if not getattr(error, _OUTCOME_UNKNOWN, False):
+                    self._discard_changelog(changelog_paths)  # nothing was committed
+                raise
             result.events_received = ordered.num_rows
             result.events_skipped = ordered.num_rows - pending.num_rows
             result.duration_s = time.perf_counter() - started
             return result
         raise AssertionError("unreachable")
 
+    def _settle_changelog(
+        self,
+        identifier: str,
+        changes: TableChanges,
+        failed: pa.Table,
+        paths: list[str],
+        watermark: Position | None,
+    ) -> None:
+        """Make the changelog of a rejected attempt hold only what was committed meanwhile.
+
+        The retry logs the changes after the (new) watermark under its own name; the rejected attempt's
+        file (named after its first change) keeps only the changes another writer of this source
+        committed in between (none: the file goes), so each committed change is logged once.
+        """
+        if self.changelog is None or not paths:
+            return
+        committed = failed.slice(0, failed.num_rows - after_position(failed, watermark).num_rows)
+        if committed.num_rows == 0:
+            self._discard_changelog(paths)
+            return
+        kept = set(self.changelog.write(identifier, replace(changes, rows=committed)))
+        self._discard_changelog([p for p in paths if p not in kept])
+
+    def _discard_changelog(self, paths: list[str]) -> None:
+        if self.changelog is None:
+            return
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                self.changelog.filesystem.delete_file(path)
+
     def _apply_pending(
-        self, table: Table, identifier: str, changes: TableChanges, pending: pa.Table
+        self,
+        table: Table,
+        identifier: str,
+        changes: TableChanges,
+        pending: pa.Table,
+        changelog_paths: list[str],
     ) -> ApplyResult:
+        """One attempt; the changelog files it writes are added to ``changelog_paths``."""
         plan = plan_schema_evolution(identifier, table.schema(), changes.data_schema, changes.key_columns)
         txn = table.transaction()
         if not plan.empty:
@@ -300,7 +357,7 @@ class IcebergApplier:
                 plan.apply(update)
         metadata = txn.table_metadata
         if self.changelog is not None:
-            self.changelog.write(identifier, replace(changes, rows=pending))
+            changelog_paths.extend(self.changelog.write(identifier, replace(changes, rows=pending)))
 
         net = collapse(pending, changes.key_columns)
         rewrite = self._rewrite(table, metadata, net, changes.key_columns)
@@ -319,10 +376,24 @@ class IcebergApplier:
                     overwrite.delete_data_file(data_file)
                 for data_file in rewrite.added_files:
                     overwrite.append_data_file(data_file)
+        except BaseException:
+            self._delete_files(table, rewrite.added_files)  # the commit was not attempted
+            raise
+        try:
             committed = txn.commit_transaction()
-        except Exception:
-            for data_file in rewrite.added_files:
-                table.io.delete(data_file.file_path)
+        except (CommitFailedException, ValidationException):
+            self._delete_files(table, rewrite.added_files)  # rejected: the snapshot does not exist
+            raise
+        except BaseException as error:
+            # The commit may have succeeded: its snapshot would point at these files. Keep them.
+            logger.warning(
+                "%s: commit outcome unknown (%s): keeping %d written files",
+                identifier,
+                type(error).__name__,
+                len(rewrite.added_files),
+            )
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(error, _OUTCOME_UNKNOWN, True)
             raise
         snapshot = committed.current_snapshot()
         return ApplyResult(
@@ -341,6 +412,11 @@ class IcebergApplier:
             schema_id=committed.metadata.current_schema_id,
             row_count=_row_count(committed),
         )
+
+    @staticmethod
+    def _delete_files(table: Table, files: list[DataFile]) -> None:
+        for data_file in files:
+            table.io.delete(data_file.file_path)
 
     # -- copy-on-write ------------------------------------------------------------------------------
 

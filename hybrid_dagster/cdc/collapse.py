@@ -13,6 +13,7 @@ it (:func:`resolve_unchanged`).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -206,13 +207,15 @@ def carry_forward_in_batch(
 
     rows = upserts.take(pa.array(needing)).to_pylist()
     history = _history_of(changes.history, keys, rows)
+    by_row = {entry[ROW_COL]: entry for entries in history.values() for entry in entries}
+    row_numbers = {key: [e[ROW_COL] for e in entries] for key, entries in history.items()}
     known = set(upserts.column_names) - {UNCHANGED_COL, ROW_COL}
     for index, row in zip(needing.tolist(), rows, strict=True):
-        entry = history_row(history, row)
+        entry = by_row[row[ROW_COL]]
         for column in row[UNCHANGED_COL] or ():
             if column not in known:
                 continue
-            done, value, key = _walk_back(history, entry, column, keys)
+            done, value, key = _walk_back(history, row_numbers, entry, column, keys)
             if done:
                 found[(index, column)] = value
             else:
@@ -221,7 +224,7 @@ def carry_forward_in_batch(
 
 
 def history_row(history: dict[Key, list[dict[str, Any]]], upsert: dict[str, Any]) -> dict[str, Any]:
-    """The history entry an upsert row came from."""
+    """The history entry an upsert row came from (a linear scan; index by ``__row`` for many lookups)."""
     for entries in history.values():
         for entry in entries:
             if entry[ROW_COL] == upsert[ROW_COL]:
@@ -235,6 +238,7 @@ def _history_of(
     """Ordered changes per key, for the keys of ``rows`` and every old key they moved from."""
     wanted = {tuple(row[k] for k in keys) for row in rows}
     by_key: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+    added: set[int] = set()
     frontier = wanted
     seen: set[Key] = set()
     while frontier:
@@ -243,9 +247,11 @@ def _history_of(
         subset = history.filter(mask).to_pylist()
         next_keys: set[Key] = set()
         for entry in subset:
+            if entry[ROW_COL] in added:
+                continue
+            added.add(entry[ROW_COL])
             key = tuple(entry[k] for k in keys)
-            if entry not in by_key[key]:
-                by_key[key].append(entry)
+            by_key[key].append(entry)
             old = entry[OLD_KEY_COL]
             if old is not None:
                 old_key = tuple(old[k] for k in keys)
@@ -268,12 +274,17 @@ def _keys_mask(table: pa.Table, keys: list[str], wanted: set[Key]) -> pa.Array:
 
 
 def _walk_back(
-    history: dict[Key, list[dict[str, Any]]], entry: dict[str, Any], column: str, keys: list[str]
+    history: dict[Key, list[dict[str, Any]]],
+    row_numbers: dict[Key, list[int]],
+    entry: dict[str, Any],
+    column: str,
+    keys: list[str],
 ) -> tuple[bool, Any, Key]:
     """Walk back from ``entry`` to the newest earlier change that sent ``column``.
 
     Returns (found in the batch, value, key whose table row holds the value otherwise). A row that
     moved to a new key continues on its old key, skipping the delete placed right before it.
+    ``row_numbers`` holds the ``__row`` of each key's entries (ascending), for bisection.
     """
     key = tuple(entry[k] for k in keys)
     current = entry
@@ -283,10 +294,10 @@ def _walk_back(
         if old is not None and tuple(old[k] for k in keys) != key:
             key = tuple(old[k] for k in keys)
             limit -= 1
-        earlier = [e for e in history.get(key, []) if e[ROW_COL] < limit]
-        if not earlier:
+        earlier = bisect_left(row_numbers.get(key, []), limit)
+        if earlier == 0:
             return False, None, key
-        current = earlier[-1]
+        current = history[key][earlier - 1]
         if current[OP_COL] == OP_DELETE:
             return True, None, key
         if column not in (current[UNCHANGED_COL] or ()):

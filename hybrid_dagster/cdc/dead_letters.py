@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.expressions import AlwaysFalse, BooleanExpression, In, IsNull, Or
 from pyiceberg.table import Table
 
 from hybrid_dagster.cdc.changes import DeadLetter
@@ -38,9 +39,25 @@ class DeadLetterTable:
         self.identifier = identifier
 
     def write(self, letters: list[DeadLetter]) -> int:
-        """Append ``letters``; returns how many were written (no commit when there are none)."""
+        """Append ``letters`` not already in the table; returns how many were written.
+
+        Idempotent for replays: a letter whose (source, position, raw) is already in the table (a batch
+        read again after a crash) is skipped, as is a repeat within ``letters``. No commit when nothing
+        is new.
+        """
         if not letters:
             return 0
+        table = self.table()
+        present = self._present(table, letters)
+        fresh: list[DeadLetter] = []
+        for letter in letters:
+            identity = (letter.source, letter.position, letter.raw)
+            if identity not in present:
+                present.add(identity)
+                fresh.append(letter)
+        if not fresh:
+            return 0
+        letters = fresh
         received_at = datetime.now(UTC)
         rows = pa.Table.from_pylist(
             [
@@ -56,8 +73,30 @@ class DeadLetterTable:
             ],
             schema=DEAD_LETTER_SCHEMA,
         )
-        self.table().append(rows)
+        table.append(rows)
         return rows.num_rows
+
+    @staticmethod
+    def _present(table: Table, letters: list[DeadLetter]) -> set[tuple[str, str | None, str]]:
+        """(source, position, raw) of the stored letters at the positions of ``letters``."""
+        if table.current_snapshot() is None:
+            return set()
+        positions = sorted({letter.position for letter in letters if letter.position is not None})
+        # pyiceberg's predicates are pydantic models whose constructors mypy does not see.
+        condition: BooleanExpression = (
+            In("position", positions) if positions else AlwaysFalse()  # type: ignore[call-arg, arg-type]
+        )
+        if any(letter.position is None for letter in letters):
+            condition = Or(condition, IsNull("position"))  # type: ignore[call-arg, arg-type]
+        stored = table.scan(row_filter=condition, selected_fields=("source", "position", "raw")).to_arrow()
+        return set(
+            zip(
+                stored["source"].to_pylist(),
+                stored["position"].to_pylist(),
+                stored["raw"].to_pylist(),
+                strict=True,
+            )
+        )
 
     def table(self) -> Table:
         """The dead letter table, created if missing."""

@@ -179,7 +179,7 @@ def parse_envelope(value: Any, key: Any = None, *, placeholder: str = UNAVAILABL
     except EventError as exc:
         return Malformed(str(exc), table)
     except (ValueError, TypeError, ArithmeticError, RecursionError, KeyError) as exc:  # defensive net
-        return Malformed(f"unexpected {type(exc).__name__}: {exc}", table)
+        return Malformed(f"unexpected {type(exc).__name__} while parsing the event", table)
 
 
 def _unwrap(value: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -196,9 +196,14 @@ def _unwrap(value: Any) -> tuple[Any, dict[str, Any] | None]:
 
 
 def _json_kind(value: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+    }.get(type(value), "null" if value is None else type(value).__name__)
 
 
 def table_name(source: dict[str, Any]) -> str:
@@ -379,7 +384,7 @@ def _opt_int(value: Any, what: str) -> int | None:
         return value
     if isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value.strip()):
         return int(value)
-    raise EventError(f"{what} is not an integer: {value!r}")
+    raise EventError(f"{what} is not an integer (a {_json_kind(value)})")
 
 
 def _check_int64(value: int, what: str) -> int:
@@ -538,7 +543,7 @@ def _row_converter(
             try:
                 row[name] = convert_value(f, value)
             except EventError as exc:
-                raise EventError(f"{where}.{name}: {exc}") from None
+                raise EventError(f"{where}.{name} ({f.get('name') or f.get('type')}): {exc}") from None
         return row, unchanged
 
     return convert
@@ -554,14 +559,14 @@ def convert_value(field_schema: dict[str, Any], value: Any) -> Any:
         scale, precision = _decimal_params(field_schema)
         number = _decode_decimal(value, scale)
         if len(number.as_tuple().digits) > precision:
-            raise EventError(f"decimal {number} has more than {precision} digits")
+            raise EventError(f"decimal has more than {precision} digits")
         return number
     if name == "io.debezium.data.VariableScaleDecimal":
         if not isinstance(value, dict):
             raise EventError("VariableScaleDecimal is not a {scale, value} object")
         var_scale = _opt_int(value.get("scale"), "VariableScaleDecimal scale") or 0
         if not -1000 <= var_scale <= 1000:
-            raise EventError(f"VariableScaleDecimal scale {var_scale} out of range")
+            raise EventError("VariableScaleDecimal scale out of range")
         return str(_decode_decimal(value.get("value"), var_scale))
     if name in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
         return _EPOCH_DATE + dt.timedelta(days=_require_int(value, 31))
@@ -580,7 +585,7 @@ def convert_value(field_schema: dict[str, Any], value: Any) -> Any:
     if name == "io.debezium.time.NanoTime":
         nanos = _require_int(value, 63)
         if not 0 <= nanos < 86_400 * 10**9:
-            raise EventError(f"NanoTime {nanos} is not a time of day")
+            raise EventError("NanoTime is not a time of day")
         return nanos
     if name in ("io.debezium.data.Json", "io.debezium.data.Uuid") or kind == "string":
         return _require(value, str, "string")
@@ -608,15 +613,15 @@ def convert_value(field_schema: dict[str, Any], value: Any) -> Any:
 
 def _require(value: Any, kind: type, what: str) -> Any:
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise EventError(f"expected a {what}, got {value!r:.60}")
+        raise EventError(f"expected a {what}, got a {_json_kind(value)}")
     return value
 
 
 def _require_int(value: Any, bits: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise EventError(f"expected an integer, got {value!r:.60}")
+        raise EventError(f"expected an integer, got a {_json_kind(value)}")
     if not -(2**bits) <= value < 2**bits:
-        raise EventError(f"integer {value} does not fit in {bits + 1} bits")
+        raise EventError(f"integer does not fit in {bits + 1} bits")
     return value
 
 
@@ -624,17 +629,17 @@ def _float(value: Any) -> float:
     if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
         return float(value.replace("Infinity", "inf"))
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EventError(f"expected a number, got {value!r:.60}")
+        raise EventError(f"expected a number, got a {_json_kind(value)}")
     return float(value)
 
 
 def _b64(value: Any) -> bytes:
     if not isinstance(value, str):
-        raise EventError(f"expected base64 text, got {value!r:.60}")
+        raise EventError(f"expected base64 text, got a {_json_kind(value)}")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise EventError(f"invalid base64: {value!r:.60}") from None
+        raise EventError("invalid base64") from None
 
 
 def _decode_decimal(value: Any, scale: int) -> decimal.Decimal:
@@ -646,12 +651,12 @@ def _naive(delta: dt.timedelta) -> dt.datetime:
     try:
         return dt.datetime(1970, 1, 1) + delta
     except OverflowError:
-        raise EventError(f"timestamp {delta} after the epoch is out of range") from None
+        raise EventError("timestamp is out of range") from None
 
 
 def _time(micros: int) -> dt.time:
     if not 0 <= micros < 86_400_000_000:
-        raise EventError(f"{micros} µs is not a time of day")
+        raise EventError("time is not a time of day (0 to 24 h in µs)")
     seconds, micro = divmod(micros, 1_000_000)
     return dt.time(seconds // 3600, seconds // 60 % 60, seconds % 60, micro)
 
@@ -662,13 +667,13 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 def parse_zoned_timestamp(value: Any) -> dt.datetime:
     """ISO-8601 with offset (``2011-01-11T16:40:30.123456789+00:00``, ``...Z``) → aware UTC datetime."""
     if not isinstance(value, str):
-        raise EventError(f"ZonedTimestamp is not a string: {value!r:.60}")
+        raise EventError(f"ZonedTimestamp is not a string but a {_json_kind(value)}")
     try:
         parsed = dt.datetime.fromisoformat(_FRACTION.sub(r"\1", value.strip()))
     except ValueError:
-        raise EventError(f"ZonedTimestamp is not ISO-8601: {value!r:.60}") from None
+        raise EventError("ZonedTimestamp is not ISO-8601") from None
     if parsed.tzinfo is None:
-        raise EventError(f"ZonedTimestamp has no zone offset: {value!r:.60}")
+        raise EventError("ZonedTimestamp has no zone offset")
     return parsed.astimezone(dt.UTC)
 
 

@@ -203,6 +203,24 @@ class CdcPipeline:
         for mapping in self.tables.values():
             if self.applier.watermark(mapping.identifier) is not None:
                 continue
+            # No watermark but rows: copying on top would keep rows deleted at the source since then.
+            catalog = self.applier.catalog
+            existing = (
+                catalog.load_table(mapping.identifier) if catalog.table_exists(mapping.identifier) else None
+            )
+            snapshot_now = existing.current_snapshot() if existing is not None else None
+            summary = snapshot_now.summary if snapshot_now is not None else None
+            rows_now = int(summary["total-records"] or 0) if summary is not None else 0
+            if rows_now:
+                raise RuntimeError(
+                    f"Iceberg table {mapping.identifier} holds {rows_now} rows but none of its snapshots "
+                    f"records a position of source {self.source.source_id} (snapshots expired after another "
+                    f"writer committed, or another tool wrote it). Copying {mapping.source_table} again on "
+                    "top would keep rows deleted at the source. To recover: drop or rename the Iceberg table "
+                    "so the next run copies the source table afresh, or restore the watermark (commit a "
+                    "snapshot recording the source position the table is complete up to, e.g. with "
+                    "IcebergApplier.record_position)."
+                )
             chunks = list(self.source.snapshot(mapping.source, hand_off, self.snapshot_chunk_rows))
             if not chunks:
                 raise RuntimeError(
@@ -225,20 +243,22 @@ class CdcPipeline:
             report.tables[mapping.identifier].snapshot_rows += snapshot.count
 
     def _handle_dead_letters(self, letters: list[DeadLetter], report: PipelineReport) -> None:
+        # Messages name positions and tables only: a reason may quote the payload, and exception text
+        # leaves the plane through Dagster Pipes, while the dead letters themselves stay in it.
         report.dead_letters += len(letters)
+        first = letters[0]
+        where = f"first at {first.position or '?'} (table {first.table or 'unknown'})"
         if self.dead_letters is None:
-            reasons = "; ".join(f"{d.position}: {d.reason}" for d in letters[:3])
             raise DeadLetterStop(
-                f"{len(letters)} malformed events from {self.source.source_id} and no dead-letter table "
-                f"configured: {reasons}"
+                f"{len(letters)} malformed events from {self.source.source_id}, {where}, and no dead-letter "
+                "table configured"
             )
         self.dead_letters.write(letters)
         if self.dead_letter_policy == "stop":
-            first = letters[0]
             raise DeadLetterStop(
                 f"{len(letters)} malformed events from {self.source.source_id} written to the dead-letter "
-                f"table {self.dead_letters.identifier}; stopping before applying the batch (policy 'stop'). "
-                f"First: table {first.table or '?'} at {first.position or '?'}: {first.reason}"
+                f"table {self.dead_letters.identifier}, {where}; stopping before applying the batch (policy "
+                "'stop': fix or remove the events at the source, or run once with policy 'continue')"
             )
 
 

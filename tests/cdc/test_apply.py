@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException
 
 from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier, SchemaEvolutionError
 from hybrid_dagster.cdc.changelog import ChangelogWriter
@@ -457,3 +458,79 @@ def test_a_key_iceberg_cannot_identify_by_is_refused(catalog: SqlCatalog) -> Non
     schema = pa.schema([pa.field("k", pa.float64()), pa.field("v", pa.string())])
     with pytest.raises(SchemaEvolutionError, match="float or double"):
         IcebergApplier(catalog, source_id="pg").ensure_table("db.t", schema, ["k"])
+
+
+def changelog_rows(root: Path) -> list[tuple[int, int]]:
+    import pyarrow.parquet as pq
+
+    return sorted(
+        (r["__commit_pos"], r["__event_pos"])
+        for path in root.rglob("*.parquet")
+        for r in pq.read_table(path).to_pylist()
+    )
+
+
+def test_concurrent_retry_logs_each_change_once(tmp_path: Path) -> None:
+    # Another writer of the same source commits the first change while this attempt is in flight: the
+    # retry starts after the moved watermark (a file under another name); the rejected attempt's file
+    # must not keep the changes the retry logs again.
+    catalog = make_catalog(tmp_path / "catalog")
+    IcebergApplier(catalog, source_id="pg").apply("db.t", batch([change("c", 1, 0, id=1, name="a")]))
+    first = change("u", 2, 0, id=1, name="b")
+    twin = IcebergApplier(make_catalog(tmp_path / "catalog"), source_id="pg")
+    log = _ConcurrentWriter(tmp_path / "log", lambda: twin.apply("db.t", batch([first])))
+
+    result = IcebergApplier(catalog, source_id="pg", changelog=log).apply(
+        "db.t", batch([first, change("c", 2, 1, id=3, name="c")])
+    )
+    assert log.writes >= 2 and result.watermark == Position(2, 1) and result.events_skipped == 1
+    assert changelog_rows(tmp_path / "log") == [(2, 0), (2, 1)]
+    assert [r["name"] for r in content(catalog, "db.t")] == ["b", "c"]
+
+
+def test_rejected_commit_without_a_moved_watermark_leaves_one_log_file(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path / "catalog")
+    IcebergApplier(catalog, source_id="pg").apply("db.t", batch([change("c", 1, 0, id=1, name="a")]))
+
+    def other_writer_appends() -> None:
+        table = make_catalog(tmp_path / "catalog").load_table("db.t")
+        table.append(pa.Table.from_pylist([{"id": 2, "name": "other"}], schema=table.schema().as_arrow()))
+
+    log = _ConcurrentWriter(tmp_path / "log", other_writer_appends)
+    IcebergApplier(catalog, source_id="pg", changelog=log).apply(
+        "db.t", batch([change("u", 2, 0, id=1, name="b"), change("c", 2, 1, id=3, name="c")])
+    )
+    assert changelog_rows(tmp_path / "log") == [(2, 0), (2, 1)]
+
+
+def test_commit_with_unknown_outcome_keeps_the_written_files(tmp_path: Path) -> None:
+    # The catalog call fails in a way that does not say whether the commit happened (here: its database
+    # is locked by another process when the pointer is swapped). The snapshot may point at the new
+    # files, so they must stay; only a rejected commit may delete them.
+    import sqlite3
+
+    root = tmp_path / "catalog"
+    root.mkdir()
+    catalog = SqlCatalog(
+        "test", uri=f"sqlite:///{root}/catalog.db?timeout=0.2", warehouse=f"file://{root}/warehouse"
+    )
+    IcebergApplier(catalog, source_id="pg").apply("db.t", batch([change("c", 1, 0, id=1, name="a")]))
+    data_dir = root / "warehouse"
+    before = set(data_dir.rglob("*.parquet"))
+    blocker = sqlite3.connect(root / "catalog.db", isolation_level=None)
+    log = _ConcurrentWriter(tmp_path / "log", lambda: blocker.execute("BEGIN IMMEDIATE"))
+    try:
+        with pytest.raises(Exception, match="locked") as raised:
+            IcebergApplier(catalog, source_id="pg", changelog=log).apply(
+                "db.t", batch([change("u", 2, 0, id=1, name="b")])
+            )
+        assert not isinstance(raised.value, CommitFailedException)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    written = set(data_dir.rglob("*.parquet")) - before
+    assert written, "the files of a commit with unknown outcome were deleted"
+    assert changelog_rows(tmp_path / "log") == [(2, 0)]
+    # Here the commit did not happen: applying again converges.
+    result = IcebergApplier(catalog, source_id="pg").apply("db.t", batch([change("u", 2, 0, id=1, name="b")]))
+    assert result.watermark == Position(2, 0) and [r["name"] for r in content(catalog, "db.t")] == ["b"]

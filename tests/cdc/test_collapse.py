@@ -132,3 +132,23 @@ def test_unchanged_after_a_delete_is_null() -> None:
     net = collapse(rows([c("d", 1, 0, id=1), c("u", 1, 1, id=1, unchanged=["name"])]), ["id"])
     found, pending = carry_forward_in_batch(net, ["id"])
     assert found == {(0, "name"): None} and pending == []
+
+
+def test_many_unchanged_values_carry_forward_per_key() -> None:
+    # 1k keys, each inserted and then updated 19 times without its TOAST column (20k changes); every
+    # 5th key sends a new value half-way. Per-upsert work must not scan the whole history.
+    keys, updates = 1000, 19
+    items = [c("c", 1, k, id=k, name=f"v{k}") for k in range(keys)]
+    for step in range(1, updates + 1):
+        for k in range(keys):
+            if step == 10 and k % 5 == 0:
+                items.append(c("u", 1 + step, k, id=k, name=f"w{k}"))
+            else:
+                items.append(c("u", 1 + step, k, id=k, unchanged=["name"]))
+    net = collapse(order_changes(rows(items)), ["id"])
+    found, pending = carry_forward_in_batch(net, ["id"])
+    assert pending == [] and len(found) == keys
+    filled = apply_carried_values(net.upserts, found, pending, lambda wanted: {})
+    assert dict(zip(filled["id"].to_pylist(), filled["name"].to_pylist(), strict=True)) == {
+        k: f"w{k}" if k % 5 == 0 else f"v{k}" for k in range(keys)
+    }

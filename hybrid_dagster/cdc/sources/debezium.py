@@ -11,9 +11,12 @@ Both share the envelope parser (:mod:`hybrid_dagster.cdc.debezium_envelope`) and
 * Snapshot reads (op ``r``) of one snapshot all carry the same log position, and events without log
   fields only have ``ts_ms``. The apply skips changes at or below a table's last applied position, so
   equal positions in two batches would lose the second. The sources therefore give them distinct,
-  replay-stable positions from the event's place in the input (``ordinal``: file index and line, or the
-  Kafka offset): ``r`` → ``Position(commit - 1, ordinal)`` (just before the stream continues at
-  ``commit``); ``ts_ms`` fallback → ``Position(ts_ms, ordinal)``.
+  replay-stable positions from the event's place in the input (``ordinal``: :func:`file_ordinal` of file
+  index and line, or :func:`kafka_ordinal` of partition and offset, since Kafka offsets are per
+  partition): ``r`` → ``Position(commit - 1, ordinal)`` (just before the stream continues at
+  ``commit``); ``ts_ms`` fallback → ``Position(ts_ms, ordinal)``. With several partitions these
+  positions only order events within a partition: keep snapshot and ``ts_ms``-only topics at one
+  partition (Debezium's default for a table's topic), or the watermark can skip events of a partition.
 * Anything that cannot become a row becomes a :class:`DeadLetter` naming the reason; ``read`` never raises
   on bad input.
 * Debezium takes its own initial snapshot (op ``r`` events), so ``setup`` creates nothing and these sources
@@ -178,12 +181,57 @@ class BatchBuilder:
             try:
                 pa.Table.from_pylist([row], schema=schema)
                 good.append(row)
-            except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-                dead.append(self._dead_letter(event, f"value does not fit the column types: {exc}"))
+            except (pa.ArrowException, ValueError, TypeError, OverflowError):
+                dead.append(self._dead_letter(event, _unfit_reason(row, schema)))
         return TableChanges(table, keys, data_schema, pa.Table.from_pylist(good, schema=schema)), dead
 
     def _dead_letter(self, event: _Event, reason: str) -> DeadLetter:
         return DeadLetter(self.source, event.raw, reason, event.change.table, event.where)
+
+
+def _unfit_reason(row: dict[str, Any], schema: pa.Schema) -> str:
+    """Why ``row`` does not fit ``schema``, naming columns and types only (never the values)."""
+    bad = []
+    for f in schema:
+        try:
+            pa.array([row.get(f.name)], type=f.type)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            bad.append(f"{f.name!r} ({f.type})")
+    columns = ", ".join(bad) if bad else "unknown"
+    return f"a value does not fit its column type: column {columns}"
+
+
+_ORDINAL_BITS = 48
+_PARTITION_LIMIT = 1 << (63 - _ORDINAL_BITS)
+_FILE_LINE_BITS = 40
+
+
+def kafka_ordinal(partition: int, offset: int) -> int:
+    """Replay-stable ordinal of a Kafka message: ``partition << 48 | offset`` (fits int64).
+
+    Offsets count per partition, so the partition goes into the high bits: two partitions never give
+    the same ordinal.
+
+    Example:
+        >>> kafka_ordinal(1, 5) > kafka_ordinal(0, 2**40)
+        True
+    """
+    if not 0 <= offset < 1 << _ORDINAL_BITS:
+        raise ValueError(f"Kafka offset {offset} is outside the supported range [0, 2**{_ORDINAL_BITS})")
+    if not 0 <= partition < _PARTITION_LIMIT:
+        raise ValueError(
+            f"Kafka partition {partition} is outside the supported range [0, {_PARTITION_LIMIT})"
+        )
+    return (partition << _ORDINAL_BITS) | offset
+
+
+def file_ordinal(file_index: int, line: int) -> int:
+    """Replay-stable ordinal of a line of the file source: ``file_index << 40 | line`` (fits int64)."""
+    if not 0 <= line < 1 << _FILE_LINE_BITS:
+        raise ValueError(f"line {line} is outside the supported range [0, 2**{_FILE_LINE_BITS})")
+    if not 0 <= file_index < 1 << (63 - _FILE_LINE_BITS):
+        raise ValueError(f"file index {file_index} is outside the supported range")
+    return (file_index << _FILE_LINE_BITS) | line
 
 
 def _stable_position(change: ParsedChange, ordinal: int) -> ParsedChange:
@@ -435,7 +483,7 @@ class DebeziumFileSource(ChangeSource):
                         if "\ufffd" in text and _invalid_utf8(raw)
                         else parse_record(text, self.placeholder)
                     )
-                    ordinal = (index << 40) | (line_no + 1)
+                    ordinal = file_ordinal(index, line_no + 1)
                     if not builder.add(result, text.rstrip("\r\n"), where, ordinal):
                         exhausted = False
                         break
@@ -565,7 +613,7 @@ class DebeziumKafkaSource(ChangeSource):
             value, key = msg.value(), msg.key()
             result = parse_event(value, key, placeholder=self.placeholder)
             raw = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else ""
-            if not builder.add(result, raw, where, msg.offset()):
+            if not builder.add(result, raw, where, kafka_ordinal(msg.partition(), msg.offset())):
                 self._consumer.seek(tp(msg.topic(), msg.partition(), msg.offset()))
                 break
             part = (msg.topic(), msg.partition())

@@ -5,7 +5,10 @@ crash); ``ack`` advances the slot with ``pg_replication_slot_advance`` after the
 
 Replica identity stays DEFAULT: the apply writes full after-images keyed by primary key, so old values of
 non-key columns are not needed, and a primary-key change still carries the old key (pgoutput sends it as
-a ``K`` tuple, wal2json as ``identity``). Unchanged TOAST values are reported in ``__unchanged``.
+a ``K`` tuple, wal2json as ``identity``). Unchanged TOAST values are reported in ``__unchanged``. A key
+other than the primary key (``SourceTable.key_columns``) must be covered by the table's replica identity
+(``FULL``, or ``USING INDEX`` on a unique index over it), else deletes and key changes would arrive
+without it: ``setup()`` checks this and says which statement to run.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from hybrid_dagster.cdc.changes import ChangeBatch, DeadLetter, Position, TableC
 from hybrid_dagster.cdc.pg_types import (
     NUMERIC,
     SESSION_SETTINGS,
+    ConversionError,
     PgColumn,
     TextSegment,
     build_table_changes,
     string_array,
+    text_to_arrow,
 )
 from hybrid_dagster.cdc.pgoutput import DecodedStream, PgOutputDecoder, read_copy_binary
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
@@ -156,7 +161,11 @@ class PostgresSource(ChangeSource):
             )
             if not rows:
                 raise PostgresSetupError(
-                    f"table {table.name} has no primary key: give SourceTable(key_columns=...) explicitly"
+                    f"table {table.name} has no primary key, so changes cannot be matched to rows. Add one "
+                    f"(ALTER TABLE {table.name} ADD PRIMARY KEY (...)), or name columns that identify a row "
+                    "with SourceTable(key_columns=(...)) and make them the replica identity "
+                    f"(ALTER TABLE {table.name} REPLICA IDENTITY FULL, or REPLICA IDENTITY USING INDEX on a "
+                    "unique index over them)."
                 )
             self._keys[table.name] = [r[0] for r in rows]
         return self._keys[table.name]
@@ -175,7 +184,7 @@ class PostgresSource(ChangeSource):
                 "ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL."
             )
         for table in self.tables:
-            self.key_columns(table)
+            self._check_replica_identity(table, self.key_columns(table))
         if self.decoder == "pgoutput":
             self._ensure_publication()
         existing = self._query(
@@ -206,6 +215,51 @@ class PostgresSource(ChangeSource):
                 ) from err
             raise
         return Position(int(rows[0][0]), 0)
+
+    def _check_replica_identity(self, table: SourceTable, keys: list[str]) -> None:
+        """Refuse a key that deletes and key changes would not carry (not in the replica identity)."""
+        regclass = self._regclass(table)
+        mode = self._query("SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (regclass,))[0][0]
+        index_kind = {"d": "i.indisprimary", "i": "i.indisreplident"}
+        if mode == "f":
+            return
+        covered: set[str] = set()
+        if mode in index_kind:
+            covered = {
+                r[0]
+                for r in self._query(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
+                    " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                    f" WHERE i.indrelid = %s::regclass AND {index_kind[mode]}",
+                    (regclass,),
+                )
+            }
+        missing = [k for k in keys if k not in covered]
+        if not missing:
+            return
+        identity = {"d": "DEFAULT (the primary key)", "i": "USING INDEX", "n": "NOTHING"}.get(mode, mode)
+        unique = self._query(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indimmediate AND i.indpred IS NULL"
+            " AND i.indexprs IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname)"
+            "   FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey))"
+            " = (SELECT array_agg(k ORDER BY k) FROM unnest(%s::text[]) k)"
+            " AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indrelid"
+            "   AND a.attnum = ANY(i.indkey) AND NOT a.attnotnull)"
+            " ORDER BY c.relname LIMIT 1",
+            (regclass, keys),
+        )
+        alter = f"ALTER TABLE {regclass} REPLICA IDENTITY"
+        index = (
+            sql.Identifier(unique[0][0]).as_string(self._connection())
+            if unique
+            else f"<a unique index on {keys}, NOT NULL columns>"
+        )
+        raise PostgresSetupError(
+            f"table {table.name}: key {keys} is not covered by its replica identity {identity} (missing "
+            f"{missing}), so deletes and key changes would arrive without it. Run {alter} FULL; or "
+            f"{alter} USING INDEX {index}; or use the primary key as the key."
+        )
 
     def _ensure_publication(self) -> None:
         wanted = {split_table_name(t.name) for t in self.tables}
@@ -310,17 +364,6 @@ class PostgresSource(ChangeSource):
         """The server's current WAL write position."""
         return Position(int(self._query("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")[0][0]), 0)
 
-    def lag_bytes(self) -> int:
-        """Bytes of WAL between the slot's acknowledged position and the server's current position."""
-        rows = self._query(
-            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots"
-            " WHERE slot_name = %s",
-            (self.slot_name,),
-        )
-        if not rows:
-            raise PostgresSetupError(f"slot {self.slot_name} does not exist in {self.source_id}: run setup()")
-        return max(int(rows[0][0] or 0), 0)
-
     # --- initial snapshot ---
 
     def snapshot(self, table: SourceTable, position: Position, chunk_rows: int) -> Iterator[TableChanges]:
@@ -372,8 +415,16 @@ class PostgresSource(ChangeSource):
         )
         data_schema, rows, rejected = build_table_changes(table, keys, [segment])
         if rejected:
+            # Never row values in exception text: it leaves the plane. Name the columns and the count.
+            bad_columns = []
+            for column in columns:
+                try:
+                    text_to_arrow(values[column.name], column)
+                except ConversionError:
+                    bad_columns.append(f"{column.name!r} ({column.arrow_type})")
             raise ValueError(
-                f"snapshot of {table}: {len(rejected)} rows do not convert, e.g. {rejected[0].raw}"
+                f"snapshot of {table}: {len(rejected)} rows have values that do not convert, in columns "
+                f"{', '.join(bad_columns) or 'unknown'}"
             )
         return TableChanges(table, keys, data_schema, rows)
 

@@ -23,7 +23,10 @@ acknowledged.
 
 Schema changes. PostgreSQL triggers serialize the whole row (``to_jsonb``), SQLite triggers list the
 columns when created: after ``ALTER TABLE`` on SQLite, call ``setup()`` again (it recreates the triggers).
-Values are typed with the table's columns reflected at read time.
+Values are typed with the table's columns reflected at read time. The SQLite triggers record the column
+list they were built with; when it differs from the table's columns, ``read`` raises
+:class:`TriggerColumnsDrift` instead of returning rows whose missing columns would land as NULL (a value
+written to a column the trigger does not list is lost: neither NULL nor the previous value is right).
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ from hybrid_dagster.cdc.changes import (
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
 
 Converter = Callable[[Any], Any]
+
+_COLUMNS_MARK = "/* hybrid-cdc columns: "
+
+
+class TriggerColumnsDrift(RuntimeError):
+    """A captured SQLite table's columns differ from those its capture triggers were built with."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,9 @@ class SqlTriggerSource(ChangeSource):
                 return f"CASE WHEN {ref} IS NULL THEN NULL ELSE hex({ref}) END"
             return f"CASE WHEN typeof({ref}) = 'blob' THEN hex({ref}) ELSE {ref} END"
 
+        # The column list, for drift detection at read time (JSON with '/' escaped, so no '*/' inside).
+        mark = _COLUMNS_MARK + json.dumps(names).replace("/", "\\/") + " */"
+
         def as_json(alias: str, cols: list[str]) -> str:
             # json_object takes at most 127 arguments: merge chunks of 50 columns.
             chunks = [cols[i : i + 50] for i in range(0, len(cols), 50)] or [[]]
@@ -241,7 +253,7 @@ class SqlTriggerSource(ChangeSource):
         for suffix, (event, body) in bodies.items():
             trigger = self._quote(self._sqlite_trigger(name, suffix))
             ddl.append(f"DROP TRIGGER IF EXISTS {trigger}")
-            ddl.append(f"CREATE TRIGGER {trigger} AFTER {event} ON {target} BEGIN {body} END")
+            ddl.append(f"CREATE TRIGGER {trigger} AFTER {event} ON {target} BEGIN {mark} {body} END")
         return ddl
 
     def _key_columns(self, conn: Connection, table: SourceTable) -> list[str]:
@@ -281,6 +293,9 @@ class SqlTriggerSource(ChangeSource):
             acked = self._acknowledged(conn)
             rows = conn.execute(sql, {"c": acked.commit, "s": acked.event, "n": max(max_events, 1)}).all()
             infos = {t.name: self._table_info(conn, t) for t in self.tables}
+            if self.dialect == "sqlite":
+                for table_info in infos.values():
+                    self._check_trigger_columns(conn, table_info)
             last = conn.execute(sa.text(f"SELECT MAX({commit}), MAX(seq) FROM {self.log_table}")).one()
         by_table: dict[str, list[dict[str, Any]]] = {}
         for commit_pos, seq, table, op, old_key, row, tx_id, tx_ts in rows:
@@ -293,7 +308,8 @@ class SqlTriggerSource(ChangeSource):
             try:
                 change = self._change(info, position, op, old_key, row, tx_id, tx_ts)
             except (ValueError, TypeError, ArithmeticError) as exc:
-                batch.dead_letters.append(DeadLetter(self.source_id, raw, str(exc), table, f"seq {seq}"))
+                reason = f"{exc} (seq {seq})"
+                batch.dead_letters.append(DeadLetter(self.source_id, raw, reason, table, f"seq {seq}"))
                 continue
             by_table.setdefault(table, []).append(change)
         for table, changes in by_table.items():
@@ -305,6 +321,49 @@ class SqlTriggerSource(ChangeSource):
         if last[0] is not None:
             batch.source_position = Position(int(last[0]), int(last[1]))
         return batch
+
+    def trigger_columns(self, conn: Connection, table: str) -> list[str] | None:
+        """The columns the SQLite capture triggers of ``table`` list (None: no triggers, or unmarked)."""
+        _, name = _split(table, self.dialect)
+        sql = conn.execute(
+            sa.text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :n"),
+            {"n": self._sqlite_trigger(name, "ins")},
+        ).scalar()
+        if not isinstance(sql, str) or (start := sql.find(_COLUMNS_MARK)) < 0:
+            return None
+        end = sql.find(" */", start)
+        columns = json.loads(sql[start + len(_COLUMNS_MARK) : end])
+        return [str(c) for c in columns]
+
+    def _check_trigger_columns(self, conn: Connection, info: _TableInfo) -> None:
+        built = self.trigger_columns(conn, info.name)
+        if built is None:
+            return
+        now = [c.name for c in info.columns]
+        if built == now:
+            return
+        added = [c for c in now if c not in built]
+        gone = [c for c in built if c not in now]
+        change = ", ".join(
+            part
+            for part in (
+                f"columns {added} are not captured" if added else "",
+                f"columns {gone} no longer exist" if gone else "",
+                "" if added or gone else "the column order changed",
+            )
+            if part
+        )
+        raise TriggerColumnsDrift(
+            f"{self.source_id}: table {info.name!r} changed after its capture triggers were built "
+            f"({change}). "
+            "Changes logged since the ALTER TABLE lack those columns and would land in Iceberg as NULL. "
+            "Run setup() to recreate the triggers; rows changed in between keep NULL in the new columns "
+            "until they change again (re-copy the table, by dropping its Iceberg table, if that matters)."
+        )
+
+    def close(self) -> None:
+        """Release the engine's pooled connections."""
+        self.engine.dispose()
 
     def _table_info(self, conn: Connection, table: SourceTable) -> _TableInfo:
         schema, name = _split(table.name, self.dialect)
@@ -435,9 +494,10 @@ def _convert(column: _Column, value: Any) -> Any:
         return None
     try:
         return column.convert(value)
-    except (ValueError, TypeError, ArithmeticError) as exc:
+    except (ValueError, TypeError, ArithmeticError):
+        # Never the value itself: reasons travel into exceptions and logs (the raw row is in the letter).
         raise ValueError(
-            f"column {column.name!r} ({column.arrow}): cannot convert {value!r:.60}: {exc}"
+            f"column {column.name!r}: a {type(value).__name__} value does not convert to {column.arrow}"
         ) from None
 
 

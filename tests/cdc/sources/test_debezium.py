@@ -11,9 +11,18 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hybrid_dagster.cdc.changes import SYSTEM_COLUMNS, ChangeBatch, Position
+from hybrid_dagster.cdc.changes import OP_INSERT, SYSTEM_COLUMNS, ChangeBatch, Position
+from hybrid_dagster.cdc.collapse import after_position, last_position, order_changes
+from hybrid_dagster.cdc.debezium_envelope import ParsedChange, parse_event
 from hybrid_dagster.cdc.sources.base import SourceTable
-from hybrid_dagster.cdc.sources.debezium import DebeziumFileSource, DebeziumKafkaSource, JsonFileOffsetStore
+from hybrid_dagster.cdc.sources.debezium import (
+    BatchBuilder,
+    DebeziumFileSource,
+    DebeziumKafkaSource,
+    JsonFileOffsetStore,
+    file_ordinal,
+    kafka_ordinal,
+)
 from tests.conftest import SHARED_DIR
 
 SAMPLES = SHARED_DIR / "debezium-samples"
@@ -329,3 +338,73 @@ def test_random_files_never_raise(tmp_path: Path, lines: list[str]) -> None:
     batch = source.read(1000)
     assert batch.event_count + len(batch.dead_letters) <= len(lines)
     assert batch.ack_position == Position(0, len(lines)) or len(batch.tables) > 0
+
+
+def snapshot_read(row_id: int) -> str:
+    return json.dumps({"op": "r", "after": {"id": row_id}, "source": {"table": "t", "lsn": 100}})
+
+
+def test_kafka_snapshot_reads_of_a_later_partition_are_not_below_the_watermark() -> None:
+    # Kafka offsets count per partition: partition 1's offsets 0..4 must not fall at or below the
+    # watermark left by partition 0's offsets 0..9 of the same snapshot.
+    first = BatchBuilder("kafka://b/t#g", {"t": ["id"]})
+    for offset in range(10):
+        first.add(parse_event(snapshot_read(offset)), "raw", f"t[0]@{offset}", kafka_ordinal(0, offset))
+    watermark = last_position(order_changes(first.build(Position(1, 10)).tables["t"].rows))
+    second = BatchBuilder("kafka://b/t#g", {"t": ["id"]})
+    for offset in range(5):
+        second.add(
+            parse_event(snapshot_read(100 + offset)), "raw", f"t[1]@{offset}", kafka_ordinal(1, offset)
+        )
+    rows = order_changes(second.build(Position(2, 5)).tables["t"].rows)
+    assert after_position(rows, watermark).num_rows == 5
+    positions = {(r["__commit_pos"], r["__event_pos"]) for r in rows.to_pylist()}
+    assert len(positions) == 5 and all(p[0] == 99 for p in positions)
+    assert kafka_ordinal(0, 5) != kafka_ordinal(1, 5)
+    assert kafka_ordinal(1, 0) > kafka_ordinal(0, 2**48 - 1)
+    assert kafka_ordinal(2**15 - 1, 2**48 - 1) < 2**63
+    with pytest.raises(ValueError, match="offset"):
+        kafka_ordinal(0, 2**48)
+    with pytest.raises(ValueError, match="partition"):
+        kafka_ordinal(2**15, 0)
+
+
+def test_file_ordinals_keep_working_past_the_kafka_bit_split() -> None:
+    # File indexes above 255 put bits above 2**48; file ordinals have their own layout and range.
+    assert file_ordinal(300, 7) == (300 << 40) | 7
+    assert file_ordinal(300, 7) < file_ordinal(300, 8) < file_ordinal(301, 1)
+    with pytest.raises(ValueError, match="line"):
+        file_ordinal(0, 2**40)
+
+
+def test_values_that_do_not_fit_are_dead_letters_without_the_value() -> None:
+    builder = BatchBuilder("debezium-file:///x", {"t": ["id"]})
+    schema = pa.schema([("id", pa.int64()), ("small", pa.int8())])
+    secret = 987654321
+    for row_id, small in ((1, 5), (2, secret)):
+        change = ParsedChange(
+            "t", OP_INSERT, Position(10, row_id), {"id": row_id, "small": small}, data_schema=schema
+        )
+        builder.add(change, "raw payload", f"x:{row_id}")
+    batch = builder.build(Position(0, 2))
+    assert batch.tables["t"].count == 1
+    [letter] = batch.dead_letters
+    assert "'small' (int8)" in letter.reason and str(secret) not in letter.reason
+
+
+def test_unconvertible_typed_values_do_not_quote_the_value() -> None:
+    schema = {
+        "type": "struct",
+        "fields": [
+            {"type": "struct", "field": "after", "fields": [{"type": "int32", "field": "c"}]},
+            {"type": "struct", "field": "source", "fields": []},
+        ],
+    }
+    for value in ("secret-ssn-123", 2**40):
+        event = {
+            "schema": schema,
+            "payload": {"op": "c", "after": {"c": value}, "source": {"table": "t", "lsn": 1}},
+        }
+        result = parse_event(json.dumps(event))
+        assert not isinstance(result, ParsedChange)
+        assert "after.c (int32)" in result.reason and str(value) not in result.reason

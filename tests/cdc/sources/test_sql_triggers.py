@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from hybrid_dagster.cdc.changes import Position
 from hybrid_dagster.cdc.sources.base import SourceTable
-from hybrid_dagster.cdc.sources.sql_triggers import SqlTriggerSource
+from hybrid_dagster.cdc.sources.sql_triggers import SqlTriggerSource, TriggerColumnsDrift
 
 DDL = (
     "CREATE TABLE patients (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score NUMERIC(10, 2), weight REAL, "
@@ -148,6 +148,44 @@ def test_schema_change_then_setup_captures_the_new_column(engine: sa.Engine) -> 
     assert [(r["id"], r["ward"]) for r in got] == [(7, None), (8, "W1")]
 
 
+def test_column_added_without_setup_is_an_error_not_silent_nulls(engine: sa.Engine) -> None:
+    # SQLite triggers list the columns when built: a change to a column added later is not captured.
+    # Neither NULL nor carrying the previous value forward is right, so read refuses with what to do.
+    source = SqlTriggerSource(engine, ["patients"])
+    source.setup()
+    execute(
+        engine,
+        "ALTER TABLE patients ADD COLUMN ward TEXT",
+        "INSERT INTO patients (id, name, ward) VALUES (8, 'h', 'W-secret')",
+    )
+    with pytest.raises(TriggerColumnsDrift, match=r"table 'patients'.*\['ward'\] are not captured") as raised:
+        source.read(100)
+    assert "setup()" in str(raised.value) and "W-secret" not in str(raised.value)
+    assert source.setup() is None  # recreates the triggers with the new column list
+    execute(engine, "UPDATE patients SET ward = 'W2' WHERE id = 8")
+    assert [(r["id"], r["ward"]) for r in rows(source)] == [(8, None), (8, "W2")]
+
+
+def test_renamed_column_is_drift_too(engine: sa.Engine) -> None:
+    source = SqlTriggerSource(engine, ["patients"])
+    source.setup()
+    execute(engine, "ALTER TABLE patients RENAME COLUMN notes TO remarks")
+    with pytest.raises(TriggerColumnsDrift, match=r"\['remarks'\] are not captured.*\['notes'\] no longer"):
+        source.read(100)
+    source.setup()
+    execute(engine, "UPDATE patients SET remarks = 'r' WHERE id = 1")
+    assert rows(source)[0]["remarks"] == "r"
+
+
+def test_close_releases_the_pooled_connections(engine: sa.Engine) -> None:
+    source = SqlTriggerSource(engine, ["patients"])
+    source.setup()
+    source.read(10)
+    assert engine.pool.checkedin() > 0
+    source.close()
+    assert engine.pool.checkedin() == 0
+
+
 def test_blob_in_a_text_column_does_not_break_the_application(engine: sa.Engine) -> None:
     source = SqlTriggerSource(engine, ["patients"])
     source.setup()
@@ -174,6 +212,8 @@ def test_bad_log_rows_are_dead_letters(engine: sa.Engine) -> None:
     ]
     reasons = [d.reason for d in batch.dead_letters]
     assert "not valid JSON" in reasons[0] and "column 'id'" in reasons[1] and "unknown op 'x'" in reasons[2]
+    # Reasons travel into exceptions and logs: column, position and type, never the value.
+    assert "seq 2" in reasons[1] and "int64" in reasons[1] and "abc" not in reasons[1]
     assert batch.tables["patients"].rows.column("id").to_pylist() == [20]
     assert batch.ack_position == Position(5, 5)
 
