@@ -118,6 +118,12 @@ def cdc_table_assets(
     )
     def _cdc(context: dg.AssetExecutionContext):  # type: ignore[no-untyped-def]
         target: DataPlane = getattr(context.resources, resource_key)
+        if target.executor.kind == "kubernetes" and source.literal_secrets():
+            raise ValueError(
+                f"{name}: the source gives {', '.join(source.literal_secrets())} literally; on the "
+                f"Kubernetes plane {target.name!r} it would travel in the pod spec. Give dsn_env/url_env, "
+                "set inside the plane from its secrets backend"
+            )
         policy = _policy(context, policy_resource_key)
         spec = {
             "source": source.model_dump(),

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.conversions import from_bytes
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
 from pyiceberg.table import Table
@@ -149,8 +148,3 @@ def _bounds(data_file: DataFile, field_id: int, field_type: PrimitiveType) -> tu
     if lower is None or upper is None:
         return None
     return from_bytes(field_type, lower), from_bytes(field_type, upper)
-
-
-def touched_values(keys: pa.Table, column: str, field_type: PrimitiveType) -> np.ndarray | None:
-    """The first key column of the touched keys, comparable with file bounds (None: not supported)."""
-    return comparable(pc.drop_null(keys[column]), field_type)

@@ -28,6 +28,10 @@ class CdcSourceConfig(dg.Config, ABC):
     def build(self, tables: list[SourceTable]) -> ChangeSource:
         """Create the source inside the plane."""
 
+    def literal_secrets(self) -> list[str]:
+        """Fields holding a connection string itself rather than the name of a variable holding it."""
+        return [name for name in ("dsn", "url") if getattr(self, name, None)]
+
     def _resolve(self, value: str | None, env_name: str | None, what: str) -> str:
         if value:
             return value

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
 from hybrid_dagster.cdc.source_config import SqlTriggerCdcSource
 from hybrid_dagster.residency import ResidencyPolicy
-from hybrid_dagster.resources import DataPlane
+from hybrid_dagster.resources import DataPlane, ExecutorConfig
 from hybrid_dagster.validation import validate_definitions
 
 NAMES = ["Oksana Hrytsenko", "Gwenaëlle Le Goff", "Søren Kierkegaard-Holm"]
@@ -113,3 +113,20 @@ def test_runtime_guard_stops_cdc_into_a_plane_of_another_jurisdiction(ops_db: st
     assert message.startswith("hybrid_dagster.residency.ResidencyViolation")
     assert "'clinic/patients'" in message and "'us-cloud' (US)" in message and "data in EU" in message
     assert not us.load_catalog().table_exists("clinic.patients")
+
+
+def test_literal_connection_strings_never_travel_to_a_kubernetes_plane(ops_db: str, tmp_path: Path) -> None:
+    eu = plane(tmp_path)
+    k8s = DataPlane(
+        name="eu-onprem",
+        jurisdiction="EU",
+        region="fra-dc2",
+        location="on_prem",
+        warehouse=f"file://{tmp_path / 'k8s'}",
+        executor=ExecutorConfig(kind="kubernetes", image="registry.example.org/plane:1"),
+    )
+    defs = cdc_defs(ops_db, eu, target=k8s)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(raise_on_error=False)
+    assert not result.success
+    error = result.failure_data_for_node("clinic_cdc").error  # type: ignore[union-attr]
+    assert "gives url literally" in str(error) and "url_env" in str(error)
