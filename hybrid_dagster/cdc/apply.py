@@ -457,9 +457,20 @@ class IcebergApplier:
             pc.sum(_key_mask(_conform(net.deletes, touched.schema), touched_keys, keys)).as_py() or 0
         )
 
-        combined = pa.concat_tables([kept, new_rows])
-        groups = file_plan.cluster_of(comparable(combined[keys[0]], key_type), combined.num_rows)
-        added_files = self._write(table, metadata, combined, groups, keys)
+        # Each cluster of overlapping files is rewritten into files of its own, so file key ranges stay
+        # narrow; new keys outside every cluster go to new files. Kept rows usually form one cluster,
+        # so only the (small) upserts need partitioning.
+        kept_parts = _by_cluster(
+            kept, file_plan.cluster_of(comparable(kept[keys[0]], key_type), kept.num_rows)
+        )
+        new_parts = _by_cluster(
+            new_rows, file_plan.cluster_of(comparable(new_rows[keys[0]], key_type), new_rows.num_rows)
+        )
+        parts = [
+            pa.concat_tables([p for p in (kept_parts.get(g), new_parts.get(g)) if p is not None])
+            for g in sorted(kept_parts.keys() | new_parts.keys())
+        ]
+        added_files = self._write(table, metadata, parts)
         return _Rewrite(
             deleted_files=file_plan.candidates,
             added_files=added_files,
@@ -476,24 +487,11 @@ class IcebergApplier:
         scan = ArrowScan(metadata, table.io, metadata.schema(), AlwaysTrue())
         return _conform(scan.to_table([FileScanTask(f) for f in files]), arrow_schema)
 
-    def _write(
-        self, table: Table, metadata: TableMetadata, rows: pa.Table, groups: np.ndarray, keys: list[str]
-    ) -> list[DataFile]:
-        """Write ``rows`` sorted by key, each group (cluster) into files of its own."""
-        if rows.num_rows == 0:
+    def _write(self, table: Table, metadata: TableMetadata, parts: list[pa.Table]) -> list[DataFile]:
+        """Write each part (the rows of one cluster) into data files of its own."""
+        parts = [part for part in parts if part.num_rows]
+        if not parts:
             return []
-        if groups.size and groups.min() != groups.max():
-            # Rows of one cluster go to files of their own; inside a file, order does not matter to
-            # file pruning (it uses the file's key bounds), so a stable partition replaces a sort.
-            order = np.argsort(groups, kind="stable")
-            ordered_groups = groups[order]
-            rows = rows.take(pa.array(order))
-        else:
-            ordered_groups = groups
-        cuts = np.flatnonzero(np.diff(ordered_groups)) + 1
-        bounds = [0, *cuts.tolist(), rows.num_rows]
-        parts = [rows.slice(start, stop - start) for start, stop in itertools.pairwise(bounds)]
-
         target = int(
             metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, self.target_file_size_bytes)
         )
@@ -506,7 +504,9 @@ class IcebergApplier:
                 for data_file in _dataframe_to_data_files(metadata, part, table.io, write_uuid, counter)
             ]
         task_schema = pyarrow_to_schema(
-            rows.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
+            parts[0].schema,
+            name_mapping=metadata.schema().name_mapping,
+            format_version=metadata.format_version,
         )
         tasks = [
             WriteTask(
@@ -523,6 +523,20 @@ def _arrow_schema(schema: Schema) -> pa.Schema:
     smaller = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
     arrow = schema_to_pyarrow(schema, include_field_ids=False)
     return pa.schema([f.with_type(smaller.get(f.type, f.type)) for f in arrow], metadata=arrow.metadata)
+
+
+def _by_cluster(rows: pa.Table, groups: np.ndarray) -> dict[int, pa.Table]:
+    """``rows`` split by cluster index; inside a file order does not matter to pruning (it uses the
+    file's key bounds), so a stable partition stands in for a sort."""
+    if rows.num_rows == 0:
+        return {}
+    if groups.min() == groups.max():
+        return {int(groups[0]): rows}
+    order = np.argsort(groups, kind="stable")
+    ordered = groups[order]
+    rows = rows.take(pa.array(order))
+    cuts = [0, *(np.flatnonzero(np.diff(ordered)) + 1).tolist(), rows.num_rows]
+    return {int(ordered[start]): rows.slice(start, stop - start) for start, stop in itertools.pairwise(cuts)}
 
 
 def _row_count(table: Table) -> int:
