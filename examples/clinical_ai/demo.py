@@ -12,7 +12,11 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""The runs' full logs are in the Dagster instance (``make ui``); the console shows warnings only."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import dagster as dg
 
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
         from examples.clinical_ai.definitions import defs
         from hybrid_dagster.validation import validate_definitions
 
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         instance = dg.DagsterInstance.get()
         job = defs.resolve_implicit_global_asset_job_def()
         print("[3/4] materializing every asset (CDC snapshot + stream, features, aggregates, benchmark)")
-        first = job.execute_in_process(instance=instance, raise_on_error=False)
+        first = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
         if not first.success:
             return _report_failure(instance, first, home)
 
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "streaming the changes"
         )
         second = defs.resolve_job_def("stream_eu_clinical").execute_in_process(
-            instance=instance, raise_on_error=False
+            instance=instance, raise_on_error=False, run_config=QUIET
         )
         if not second.success:
             return _report_failure(instance, second, home)

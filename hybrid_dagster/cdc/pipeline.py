@@ -67,12 +67,16 @@ class TableProgress:
     schema_id: int | None = None
     row_count: int | None = None
 
-    def add(self, result: ApplyResult) -> None:
-        self.events_received += result.events_received
-        self.events_skipped += result.events_skipped
-        self.inserted += result.inserted
-        self.updated += result.updated
-        self.deleted += result.deleted
+    def add(self, result: ApplyResult, *, snapshot: bool = False) -> None:
+        """Count ``result``; the rows of an initial copy count as ``snapshot_rows``, not as events."""
+        if snapshot:
+            self.snapshot_rows += result.inserted + result.updated
+        else:
+            self.events_received += result.events_received
+            self.events_skipped += result.events_skipped
+            self.inserted += result.inserted
+            self.updated += result.updated
+            self.deleted += result.deleted
         self.truncated = self.truncated or result.truncated
         self.commits += int(result.snapshot_id is not None)
         self.watermark = result.watermark or self.watermark
@@ -174,11 +178,13 @@ class CdcPipeline:
             )
         return mapping
 
-    def _apply(self, mapping: TableMapping, changes: TableChanges, report: PipelineReport) -> None:
+    def _apply(
+        self, mapping: TableMapping, changes: TableChanges, report: PipelineReport, *, snapshot: bool = False
+    ) -> None:
         self.applier.ensure_table(mapping.identifier, changes.data_schema, list(changes.key_columns))
         result = self.applier.apply(mapping.identifier, changes)
         progress = report.tables[mapping.identifier]
-        progress.add(result)
+        progress.add(result, snapshot=snapshot)
         last_ts = _max_commit_ts(changes.rows)
         if last_ts is not None and (progress.last_commit_ts is None or last_ts > progress.last_commit_ts):
             progress.last_commit_ts = last_ts
@@ -239,8 +245,7 @@ class CdcPipeline:
                 )
                 self.applier.record_position(mapping.identifier, hand_off)
                 continue
-            self._apply(mapping, snapshot, report)
-            report.tables[mapping.identifier].snapshot_rows += snapshot.count
+            self._apply(mapping, snapshot, report, snapshot=True)
 
     def _handle_dead_letters(self, letters: list[DeadLetter], report: PipelineReport) -> None:
         # Messages name positions and tables only: a reason may quote the payload, and exception text
