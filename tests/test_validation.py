@@ -369,3 +369,16 @@ def test_confidential_input_raises_an_internal_tagged_asset() -> None:
 
     assert violation.classification == Classification.CONFIDENTIAL
     assert "confidential (inherited from claims)" in violation.message
+
+
+def test_plain_tags_on_a_plain_asset_work_like_the_helper() -> None:
+    @dg.asset(tags={"hybrid/plane": "eu-onprem", "hybrid/classification": "restricted"})
+    def referrals() -> None: ...
+
+    @dg.asset(deps=[referrals], tags={"hybrid/plane": "us-cloud", "hybrid/classification": "internal"})
+    def us_report() -> None: ...
+
+    report = validate_definitions(_defs(referrals, us_report))
+    assert not report.ok
+    assert report.lines() == [v.message for v in report.violations]
+    assert "referrals (eu-onprem, EU) -> us_report (us-cloud, US), restricted" in report.lines()[0]
