@@ -11,6 +11,7 @@ from hybrid_dagster.cdc.source_config import SqlTriggerCdcSource
 from hybrid_dagster.residency import ResidencyPolicy
 from hybrid_dagster.resources import DataPlane, ExecutorConfig
 from hybrid_dagster.validation import validate_definitions
+from tests.planes import make_plane
 
 NAMES = ["Oksana Hrytsenko", "Gwenaëlle Le Goff", "Søren Kierkegaard-Holm"]
 
@@ -26,13 +27,7 @@ def ops_db(tmp_path: Path) -> str:
 
 
 def plane(tmp_path: Path, name: str = "eu-onprem", jurisdiction: str = "EU") -> DataPlane:
-    return DataPlane(
-        name=name,
-        jurisdiction=jurisdiction,
-        region="fra-dc2",
-        location="on_prem",
-        warehouse=f"file://{tmp_path / name}",
-    )
+    return make_plane(tmp_path / name, name, jurisdiction)
 
 
 def cdc_defs(url: str, eu: DataPlane, target: DataPlane | None = None) -> dg.Definitions:

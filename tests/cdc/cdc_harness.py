@@ -16,6 +16,7 @@ from examples.clinical_ai.hospital_db import TABLES
 from hybrid_dagster.cdc.changes import Position
 from hybrid_dagster.cdc.worker import CdcJobSpec, CdcTableSpec
 from hybrid_dagster.resources import DataPlane
+from tests.planes import make_plane
 
 KEYS = {
     "public.patients": "patient_id",
@@ -25,13 +26,7 @@ KEYS = {
 
 
 def plane_at(warehouse: Path) -> DataPlane:
-    return DataPlane(
-        name="eu-onprem",
-        jurisdiction="EU",
-        region="fra-dc2",
-        location="on_prem",
-        warehouse=f"file://{warehouse}",
-    )
+    return make_plane(warehouse)
 
 
 def job_spec(dsn: str, decoder: str, slot: str, *, batch_events: int = 50_000) -> CdcJobSpec:

@@ -10,18 +10,13 @@ import pyarrow as pa
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources import DataPlane
+from tests.planes import make_plane
 
 WORK = Path(__file__).parent / "work"
 
 
 def plane(tmp_path: Path, name: str, jurisdiction: str) -> DataPlane:
-    return DataPlane(
-        name=name,
-        jurisdiction=jurisdiction,
-        region="r1",
-        location="cloud",
-        warehouse=f"file://{tmp_path / name}",
-    )
+    return make_plane(tmp_path / name, name, jurisdiction, location="cloud")
 
 
 def event_log_text(instance: dg.DagsterInstance, run_id: str) -> str:

@@ -7,20 +7,14 @@ import pytest
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import ResidencyViolation
 from hybrid_dagster.resources import DataPlane
+from tests.planes import make_plane
 
 PATIENTS_CSV = "id,name,diagnosis\n1,Ingrid Solberg-Vance,E11.9\n2,Tomasz Wyrzykowski,I10\n"
 WORK = [sys.executable, str(Path(__file__).parent / "work" / "count_patients.py")]
 
 
-def make_plane(warehouse: Path) -> DataPlane:
-    return DataPlane(
-        name="eu-onprem",
-        jurisdiction="eu",
-        region="fra-dc2",
-        location="on_prem",
-        warehouse=f"file://{warehouse}",
-        env={"CLINICAL_SITE": "fra-dc2"},
-    )
+def clinic_plane(warehouse: Path) -> DataPlane:
+    return make_plane(warehouse, jurisdiction="eu", env={"CLINICAL_SITE": "fra-dc2"})
 
 
 def patients_asset(csv_path: Path, *, leak: bool = False) -> dg.AssetsDefinition:
@@ -33,7 +27,7 @@ def patients_asset(csv_path: Path, *, leak: bool = False) -> dg.AssetsDefinition
 
 
 def test_plane_fields_are_validated(warehouse: Path) -> None:
-    plane = make_plane(warehouse)
+    plane = clinic_plane(warehouse)
     assert plane.jurisdiction == "EU"
     with pytest.raises(ValueError, match="unknown jurisdiction 'Mars'"):
         DataPlane(name="x", jurisdiction="Mars", region="r", location="cloud", warehouse="s3://b/p")
@@ -46,7 +40,7 @@ def test_run_executes_pipes_work_in_plane_and_keeps_rows_out_of_event_log(
 ) -> None:
     csv_path = tmp_path / "patients.csv"
     csv_path.write_text(PATIENTS_CSV)
-    plane = make_plane(warehouse)
+    plane = clinic_plane(warehouse)
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([patients_asset(csv_path)], resources={"eu_onprem": plane}, instance=instance)
     assert result.success
@@ -69,7 +63,7 @@ def test_run_refuses_row_values_in_regulated_metadata(tmp_path: Path, warehouse:
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [patients_asset(csv_path, leak=True)],
-        resources={"eu_onprem": make_plane(warehouse)},
+        resources={"eu_onprem": clinic_plane(warehouse)},
         instance=instance,
         raise_on_error=False,
     )
@@ -85,20 +79,20 @@ def test_run_refuses_row_values_in_regulated_metadata(tmp_path: Path, warehouse:
 
 
 def test_run_requires_exactly_one_of_command_or_module(warehouse: Path) -> None:
-    plane = make_plane(warehouse)
+    plane = clinic_plane(warehouse)
     with pytest.raises(ValueError, match="exactly one of command= or module="):
         plane._argv(command=None, module=None, args=())
 
 
 def test_from_env_round_trips_plane_config(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plane = make_plane(warehouse)
+    plane = clinic_plane(warehouse)
     for key, value in plane.plane_env().items():
         monkeypatch.setenv(key, value)
     assert DataPlane.from_env() == plane
 
 
 def test_catalog_defaults_to_sqlite_under_file_warehouse(warehouse: Path) -> None:
-    catalog = make_plane(warehouse).load_catalog()
+    catalog = clinic_plane(warehouse).load_catalog()
     catalog.create_namespace("clinical")
     assert ("clinical",) in catalog.list_namespaces()
     assert (warehouse / "catalog.db").exists()

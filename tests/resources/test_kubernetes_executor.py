@@ -9,15 +9,15 @@ import kubernetes_validate
 import pytest
 
 from hybrid_dagster.resources import DataPlane, ExecutorConfig
+from tests.planes import make_plane
 
 
 def k8s_plane(warehouse: Path) -> DataPlane:
-    return DataPlane(
+    return make_plane(
+        warehouse,
         name="eu-cloud",
-        jurisdiction="EU",
         region="eu-central-1",
         location="cloud",
-        warehouse=f"file://{warehouse}",
         executor=ExecutorConfig(
             kind="kubernetes",
             kube_context="eu-cloud-cluster",
