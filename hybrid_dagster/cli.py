@@ -5,6 +5,7 @@ Example:
 
         hybrid-dagster validate -m clinical_ai.definitions
         hybrid-dagster validate -f pipelines/defs.py -a defs
+        hybrid-dagster cdc run --spec job.json --plane plane.json
 """
 
 from __future__ import annotations
@@ -50,7 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subcommands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_validate(subcommands)
+    _add_cdc(subcommands)
     return parser
+
+
+def _add_cdc(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cdc = subcommands.add_parser("cdc", help="Change data capture into Iceberg, run by hand inside a plane.")
+    actions = cdc.add_subparsers(title="cdc commands", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run",
+        help="Stream a source into its Iceberg tables until drained; print the report as JSON.",
+        description="The same work the CDC assets start through Dagster Pipes, from a JSON job spec.",
+    )
+    run.add_argument("--spec", required=True, help="JSON job spec (hybrid_dagster.cdc.worker.CdcJobSpec).")
+    run.add_argument("--plane", help="JSON plane config (default: HYBRID_DAGSTER_PLANE in the environment).")
+    run.set_defaults(command=_cdc_run)
+
+
+def _cdc_run(args: argparse.Namespace) -> int:
+    from hybrid_dagster.cdc import worker
+
+    return worker.main(["--spec", args.spec, *(["--plane", args.plane] if args.plane else [])])
 
 
 def _add_validate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
