@@ -38,8 +38,9 @@ def test_dagster_dev_serves_the_example_with_residency_tags(tmp_path: Path) -> N
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "HYBRID_DAGSTER_HOME": str(tmp_path / "demo")}
     dagster = str(Path(sys.executable).parent / "dagster")
     argv = [dagster, "dev", "-m", "examples.clinical_ai.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    log = (tmp_path / "dagster-dev.log").open("w")
     server = subprocess.Popen(
-        argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 120
@@ -52,7 +53,7 @@ def test_dagster_dev_serves_the_example_with_residency_tags(tmp_path: Path) -> N
             except (OSError, KeyError, TypeError):
                 pass
             time.sleep(1)
-        assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+        assert server.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
         assert nodes, "dagster dev did not serve the example's assets within 120 s"
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
         patients = by_key["clinical/patients"]
@@ -67,3 +68,4 @@ def test_dagster_dev_serves_the_example_with_residency_tags(tmp_path: Path) -> N
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        log.close()

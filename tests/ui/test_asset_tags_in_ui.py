@@ -1,0 +1,203 @@
+"""The residency tags are visible and filterable in the Dagster UI, checked in a real browser.
+
+Starts ``dagster dev`` on loopback with the clinical example and drives Debian's Chromium headless through
+Playwright (``executable_path``; no browser download). Skipped when either is missing: enable it with
+``apt-get install chromium`` and ``pip install playwright`` (never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENABLE = (
+    "a real-browser UI test: needs Debian Chromium and Playwright "
+    "(`apt-get install chromium` and `pip install playwright`; never `playwright install`)"
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-dev-shm-usage",
+]
+# The first page load fetches a large JS bundle and the code location's data on 2 shared cores: be generous.
+UI_TIMEOUT_MS = 60_000
+RESTRICTED = [
+    "clinical/patients",
+    "clinical/encounters",
+    "clinical/lab_results",
+    "features/eu_lab_features",
+    "us/claims",
+]
+NOT_RESTRICTED = ["us/claims_by_ward", "analytics/group_ward_benchmark", "analytics/eu_ward_occupancy"]
+
+
+@dataclass(frozen=True)
+class DagsterUi:
+    url: str
+    log: Path
+
+    def graphql(self, query: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chromium_executable() -> str:
+    pytest.importorskip("playwright.sync_api", reason=f"playwright is not installed: {ENABLE}")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip(f"no `chromium` on PATH: {ENABLE}")
+    return executable
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_executable: str) -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(chromium_executable: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUi]:
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HYBRID_DAGSTER_HOME": str(home / "demo")}
+    port = free_port()
+    dagster = str(Path(sys.executable).parent / "dagster")
+    argv = [dagster, "dev", "-m", "examples.clinical_ai.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    log = home / "dagster_dev.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    ui = DagsterUi(url=f"http://127.0.0.1:{port}", log=log)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if ui.graphql("{ assetNodes { id } }")["data"]["assetNodes"]:
+                    break
+            except (OSError, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"dagster dev did not serve the example within 120 s:\n{log.read_text()[-5000:]}")
+        yield ui
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        with contextlib.suppress(Exception):  # the state at the end, also when a test failed
+            page.screenshot(path=str(tmp_path / "last.png"))
+        context.close()
+
+
+def open_ui(page: Page, ui: DagsterUi, path: str) -> None:
+    """Go to ``path`` and dismiss the "Join the Dagster community" dialog when this instance shows it."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{ui.url}{path}")
+    # The dialog shows on loopback origins, about a second after the UI asked the server `shouldShowNux`;
+    # its Skip button records the answer in $DAGSTER_HOME/.nux, so it shows once per fresh DAGSTER_HOME.
+    if ui.graphql("{ shouldShowNux }").get("data", {}).get("shouldShowNux"):
+        dialog = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
+        skip = dialog.get_by_role("button", name="Skip", exact=True)
+        expect(skip).to_be_visible(timeout=UI_TIMEOUT_MS)
+        skip.click()
+        expect(dialog).to_be_hidden()
+
+
+def asset_link(page: Page, key: str) -> Locator:
+    return page.locator(f'a[href="/assets/{key}"]')
+
+
+def test_asset_page_shows_residency_tags_and_kinds(page: Page, dagster_ui: DagsterUi, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    open_ui(page, dagster_ui, "/assets/clinical/patients")
+    expect(page.get_by_text("Patient master data (PHI).", exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    # Tags render as "key: value" chips in the Definition panel.
+    expect(page.get_by_text("hybrid/plane: eu-onprem", exact=True)).to_be_visible()
+    expect(page.get_by_text("hybrid/classification: restricted", exact=True)).to_be_visible()
+    # Kinds render as a labelled icon beside the kind's display name.
+    for icon, label in [("postgres", "Postgres"), ("iceberg", "Iceberg")]:
+        expect(page.get_by_role("img", name=icon, exact=True)).to_be_visible()
+        expect(page.get_by_text(label, exact=True)).to_be_visible()
+    page.screenshot(path=str(tmp_path / "asset_page.png"))
+
+
+def test_catalog_filters_assets_by_classification_tag(
+    page: Page, dagster_ui: DagsterUi, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # Unfiltered, the catalog lists every asset: the filter below is what removes the others.
+    open_ui(page, dagster_ui, "/assets")
+    for key in RESTRICTED + NOT_RESTRICTED:
+        expect(asset_link(page, key)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "catalog_all.png"))
+
+    # Dagster 1.13 keeps the catalog's asset selection (selection syntax) in the `asset-selection` query
+    # parameter; this is the URL a user gets after typing the filter into the catalog's search box.
+    selection = 'tag:"hybrid/classification"="restricted"'
+    open_ui(page, dagster_ui, "/assets?" + urllib.parse.urlencode({"asset-selection": selection}))
+    expect(page.get_by_text(selection, exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    for key in RESTRICTED:
+        expect(asset_link(page, key)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    for key in NOT_RESTRICTED:
+        expect(asset_link(page, key)).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "catalog_restricted.png"))
