@@ -8,22 +8,16 @@ Playwright (``executable_path``; no browser download). Skipped when either is mi
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.dagster_dev import DagsterUi, running_dagster_dev
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -54,27 +48,6 @@ RESTRICTED = [
 NOT_RESTRICTED = ["us/claims_by_ward", "analytics/group_ward_benchmark", "analytics/eu_ward_occupancy"]
 
 
-@dataclass(frozen=True)
-class DagsterUi:
-    url: str
-    log: Path
-
-    def graphql(self, query: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.loads(response.read()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def chromium_executable() -> str:
     pytest.importorskip("playwright.sync_api", reason=f"playwright is not installed: {ENABLE}")
@@ -100,37 +73,8 @@ def browser(chromium_executable: str) -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def dagster_ui(chromium_executable: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUi]:
-    home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "HYBRID_DAGSTER_HOME": str(home / "demo")}
-    port = free_port()
-    dagster = str(Path(sys.executable).parent / "dagster")
-    argv = [dagster, "dev", "-m", "examples.clinical_ai.definitions", "-h", "127.0.0.1", "-p", str(port)]
-    log = home / "dagster_dev.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    ui = DagsterUi(url=f"http://127.0.0.1:{port}", log=log)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if ui.graphql("{ assetNodes { id } }")["data"]["assetNodes"]:
-                    break
-            except (OSError, KeyError, TypeError):
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"dagster dev did not serve the example within 120 s:\n{log.read_text()[-5000:]}")
+    with running_dagster_dev(tmp_path_factory.mktemp("dagster_home")) as ui:
         yield ui
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 @pytest.fixture
