@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ENABLE = (
     "a real-browser UI test: needs Debian Chromium and Playwright "
     "(`apt-get install chromium` and `pip install playwright`; never `playwright install`)"
