@@ -128,8 +128,12 @@ def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # ty
                     f"(watermark {md['hybrid/watermark'].value})"
                 )
             lines[key] = f"{rows.value if rows else '-':>8}  {detail}"
+    from examples.clinical_ai.definitions import defs
+
+    graph = defs.resolve_asset_graph()
     for key, line in sorted(lines.items()):
-        plane, classification = _spec(key)
+        tags = graph.get(dg.AssetKey.from_user_string(key)).tags
+        plane, classification = tags.get("hybrid/plane", "?"), tags.get("hybrid/classification", "?")
         print(f"{key:<35} {plane:<11} {classification:<12} {line}")
     checks = [
         e.asset_check_evaluation_data
@@ -143,15 +147,6 @@ def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # ty
     print("next: `make ui` opens the Dagster UI on these runs (filter by the tags hybrid/plane and")
     print("      hybrid/classification);")
     print("      `make validate` runs the residency check; `make test` runs the test suite.")
-
-
-def _spec(key: str) -> tuple[str, str]:
-    import dagster as dg
-
-    from examples.clinical_ai.definitions import defs
-
-    tags = defs.resolve_asset_graph().get(dg.AssetKey.from_user_string(key)).tags
-    return tags.get("hybrid/plane", "?"), tags.get("hybrid/classification", "?")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -350,15 +351,17 @@ class _ConcurrentWriter(ChangelogWriter):
         return super().write(identifier, changes)
 
 
+def other_writer_appends(catalog_dir: Path) -> None:
+    """Another writer commits to db.t between our planning and our commit."""
+    table = make_catalog(catalog_dir).load_table("db.t")
+    table.append(pa.Table.from_pylist([{"id": 2, "name": "other"}], schema=table.schema().as_arrow()))
+
+
 def test_concurrent_append_is_retried(tmp_path: Path) -> None:
     catalog = make_catalog(tmp_path / "catalog")
     IcebergApplier(catalog, source_id="pg").apply("db.t", batch([change("c", 1, 0, id=1, name="a")]))
 
-    def other_writer_appends() -> None:
-        table = make_catalog(tmp_path / "catalog").load_table("db.t")
-        table.append(pa.Table.from_pylist([{"id": 2, "name": "other"}], schema=table.schema().as_arrow()))
-
-    log = _ConcurrentWriter(tmp_path / "log", other_writer_appends)
+    log = _ConcurrentWriter(tmp_path / "log", partial(other_writer_appends, tmp_path / "catalog"))
     result = IcebergApplier(catalog, source_id="pg", changelog=log).apply(
         "db.t", batch([change("u", 2, 0, id=1, name="b"), change("c", 2, 1, id=3, name="c")])
     )
@@ -492,11 +495,7 @@ def test_rejected_commit_without_a_moved_watermark_leaves_one_log_file(tmp_path:
     catalog = make_catalog(tmp_path / "catalog")
     IcebergApplier(catalog, source_id="pg").apply("db.t", batch([change("c", 1, 0, id=1, name="a")]))
 
-    def other_writer_appends() -> None:
-        table = make_catalog(tmp_path / "catalog").load_table("db.t")
-        table.append(pa.Table.from_pylist([{"id": 2, "name": "other"}], schema=table.schema().as_arrow()))
-
-    log = _ConcurrentWriter(tmp_path / "log", other_writer_appends)
+    log = _ConcurrentWriter(tmp_path / "log", partial(other_writer_appends, tmp_path / "catalog"))
     IcebergApplier(catalog, source_id="pg", changelog=log).apply(
         "db.t", batch([change("u", 2, 0, id=1, name="b"), change("c", 2, 1, id=3, name="c")])
     )
