@@ -19,15 +19,12 @@ from types import ModuleType
 
 import dagster as dg
 
+from hybrid_dagster.errors import DefinitionsLoadError as DefinitionsLoadError
 from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions
 
 EXIT_OK = 0
 EXIT_VIOLATIONS = 1
 EXIT_LOAD_ERROR = 2
-
-
-class DefinitionsLoadError(Exception):
-    """The target module or file could not be loaded, or holds no single ``Definitions``."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,18 +12,12 @@ from enum import StrEnum
 import dagster as dg
 from pydantic import Field, field_validator
 
+from hybrid_dagster.errors import ResidencyError as ResidencyError, ResidencyViolation as ResidencyViolation
+
 PLANE_TAG = "hybrid/plane"
 CLASSIFICATION_TAG = "hybrid/classification"
 DECLASSIFIED_METADATA_KEY = "hybrid/declassified"
 """Asset metadata key holding the written justification of a declassification."""
-
-
-class ResidencyError(Exception):
-    """Base class for every residency problem raised by hybrid-dagster."""
-
-
-class ResidencyViolation(ResidencyError):
-    """Data would land in a jurisdiction it is not allowed to reach."""
 
 
 class Jurisdiction(StrEnum):

@@ -21,14 +21,11 @@ from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
+from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop
 
 log = logging.getLogger(__name__)
 
 DeadLetterPolicy = Literal["continue", "stop"]
-
-
-class DeadLetterStop(RuntimeError):
-    """Raised under the ``stop`` policy after malformed events were written to the dead-letter table."""
 
 
 @dataclass(frozen=True)

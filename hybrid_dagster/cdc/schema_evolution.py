@@ -24,9 +24,7 @@ from pyiceberg.types import (
     NestedField,
 )
 
-
-class SchemaEvolutionError(Exception):
-    """The source's schema changed in a way the Iceberg table cannot follow safely."""
+from hybrid_dagster.errors import SchemaEvolutionError as SchemaEvolutionError
 
 
 @dataclass

@@ -13,38 +13,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-
-class PlaneWorkError(RuntimeError):
-    """Regulated work failed; the details are in the plane's own log.
-
-    It never shows the exception it replaces: Dagster Pipes serializes an exception's context chain even
-    when it is suppressed (``raise ... from None``), so the chain is hidden from Python-level readers.
-    """
-
-    @property  # type: ignore[override]
-    def __context__(self) -> BaseException | None:
-        return None
-
-    @__context__.setter
-    def __context__(self, value: BaseException | None) -> None:
-        pass
-
-    @property  # type: ignore[override]
-    def __cause__(self) -> BaseException | None:
-        return None
-
-    @__cause__.setter
-    def __cause__(self, value: BaseException | None) -> None:
-        pass
-
-
-def _safe_errors() -> tuple[type[BaseException], ...]:
-    from hybrid_dagster.cdc.pipeline import DeadLetterStop
-    from hybrid_dagster.cdc.schema_evolution import SchemaEvolutionError
-    from hybrid_dagster.cdc.sources.postgres import PostgresSetupError
-    from hybrid_dagster.residency import ResidencyError
-
-    return (ResidencyError, SchemaEvolutionError, DeadLetterStop, PostgresSetupError, PlaneWorkError)
+from hybrid_dagster.errors import PlaneWorkError as PlaneWorkError, ValueFreeError
 
 
 @contextmanager
@@ -58,7 +27,7 @@ def errors_kept_in_plane(regulated: bool, *, where: str = "the plane's work") ->
     try:
         yield
     except Exception as error:
-        if not regulated or isinstance(error, _safe_errors()):
+        if not regulated or isinstance(error, ValueFreeError):
             raise
         traceback.print_exc()
         raise PlaneWorkError(

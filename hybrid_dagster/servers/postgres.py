@@ -25,15 +25,13 @@ from urllib.parse import quote
 
 import psycopg2
 
+from hybrid_dagster.errors import PostgresUnavailable as PostgresUnavailable
+
 DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DEBIAN_PG_LIB = Path("/usr/lib/postgresql/15/lib")
 DEBIAN_INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-wal2json"
 
 LOGICAL_SETTINGS = {"wal_level": "logical", "max_replication_slots": "32", "max_wal_senders": "32"}
-
-
-class PostgresUnavailable(RuntimeError):
-    """The requested PostgreSQL flavour cannot be started here; the message says what to install."""
 
 
 @dataclass

@@ -37,12 +37,9 @@ from hybrid_dagster.cdc.pg_types import (
 from hybrid_dagster.cdc.pgoutput import DecodedStream, PgOutputDecoder, read_copy_binary
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
 from hybrid_dagster.cdc.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
+from hybrid_dagster.errors import PostgresSetupError as PostgresSetupError
 
 Decoder = Literal["pgoutput", "wal2json"]
-
-
-class PostgresSetupError(RuntimeError):
-    """The server is not ready for logical decoding; the message says what to change."""
 
 
 def format_lsn(lsn: int) -> str:

@@ -59,14 +59,11 @@ from hybrid_dagster.cdc.changes import (
     change_schema,
 )
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
+from hybrid_dagster.errors import TriggerColumnsDrift as TriggerColumnsDrift
 
 Converter = Callable[[Any], Any]
 
 _COLUMNS_MARK = "/* hybrid-cdc columns: "
-
-
-class TriggerColumnsDrift(RuntimeError):
-    """A captured SQLite table's columns differ from those its capture triggers were built with."""
 
 
 @dataclass(frozen=True)
