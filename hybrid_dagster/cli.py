@@ -19,6 +19,7 @@ from types import ModuleType
 
 import dagster as dg
 
+from hybrid_dagster._dagster_compat import LazyDefinitions, load_python_file, load_python_module
 from hybrid_dagster.errors import DefinitionsLoadError as DefinitionsLoadError
 from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions
 
@@ -132,8 +133,6 @@ def load_definitions(
     Example:
         >>> load_definitions(module_name="clinical_ai.definitions")
     """
-    from dagster._core.code_pointer import load_python_file, load_python_module
-
     if (module_name is None) == (python_file is None):
         raise DefinitionsLoadError("give exactly one of a module name (-m) or a python file (-f)")
     where = f"module {module_name!r}" if module_name is not None else f"file {python_file!r}"
@@ -152,8 +151,6 @@ def load_definitions(
 
 
 def _find_definitions(module: ModuleType, where: str, attribute: str | None) -> dg.Definitions:
-    from dagster.components.definitions import LazyDefinitions
-
     if attribute is not None:
         if not hasattr(module, attribute):
             raise DefinitionsLoadError(f"{where} has no attribute {attribute!r}")
@@ -173,8 +170,6 @@ def _find_definitions(module: ModuleType, where: str, attribute: str | None) -> 
 
 
 def _as_definitions(value: object, where: str) -> dg.Definitions:
-    from dagster.components.definitions import LazyDefinitions
-
     if isinstance(value, LazyDefinitions):
         try:
             value = value()

@@ -1,128 +1,47 @@
-"""The static residency check: walk the asset graph of a ``Definitions`` before anything runs.
+"""The static residency check of a whole ``Definitions``, before anything runs.
 
-Every asset is pinned to a :class:`~hybrid_dagster.resources.data_plane.DataPlane` (tag ``hybrid/plane``)
-and classified (tag ``hybrid/classification``). Classification flows downstream unless an asset is
-declassified with a written justification. Every edge whose data is confidential or restricted and that
-crosses into another jurisdiction needs a declared :class:`~hybrid_dagster.residency.TransferRoute`.
+The asset-graph rules are in :mod:`hybrid_dagster.residency.graph`; this module adds what only the
+Definitions show:
+
+- one :class:`~hybrid_dagster.residency.model.ResidencyPolicy` per Definitions (under
+  ``residency_policy``), the same one the runtime uses;
+- planes by name, unique, with warehouses that do not overlap (``.../eu/../us`` is normalised first);
+- IO managers that carry their own plane list agree with the Definitions' planes;
+- a regulated asset whose output is typed (not ``None``/``MaterializeResult``) must use an IO manager
+  that stores rows in its plane - otherwise its rows would be pickled into the orchestrator's storage;
+- plain op jobs: an op that uses a DataPlane resource is pinned and classified by op tags like an asset,
+  and a regulated op may use a plane of another jurisdiction only on a declared route.
 """
 
 from __future__ import annotations
 
+import posixpath
 import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 import dagster as dg
-from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph, BaseAssetNode
 
-from hybrid_dagster.residency import (
-    CLASSIFICATION_TAG,
-    DECLASSIFIED_METADATA_KEY,
-    PLANE_TAG,
-    Classification,
-    ResidencyPolicy,
-    ResidencyViolation,
+from hybrid_dagster._dagster_compat import BaseAssetGraph
+from hybrid_dagster.errors import ResidencyViolation
+from hybrid_dagster.keys import CLASSIFICATION_TAG, PLANE_TAG, POLICY_RESOURCE_KEY
+from hybrid_dagster.residency.graph import (
+    AssetResidency as AssetResidency,
+    GraphReport,
+    Violation as Violation,
+    ViolationKind as ViolationKind,
+    asset_classification as asset_classification,
+    asset_plane_name as asset_plane_name,
+    is_stub_asset as is_stub_asset,
+    validate_asset_graph as validate_asset_graph,
 )
+from hybrid_dagster.residency.model import Classification, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.resources.guarded_io_manager import ResidencyGuardedIOManager
 
-POLICY_RESOURCE_KEY = "residency_policy"
-_STUB_METADATA_KEY = "dagster/auto_created_stub_asset"
-
-
-class ViolationKind(StrEnum):
-    """What kind of residency problem a :class:`Violation` is."""
-
-    TRANSFER = "transfer"
-    MISSING_TAG = "missing_tag"
-    INVALID_TAG = "invalid_tag"
-    UNKNOWN_PLANE = "unknown_plane"
-    DUPLICATE_PLANE = "duplicate_plane"
-    DECLASSIFICATION = "declassification"
-    UNDEFINED_ASSET = "undefined_asset"
-    POLICY = "policy"
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One residency problem found by the static check.
-
-    Transfer violations carry the edge (``upstream`` -> ``asset``), both jurisdictions, the classification
-    of the data crossing the edge and the asset that classification was declared on (``classified_at``).
-
-    Example:
-        >>> report = validate_definitions(defs)
-        >>> [v.message for v in report.violations if v.kind == ViolationKind.TRANSFER]
-    """
-
-    kind: ViolationKind
-    message: str
-    asset: dg.AssetKey | None = None
-    upstream: dg.AssetKey | None = None
-    classification: Classification | None = None
-    classified_at: dg.AssetKey | None = None
-    source_jurisdiction: str | None = None
-    target_jurisdiction: str | None = None
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass(frozen=True)
-class AssetResidency:
-    """What the check resolved for one asset: its plane, declared and effective classification."""
-
-    key: dg.AssetKey
-    plane: str | None
-    jurisdiction: str | None
-    declared: Classification | None
-    effective: Classification | None
-    classified_at: dg.AssetKey | None
-    declassification: str | None
-    parents: frozenset[dg.AssetKey]
-
-
-@dataclass(frozen=True)
-class ResidencyReport:
-    """The result of :func:`validate_definitions`.
-
-    Example:
-        >>> report = validate_definitions(defs)
-        >>> report.summary()
-        'residency ok: 12 assets on 4 planes in 2 jurisdictions, 1 declared route'
-    """
-
-    violations: list[Violation]
-    assets: dict[dg.AssetKey, AssetResidency]
-    planes: dict[str, str]
-    """Plane name -> jurisdiction."""
-    routes: int
-    jurisdictions: list[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "jurisdictions", sorted(set(self.planes.values())))
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def assets_checked(self) -> int:
-        return len(self.assets)
-
-    def summary(self) -> str:
-        scope = (
-            f"{_count(self.assets_checked, 'asset')} on {_count(len(self.planes), 'plane')} in "
-            f"{_count(len(self.jurisdictions), 'jurisdiction')}, {_count(self.routes, 'declared route')}"
-        )
-        if self.ok:
-            return f"residency ok: {scope}"
-        return f"residency check failed: {_count(len(self.violations), 'problem')} in {scope}"
-
-    def lines(self) -> list[str]:
-        """One line per violation, or the summary line when there is none."""
-        return [v.message for v in self.violations] if self.violations else [self.summary()]
+ResidencyReport = GraphReport
+"""The result of :func:`validate_definitions` (violations, resolved assets, planes, routes)."""
 
 
 class ResidencyCheckFailed(ResidencyViolation):
@@ -134,10 +53,10 @@ class ResidencyCheckFailed(ResidencyViolation):
 
 
 def validate_definitions(defs: dg.Definitions) -> ResidencyReport:
-    """Check every asset of ``defs`` against its planes and the residency policy.
+    """Check every asset, asset check and op job of ``defs`` against its planes and the policy.
 
     Planes are the :class:`DataPlane` resources of ``defs`` (any key, matched by ``name``); the policy is
-    the :class:`ResidencyPolicy` under ``residency_policy`` (else the only one; none means no routes).
+    the one :class:`ResidencyPolicy` (key ``residency_policy``); none means no routes.
 
     Example:
         .. code-block:: python
@@ -150,67 +69,27 @@ def validate_definitions(defs: dg.Definitions) -> ResidencyReport:
     """
     resources = dict(defs.resources or {})
     planes = {key: value for key, value in resources.items() if isinstance(value, DataPlane)}
-    policy, policy_problems = _find_policy(resources)
-    report = validate_asset_graph(defs.resolve_asset_graph(), planes, policy)
+    policy, problems = _find_policy(resources)
+    graph_report = validate_asset_graph(defs.resolve_asset_graph(), planes, policy)
+    by_name = {p.name: p for p in planes.values()}
+    problems += _overlapping_warehouses(by_name)
+    problems += _io_manager_planes(resources, by_name)
+    problems += _rows_in_orchestrator(defs, resources, graph_report)
+    problems += _op_jobs(defs, resources, by_name, policy)
     return ResidencyReport(
-        violations=[*policy_problems, *report.violations],
-        assets=report.assets,
-        planes=report.planes,
-        routes=report.routes,
-    )
-
-
-def validate_asset_graph(
-    graph: BaseAssetGraph,
-    planes: Mapping[str, DataPlane],
-    policy: ResidencyPolicy,
-    recorded: Mapping[dg.AssetKey, Classification] | None = None,
-) -> ResidencyReport:
-    """The check over an asset graph, with planes given by resource key (or by name).
-
-    ``recorded`` raises the classification of assets whose inputs are outside ``graph`` (e.g. the
-    classification an asset was written with, when a run's graph holds only part of the lineage).
-
-    Example:
-        >>> validate_asset_graph(defs.resolve_asset_graph(), {"eu": eu_plane}, ResidencyPolicy()).ok
-        True
-    """
-    violations: list[Violation] = []
-    by_name: dict[str, DataPlane] = {}
-    key_of: dict[str, str] = {}
-    for resource_key, plane in planes.items():
-        if plane.name in by_name:
-            violations.append(
-                Violation(
-                    kind=ViolationKind.DUPLICATE_PLANE,
-                    message=f"resources {key_of[plane.name]!r} and {resource_key!r} are both DataPlane "
-                    f"{plane.name!r}: plane names must be unique",
-                )
-            )
-            continue
-        by_name[plane.name] = plane
-        key_of[plane.name] = resource_key
-
-    assets: dict[dg.AssetKey, AssetResidency] = {}
-    for key in graph.toposorted_asset_keys:
-        residency, problems = _resolve_asset(graph.get(key), by_name, assets, (recorded or {}).get(key))
-        assets[key] = residency
-        violations.extend(problems)
-    for key in graph.toposorted_asset_keys:
-        violations.extend(_check_edges(assets[key], assets, policy))
-    return ResidencyReport(
-        violations=violations,
-        assets=assets,
-        planes={name: plane.jurisdiction for name, plane in by_name.items()},
-        routes=len(policy.routes),
+        violations=[*problems, *graph_report.violations],
+        assets=graph_report.assets,
+        planes=graph_report.planes,
+        routes=graph_report.routes,
     )
 
 
 def enforce_residency(defs: dg.Definitions) -> dg.Definitions:
-    """Return ``defs`` unchanged if the residency check passes, else raise :class:`ResidencyViolation`.
+    """Return ``defs`` if the residency check passes, else raise :class:`ResidencyCheckFailed`.
 
     Use it at module scope so that a code location with a wrong pin fails to load (``dagster definitions
-    validate``, ``dagster dev`` and deployments all refuse it).
+    validate``, ``dagster dev`` and deployments all refuse it). Without an ``io_manager`` resource the
+    returned Definitions get a filesystem IO manager that refuses to store rows of regulated assets.
 
     Example:
         .. code-block:: python
@@ -223,14 +102,36 @@ def enforce_residency(defs: dg.Definitions) -> dg.Definitions:
     report = validate_definitions(defs)
     if not report.ok:
         raise ResidencyCheckFailed(report)
-    return defs
+    return with_guarded_io_manager(defs, report)
+
+
+def with_guarded_io_manager(defs: dg.Definitions, report: ResidencyReport | None = None) -> dg.Definitions:
+    """``defs`` with :class:`ResidencyGuardedIOManager` as its default IO manager when it has executable
+    regulated assets and names no ``io_manager`` of its own; otherwise ``defs`` itself."""
+    if "io_manager" in (defs.resources or {}):
+        return defs
+    report = report or validate_definitions(defs)
+    executable = {
+        key
+        for a in defs.assets or []
+        if isinstance(a, dg.AssetsDefinition) and a.is_executable
+        for key in a.keys
+        if not a.op.output_def_named(a.get_output_name_for_asset_key(key)).dagster_type.is_nothing
+    }
+    if not any(
+        (r.clearance or r.effective or Classification.RESTRICTED).is_regulated
+        for key, r in report.assets.items()
+        if key in executable
+    ):
+        return defs
+    return dg.Definitions.merge(defs, dg.Definitions(resources={"io_manager": ResidencyGuardedIOManager()}))
 
 
 def hybrid_definitions(**kwargs: Any) -> dg.Definitions:
     """Build ``dg.Definitions(**kwargs)`` and check residency, honouring ``ResidencyPolicy.strict``.
 
     A strict policy makes violations raise (the code location fails to load); otherwise each violation
-    is emitted as a warning.
+    is emitted as a warning, and the run-time guard still refuses what it must.
 
     Example:
         .. code-block:: python
@@ -246,13 +147,13 @@ def hybrid_definitions(**kwargs: Any) -> dg.Definitions:
         return enforce_residency(defs)
     for line in validate_definitions(defs).violations:
         warnings.warn(f"hybrid-dagster residency: {line}", stacklevel=2)
-    return defs
+    return with_guarded_io_manager(defs)
 
 
 def effective_classifications(
     source: dg.Definitions | BaseAssetGraph,
 ) -> dict[dg.AssetKey, Classification]:
-    """Effective classification of every classifiable asset: its own tag raised by its inputs.
+    """Effective classification of every asset: its own tag raised by its inputs (fail-closed).
 
     Example:
         >>> effective_classifications(defs)[dg.AssetKey("ward_report")]
@@ -261,29 +162,6 @@ def effective_classifications(
     graph = source.resolve_asset_graph() if isinstance(source, dg.Definitions) else source
     report = validate_asset_graph(graph, {}, ResidencyPolicy())
     return {key: a.effective for key, a in report.assets.items() if a.effective is not None}
-
-
-def asset_plane_name(asset: BaseAssetNode | dg.AssetSpec | Mapping[str, str]) -> str | None:
-    """The ``hybrid/plane`` tag of an asset node, spec or tag mapping.
-
-    Example:
-        >>> asset_plane_name(dg.AssetSpec("patients", tags={"hybrid/plane": "eu-onprem"}))
-        'eu-onprem'
-    """
-    tags = asset if isinstance(asset, Mapping) else asset.tags
-    return tags.get(PLANE_TAG)
-
-
-def asset_classification(asset: BaseAssetNode | dg.AssetSpec | Mapping[str, str]) -> Classification | None:
-    """The declared ``hybrid/classification`` of an asset; raises ``ValueError`` on an invalid value.
-
-    Example:
-        >>> asset_classification({"hybrid/classification": "restricted"})
-        <Classification.RESTRICTED: 'restricted'>
-    """
-    tags = asset if isinstance(asset, Mapping) else asset.tags
-    value = tags.get(CLASSIFICATION_TAG)
-    return None if value is None else Classification.parse(value)
 
 
 def find_planes(defs: dg.Definitions) -> dict[str, DataPlane]:
@@ -306,177 +184,170 @@ def find_policy(defs: dg.Definitions) -> ResidencyPolicy:
     return _find_policy(dict(defs.resources or {}))[0]
 
 
-def is_stub_asset(node: BaseAssetNode) -> bool:
-    """Whether Dagster created ``node`` as a placeholder for a dependency it has no definition of.
-
-    Example:
-        >>> graph = dg.Definitions(assets=[dg.AssetSpec("a", deps=["b"])]).resolve_asset_graph()
-        >>> is_stub_asset(graph.get(dg.AssetKey("b")))
-        True
-    """
-    return bool(node.metadata.get(_STUB_METADATA_KEY))
-
-
 def _find_policy(resources: Mapping[str, Any]) -> tuple[ResidencyPolicy, list[Violation]]:
-    preferred = resources.get(POLICY_RESOURCE_KEY)
-    if isinstance(preferred, ResidencyPolicy):
-        return preferred, []
     found = {k: v for k, v in resources.items() if isinstance(v, ResidencyPolicy)}
-    if len(found) == 1:
-        return next(iter(found.values())), []
     if not found:
         return ResidencyPolicy(), []
+    if len(found) == 1:
+        key, policy = next(iter(found.items()))
+        if key == POLICY_RESOURCE_KEY:
+            return policy, []
+        return policy, [
+            Violation(
+                kind=ViolationKind.POLICY,
+                message=f"the ResidencyPolicy is under resource key {key!r}: put it under "
+                f"{POLICY_RESOURCE_KEY!r}, where the static check and the run-time guard both look",
+            )
+        ]
     message = (
-        f"several ResidencyPolicy resources ({', '.join(sorted(found))}) and none under "
-        f"{POLICY_RESOURCE_KEY!r}: put the one that applies under {POLICY_RESOURCE_KEY!r}"
+        f"several ResidencyPolicy resources ({', '.join(sorted(found))}): a Definitions has exactly one, "
+        f"under {POLICY_RESOURCE_KEY!r}, so that the static check and the run-time guard apply the same one"
     )
     return ResidencyPolicy(), [Violation(kind=ViolationKind.POLICY, message=message)]
 
 
-def _resolve_asset(
-    node: BaseAssetNode,
-    planes: Mapping[str, DataPlane],
-    resolved: Mapping[dg.AssetKey, AssetResidency],
-    recorded: Classification | None,
-) -> tuple[AssetResidency, list[Violation]]:
-    key = node.key
-    name = _name(key)
-    parents = frozenset(node.parent_keys - {key})
-    if is_stub_asset(node):
-        users = ", ".join(sorted(_name(c) for c in node.child_keys)) or "another asset"
-        problem = Violation(
-            kind=ViolationKind.UNDEFINED_ASSET,
-            asset=key,
-            message=f"asset {name!r} is used by {users} but not defined in the Definitions: declare it "
-            f"(e.g. dg.AssetSpec({name!r}, **pinned(plane, classification))) so its residency can be checked",
-        )
-        return AssetResidency(key, None, None, None, None, None, None, parents), [problem]
+def _normalised(warehouse: str) -> str:
+    parsed = urlparse(warehouse)
+    path = posixpath.normpath(parsed.path or "/")
+    return f"{parsed.scheme}://{parsed.netloc}{path.rstrip('/')}/"
 
-    problems: list[Violation] = []
-    known = ", ".join(sorted(planes)) or "none defined"
-    plane_name = asset_plane_name(node)
-    plane = planes.get(plane_name) if plane_name is not None else None
-    if plane_name is None:
-        problems.append(
-            Violation(
-                kind=ViolationKind.MISSING_TAG,
-                asset=key,
-                message=f"asset {name!r} has no {PLANE_TAG!r} tag: pin it to a data plane ({known})",
-            )
-        )
-    elif plane is None:
-        problems.append(
-            Violation(
-                kind=ViolationKind.UNKNOWN_PLANE,
-                asset=key,
-                message=f"asset {name!r} is pinned to plane {plane_name!r}, which is not a DataPlane "
-                f"resource of these Definitions (planes: {known})",
-            )
-        )
 
-    declared: Classification | None = None
-    try:
-        declared = asset_classification(node)
-    except ValueError as exc:
-        problems.append(
-            Violation(
-                kind=ViolationKind.INVALID_TAG,
-                asset=key,
-                message=f"asset {name!r}: invalid {CLASSIFICATION_TAG!r} tag: {exc}",
-            )
-        )
-    else:
-        if declared is None:
-            problems.append(
+def _overlapping_warehouses(planes: Mapping[str, DataPlane]) -> list[Violation]:
+    found: list[Violation] = []
+    names = sorted(planes)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = _normalised(planes[first].warehouse), _normalised(planes[second].warehouse)
+            if a.startswith(b) or b.startswith(a):
+                found.append(
+                    Violation(
+                        kind=ViolationKind.OVERLAPPING_PLANES,
+                        message=f"planes {first!r} and {second!r} have overlapping warehouses ({a} and {b}): "
+                        "each plane's data must live apart, or labels and guards cannot tell them apart",
+                    )
+                )
+    return found
+
+
+def _io_manager_planes(resources: Mapping[str, Any], planes: Mapping[str, DataPlane]) -> list[Violation]:
+    found: list[Violation] = []
+    for key, resource in sorted(resources.items()):
+        listed = getattr(resource, "planes", None)
+        if isinstance(resource, DataPlane) or not isinstance(listed, list):
+            continue
+        for plane in listed:
+            if not isinstance(plane, DataPlane):
+                continue
+            defined = planes.get(plane.name)
+            if defined is None or defined.spec() != plane.spec():
+                found.append(
+                    Violation(
+                        kind=ViolationKind.INCONSISTENT_PLANE,
+                        message=f"resource {key!r} lists plane {plane.name!r} with settings that differ from "
+                        "the DataPlane resource of that name (or there is none): give it the Definitions' "
+                        "own DataPlane objects",
+                    )
+                )
+    return found
+
+
+def _rows_in_orchestrator(
+    defs: dg.Definitions, resources: Mapping[str, Any], report: GraphReport
+) -> list[Violation]:
+    found: list[Violation] = []
+    for assets_def in defs.assets or []:
+        if not isinstance(assets_def, dg.AssetsDefinition) or not assets_def.is_executable:
+            continue
+        for key in sorted(assets_def.keys):
+            residency = report.assets.get(key)
+            level = residency.clearance if residency is not None else None
+            if level is None or not level.is_regulated:
+                continue
+            out_def = assets_def.op.output_def_named(assets_def.get_output_name_for_asset_key(key))
+            if out_def.dagster_type.is_nothing or out_def.dagster_type.is_any:
+                continue
+            io_manager = resources.get(out_def.io_manager_key)
+            if getattr(io_manager, "stores_rows_in_plane", False):
+                continue
+            found.append(
                 Violation(
-                    kind=ViolationKind.MISSING_TAG,
+                    kind=ViolationKind.ROWS_IN_ORCHESTRATOR,
                     asset=key,
-                    message=f"asset {name!r} has no {CLASSIFICATION_TAG!r} tag: classify it as public, "
-                    "internal, confidential or restricted",
+                    message=f"asset {key.to_user_string()!r} is {level.value} and returns "
+                    f"{out_def.dagster_type.display_name} values that IO manager {out_def.io_manager_key!r} "
+                    "would store outside its plane: return a dg.MaterializeResult from plane work, or use "
+                    "PlaneIcebergIOManager",
                 )
             )
-
-    justification = _declassification(node)
-    if justification is not None and not justification.strip():
-        problems.append(
-            Violation(
-                kind=ViolationKind.DECLASSIFICATION,
-                asset=key,
-                message=f"asset {name!r} is declassified ({DECLASSIFIED_METADATA_KEY!r}) without a written "
-                "justification",
-            )
-        )
-        justification = None
-
-    candidates: list[tuple[Classification, dg.AssetKey]] = []
-    if declared is not None:
-        candidates.append((declared, key))
-    if recorded is not None:
-        candidates.append((recorded, key))
-    if justification is None or declared is None:
-        for parent in sorted(parents):
-            upstream = resolved.get(parent)
-            if upstream is not None and upstream.effective is not None and upstream.classified_at is not None:
-                candidates.append((upstream.effective, upstream.classified_at))
-    effective, origin = max(candidates, key=lambda c: c[0].rank) if candidates else (None, None)
-    residency = AssetResidency(
-        key=key,
-        plane=plane_name,
-        jurisdiction=plane.jurisdiction if plane is not None else None,
-        declared=declared,
-        effective=effective,
-        classified_at=origin,
-        declassification=justification,
-        parents=parents,
-    )
-    return residency, problems
+    return found
 
 
-def _check_edges(
-    asset: AssetResidency, assets: Mapping[dg.AssetKey, AssetResidency], policy: ResidencyPolicy
-) -> Iterable[Violation]:
-    for parent_key in sorted(asset.parents):
-        upstream = assets[parent_key]
-        level = upstream.effective
-        source, target = upstream.jurisdiction, asset.jurisdiction
-        if level is None or not level.is_regulated or source is None or target is None or source == target:
+def _op_jobs(
+    defs: dg.Definitions,
+    resources: Mapping[str, Any],
+    planes: Mapping[str, DataPlane],
+    policy: ResidencyPolicy,
+) -> list[Violation]:
+    found: list[Violation] = []
+    for job in defs.jobs or []:
+        if not isinstance(job, dg.JobDefinition) or job.asset_layer.selected_asset_keys:
             continue
-        inherited = (
-            f" (inherited from {_name(upstream.classified_at)})"
-            if upstream.classified_at is not None and upstream.classified_at != parent_key
-            else ""
-        )
-        what = (
-            f"{_name(parent_key)} ({upstream.plane}, {source}) -> "
-            f"{_name(asset.key)} ({asset.plane}, {target}), {level.value}{inherited}"
-        )
-        try:
-            policy.check_transfer(what=what, source=source, target=target, classification=level)
-        except ResidencyViolation as exc:
-            yield Violation(
-                kind=ViolationKind.TRANSFER,
-                message=str(exc),
-                asset=asset.key,
-                upstream=parent_key,
-                classification=level,
-                classified_at=upstream.classified_at,
-                source_jurisdiction=source,
-                target_jurisdiction=target,
+        job_resources = {**resources, **dict(job.resource_defs or {})}
+        for op_def in job.graph.iterate_op_defs():
+            used = [
+                job_resources[k]
+                for k in sorted(op_def.required_resource_keys)
+                if isinstance(job_resources.get(k), DataPlane)
+            ]
+            if used:
+                found.extend(_check_op(job.name, op_def, used, planes, policy))
+    return found
+
+
+def _check_op(
+    job: str,
+    op_def: dg.OpDefinition,
+    used: list[DataPlane],
+    planes: Mapping[str, DataPlane],
+    policy: ResidencyPolicy,
+) -> list[Violation]:
+    where = f"op {op_def.name!r} of job {job!r}"
+    tags = op_def.tags or {}
+    plane_name = tags.get(PLANE_TAG)
+    try:
+        level = asset_classification({CLASSIFICATION_TAG: tags[CLASSIFICATION_TAG]})
+    except (KeyError, ValueError):
+        level = None
+    if plane_name is None or level is None or plane_name not in planes:
+        return [
+            Violation(
+                kind=ViolationKind.UNCHECKED_OP,
+                message=f"{where} uses data planes ({', '.join(p.name for p in used)}) but is not pinned: "
+                f"give it tags {PLANE_TAG!r} (a plane of these Definitions) and {CLASSIFICATION_TAG!r}, e.g. "
+                "@dg.op(tags=pinned(plane, classification)['tags'])",
             )
-
-
-def _declassification(node: BaseAssetNode) -> str | None:
-    if DECLASSIFIED_METADATA_KEY not in node.metadata:
-        return None
-    value = node.metadata[DECLASSIFIED_METADATA_KEY]
-    if isinstance(value, dg.MetadataValue):
-        value = value.value
-    return "" if value is None else str(value)
-
-
-def _name(key: dg.AssetKey) -> str:
-    return key.to_user_string()
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+        ]
+    home = planes[plane_name]
+    found: list[Violation] = []
+    for plane in used:
+        if plane.jurisdiction == home.jurisdiction or not level.is_regulated:
+            continue
+        try:
+            policy.check_transfer(
+                what=f"{where} ({plane_name}, {home.jurisdiction}) uses plane {plane.name!r} "
+                f"({plane.jurisdiction}), {level.value}",
+                source=plane.jurisdiction,
+                target=home.jurisdiction,
+                classification=level,
+            )
+        except ResidencyViolation as exc:
+            found.append(
+                Violation(
+                    kind=ViolationKind.TRANSFER,
+                    message=str(exc),
+                    classification=level,
+                    source_jurisdiction=plane.jurisdiction,
+                    target_jurisdiction=home.jurisdiction,
+                )
+            )
+    return found

@@ -110,7 +110,10 @@ def _misconfigured(planes: dict[str, DataPlane], policy: ResidencyPolicy) -> dg.
 def test_guard_stops_a_wrong_write_when_the_static_check_is_bypassed(planes: dict[str, DataPlane]) -> None:
     defs = _misconfigured(planes, ResidencyPolicy())
     # The graph itself is clean (the asset is pinned to the EU): only the IO manager's target is wrong.
-    assert validate_definitions(dg.Definitions(assets=defs.assets, resources=planes)).ok
+    plain = PlaneIcebergIOManager(planes=list(planes.values()), regulated_rows_in_step_process=True)
+    assert validate_definitions(
+        dg.Definitions(assets=defs.assets, resources={**planes, "io_manager": plain})
+    ).ok
 
     result = dg.materialize(defs.assets, resources=defs.resources, raise_on_error=False)  # type: ignore[arg-type]
 

@@ -33,6 +33,7 @@ clinical_cdc = cdc_table_assets(
     name="eu_clinical_cdc",
     source=PostgresCdcSource(dsn_env=EU_DB_DSN_ENV, slot_name="meridian_eu", decoder="pgoutput"),
     plane=EU_ONPREM,
+    source_jurisdiction="EU",  # the clinical database is in Frankfurt
     tables=[
         CdcTable("public.patients", "restricted", description="Patient master data (PHI)."),
         CdcTable("public.encounters", "restricted", description="Admissions and discharges (PHI)."),

@@ -7,11 +7,36 @@ import dagster as dg
 
 from hybrid_dagster.cdc.pipeline import DeadLetterPolicy
 from hybrid_dagster.cdc.source_config import CdcSourceConfig
+from hybrid_dagster.errors import ResidencyError
+from hybrid_dagster.keys import (
+    POLICY_RESOURCE_KEY,
+    SOURCE_JURISDICTION_METADATA_KEY,
+    plane_resource_key as _plane_resource_key,
+)
 from hybrid_dagster.pinning import pinned
-from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy
+from hybrid_dagster.residency.model import Classification, Jurisdiction, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
 
 CDC_TEXT_METADATA = ("hybrid/watermark", "hybrid/schema_changes", "dagster/table_name")
+CDC_METADATA_KEYS = (
+    "events_received",
+    "events_skipped_duplicates",
+    "events_inserted",
+    "events_updated",
+    "events_deleted",
+    "snapshot_rows",
+    "iceberg_commits",
+    "lag_seconds",
+    "lag_bytes",
+    "dead_letters",
+    "iceberg_schema_id",
+    "duplicate_keys",
+    "caught_up",
+    "max_lag_seconds",
+)
+"""Numeric metadata the CDC work reports; declared so that regulated CDC steps may report them."""
+
+UNDECLARED = "undeclared"
 
 
 @dataclass(frozen=True)
@@ -44,7 +69,7 @@ def cdc_table_assets(
     group_name: str | None = None,
     owners: Sequence[str] = (),
     plane_resource_key: str | None = None,
-    policy_resource_key: str | None = "residency_policy",
+    policy_resource_key: str | None = POLICY_RESOURCE_KEY,
     source_jurisdiction: str | None = None,
     dead_letter_policy: DeadLetterPolicy = "continue",
     batch_events: int = 50_000,
@@ -73,8 +98,9 @@ def cdc_table_assets(
                 owners=["team:clinical-data"],
             )
     """
-    resource_key = plane_resource_key or plane.name.replace("-", "_")
-    data_jurisdiction = Jurisdiction.parse(source_jurisdiction or plane.jurisdiction).value
+    resource_key = plane_resource_key or _plane_resource_key(plane.name)
+    # Where the source database sits is part of the residency graph: undeclared fails the check.
+    data_jurisdiction = Jurisdiction.parse(source_jurisdiction).value if source_jurisdiction else UNDECLARED
     kinds = {source.dagster_kind, "iceberg"}
     specs: list[dg.AssetSpec] = []
     check_specs: list[dg.AssetCheckSpec] = []
@@ -92,7 +118,10 @@ def cdc_table_assets(
                     plane.name,
                     table.classification,
                     kinds=kinds,
-                    metadata={"dagster/table_name": f"{plane.name}.{namespace}.{table.table_name}"},
+                    metadata={
+                        "dagster/table_name": f"{plane.name}.{namespace}.{table.table_name}",
+                        SOURCE_JURISDICTION_METADATA_KEY: data_jurisdiction,
+                    },
                 ),
             )
         )
@@ -124,6 +153,11 @@ def cdc_table_assets(
                 f"Kubernetes plane {target.name!r} it would travel in the pod spec. Give dsn_env/url_env, "
                 "set inside the plane from its secrets backend"
             )
+        if data_jurisdiction == UNDECLARED:
+            raise ResidencyError(
+                f"{name}: the source database's jurisdiction is not declared; pass source_jurisdiction= "
+                "(e.g. 'EU') to cdc_table_assets so the residency check can place its data"
+            )
         policy = _policy(context, policy_resource_key)
         spec = {
             "source": source.model_dump(),
@@ -151,6 +185,7 @@ def cdc_table_assets(
             module="hybrid_dagster.cdc.worker",
             extras={"cdc": spec},
             allowed_text_metadata=CDC_TEXT_METADATA,
+            allowed_metadata_keys=CDC_METADATA_KEYS,
             known_planes=[plane],
         )
         yield from invocation.get_results()

@@ -25,9 +25,13 @@ from hybrid_dagster.cdc.changelog import ChangelogWriter
 from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
 from hybrid_dagster.cdc.source_config import AnyCdcSource
-from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
+from hybrid_dagster.errors import ResidencyError
+from hybrid_dagster.plane.contract import ResidencyExtras
 from hybrid_dagster.plane.errors import errors_kept_in_plane
-from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute
+from hybrid_dagster.plane.storage import open_catalog
+from hybrid_dagster.residency.guard import WriteIntent, check_write, recorded_residency_metadata
+from hybrid_dagster.residency.labels import label_for_write
+from hybrid_dagster.residency.model import Classification, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
 
 
@@ -60,15 +64,12 @@ class CdcJobSpec(BaseModel):
         return [TableMapping(t.source_table, t.identifier, tuple(t.key_columns)) for t in self.tables]
 
 
-def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
-    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write."""
-    source = spec.source.build([m.source for m in spec.mappings()])
-    catalog = plane.load_catalog()
-    policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
+def spec_intents(spec: CdcJobSpec, plane: DataPlane) -> dict[str, WriteIntent]:
+    """Write intents as the job spec states them (standalone mode: the operator's spec is trusted)."""
     unplaced = [t.identifier for t in spec.tables if not t.data_jurisdictions]
     if unplaced:  # the guard fails closed: where the data lives must be stated, never assumed
         raise ResidencyError(f"CDC job spec gives no data_jurisdictions for {', '.join(unplaced)}")
-    intents = {
+    return {
         t.identifier: WriteIntent(
             asset=t.asset_key or t.identifier,
             classification=Classification.parse(t.classification),
@@ -78,11 +79,45 @@ def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
         for t in spec.tables
     }
 
+
+def contract_intents(spec: CdcJobSpec, contract: ResidencyExtras) -> dict[str, WriteIntent]:
+    """Write intents as the orchestrator computed them from the asset graph (Pipes mode), fail-closed."""
+    intents: dict[str, WriteIntent] = {}
+    for t in spec.tables:
+        computed = contract.intents.get(t.asset_key)
+        if computed is None:
+            raise ResidencyError(
+                f"table {t.identifier}: the step has no write intent for asset {t.asset_key!r}; "
+                "refusing to write"
+            )
+        intent = computed.to_intent()
+        stated = frozenset(t.data_jurisdictions)
+        intents[t.identifier] = WriteIntent(
+            asset=intent.asset,
+            classification=max(intent.classification, Classification.parse(t.classification)),
+            home_plane=intent.home_plane,
+            data_jurisdictions=intent.data_jurisdictions | stated,
+            clearance=intent.clearance,
+        )
+    return intents
+
+
+def build_pipeline(
+    spec: CdcJobSpec, plane: DataPlane, intents: Mapping[str, WriteIntent] | None = None
+) -> CdcPipeline:
+    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write."""
+    intents = dict(intents) if intents is not None else spec_intents(spec, plane)
+    source = spec.source.build([m.source for m in spec.mappings()])
+    catalog = open_catalog(plane.spec())
+    policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
+
     def guard(identifier: str) -> None:
         intent = intents.get(identifier)
         if intent is None:
             raise KeyError(f"no residency intent for table {identifier}: refusing to write")
         check_write(intent, plane, policy)
+        if catalog.table_exists(identifier):
+            _label(catalog.load_table(identifier), intent, plane)
 
     filesystem, root = plane.filesystem()
     changelog = ChangelogWriter(f"{root}/_changelog", filesystem=filesystem) if spec.changelog else None
@@ -100,7 +135,7 @@ def build_pipeline(spec: CdcJobSpec, plane: DataPlane) -> CdcPipeline:
 
 def table_report(spec: CdcJobSpec, report: PipelineReport, plane: DataPlane) -> dict[str, dict[str, Any]]:
     """Per-table facts safe to leave the plane: counts, positions, lag, schema. Never row values."""
-    catalog = plane.load_catalog()
+    catalog = open_catalog(plane.spec())
     caught_up = (
         report.source_position is None or report.acked is None or report.acked >= report.source_position
     )
@@ -232,12 +267,28 @@ def _report_to_pipes(pipes: Any, facts: Mapping[str, Mapping[str, Any]]) -> None
         )
 
 
-def run_job(spec: CdcJobSpec, plane: DataPlane) -> tuple[PipelineReport, dict[str, dict[str, Any]]]:
-    pipeline = build_pipeline(spec, plane)
+def _label(table: Any, intent: WriteIntent, plane: DataPlane) -> None:
+    """Label a CDC table at rest; until labelled it counts as restricted (fail-closed)."""
+    label = label_for_write(intent.asset, intent.classification, intent.data_jurisdictions, plane)
+    wanted = label.properties()
+    if any(table.properties.get(k) != v for k, v in wanted.items()):
+        with table.transaction() as txn:
+            txn.set_properties(wanted)
+
+
+def run_job(
+    spec: CdcJobSpec, plane: DataPlane, intents: Mapping[str, WriteIntent] | None = None
+) -> tuple[PipelineReport, dict[str, dict[str, Any]]]:
+    intents = dict(intents) if intents is not None else spec_intents(spec, plane)
+    pipeline = build_pipeline(spec, plane, intents)
     try:
         report = pipeline.run(deadline_s=spec.max_seconds)
     finally:
         pipeline.source.close()
+    catalog = open_catalog(plane.spec())
+    for identifier, intent in intents.items():
+        if catalog.table_exists(identifier):
+            _label(catalog.load_table(identifier), intent, plane)
     return report, table_report(spec, report, plane)
 
 
@@ -272,10 +323,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with open_dagster_pipes() as pipes:
         spec = CdcJobSpec.model_validate(pipes.get_extra("cdc"))
+        contract = ResidencyExtras.from_extras(pipes.extras)
         plane = DataPlane.from_env()
-        regulated = any(Classification.parse(t.classification).is_regulated for t in spec.tables)
+        regulated = contract.clearance.is_regulated or any(
+            Classification.parse(t.classification).is_regulated for t in spec.tables
+        )
         with errors_kept_in_plane(regulated, where=f"CDC from {spec.source.kind} on plane {plane.name}"):
-            report, facts = run_job(spec, plane)
+            report, facts = run_job(spec, plane, contract_intents(spec, contract))
         pipes.log.info(
             f"cdc: {report.events_applied} events applied in {report.batches} batches, "
             f"{report.dead_letters} dead letters, acked {report.acked}"

@@ -91,6 +91,7 @@ class CdcTablesComponent(dg.Component, dg.Model, dg.Resolvable):
                 kind: postgres
                 dsn_env: MERIDIAN_EU_CLINICAL_DSN
                 slot_name: meridian_eu
+              source_jurisdiction: EU
               tables:
                 - source_table: public.patients
                   classification: restricted
@@ -109,6 +110,13 @@ class CdcTablesComponent(dg.Component, dg.Model, dg.Resolvable):
             "The data plane the capture runs in and writes to: a template such as "
             "\"{{ context.load_component('planes').plane('eu-onprem') }}\" or the plane's attributes."
         )
+    )
+    source_jurisdiction: str | None = Field(
+        default=None,
+        description=(
+            "Jurisdiction the source database sits in, e.g. 'EU'. Required by the residency check: a "
+            "source without one fails it."
+        ),
     )
     tables: list[CdcTableAttributes] = Field(min_length=1, description="The captured tables.")
     namespace: str = Field(description="Iceberg namespace the tables are written to.")
@@ -129,6 +137,7 @@ class CdcTablesComponent(dg.Component, dg.Model, dg.Resolvable):
             name=self.name,
             source=self.source,
             plane=self.plane,
+            source_jurisdiction=self.source_jurisdiction,
             tables=[table.to_cdc_table() for table in self.tables],
             namespace=self.namespace,
             key_prefix=self.key_prefix,

@@ -15,20 +15,12 @@ import dagster as dg
 from pydantic import BaseModel, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from hybrid_dagster.keys import (
+    POLICY_RESOURCE_KEY as POLICY_RESOURCE_KEY,
+    plane_resource_key as plane_resource_key,
+)
 from hybrid_dagster.residency import ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
-
-POLICY_RESOURCE_KEY = "residency_policy"
-
-
-def plane_resource_key(plane_name: str) -> str:
-    """The resource key a plane is registered under: its name with ``-`` replaced by ``_``.
-
-    Example:
-        >>> plane_resource_key("eu-onprem")
-        'eu_onprem'
-    """
-    return plane_name.replace("-", "_")
 
 
 def attributes_model(config_cls: type[BaseModel]) -> type[BaseModel]:

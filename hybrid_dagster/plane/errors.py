@@ -26,10 +26,17 @@ def errors_kept_in_plane(regulated: bool, *, where: str = "the plane's work") ->
     """
     try:
         yield
-    except Exception as error:
-        if not regulated or isinstance(error, ValueFreeError):
+    except BaseException as error:
+        if not regulated or isinstance(error, ValueFreeError) or _is_clean_exit(error):
+            raise
+        if isinstance(error, KeyboardInterrupt | GeneratorExit):
             raise
         traceback.print_exc()
         raise PlaneWorkError(
             f"{type(error).__name__} in {where}; its message and traceback stay in the plane's log"
         ) from None
+
+
+def _is_clean_exit(error: BaseException) -> bool:
+    """``sys.exit()`` / ``sys.exit(0)``: no message to hide. ``sys.exit("text")`` is an error."""
+    return isinstance(error, SystemExit) and (error.code is None or error.code == 0)

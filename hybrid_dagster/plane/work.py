@@ -1,5 +1,15 @@
 """The plane side of a unit of work: Dagster Pipes plus guarded Iceberg reads and writes.
 
+Correctness rules (the plane half of the residency guard):
+
+- The work learns what it may do only from the typed contract (:mod:`hybrid_dagster.plane.contract`):
+  its own plane, the planes it may read, the declared routes, its assets' intents and its clearance.
+- ``read_table`` checks the *table's* label (fail-closed: unlabelled counts as restricted): nothing above
+  the step's clearance, and a route for the table's classification when its data lives in another
+  jurisdiction than this plane.
+- ``write_table`` runs the write guard, refuses to relabel another asset's table downwards, and labels
+  what it writes (plane, jurisdictions, classification, asset) in the Iceberg table properties.
+
 Example:
     .. code-block:: python
 
@@ -8,11 +18,13 @@ Example:
         with open_plane_work() as work:
             encounters = work.read_table("eu-onprem", "clinical.encounters")
             daily = encounters.group_by("ward").aggregate([([], "count_all")])
-            work.report(work.write_table("analytics/ward_occupancy", "analytics.ward_occupancy", daily))
+            work.report("analytics/ward_occupancy",
+                        work.write_table("analytics/ward_occupancy", "analytics.ward_occupancy", daily))
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -20,88 +32,90 @@ from typing import Any
 import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
+from hybrid_dagster.errors import ResidencyError, ResidencyViolation
+from hybrid_dagster.plane import storage
+from hybrid_dagster.plane.config import PlaneSpec
+from hybrid_dagster.plane.contract import ResidencyExtras
 from hybrid_dagster.plane.errors import errors_kept_in_plane
-from hybrid_dagster.residency import (
-    Classification,
-    ResidencyError,
-    ResidencyPolicy,
-    ResidencyViolation,
-    TransferRoute,
+from hybrid_dagster.plane.tables import replace_table, table_label
+from hybrid_dagster.residency.guard import (
+    NO_POLICY_HINT,
+    WriteIntent,
+    check_write,
+    recorded_residency_metadata,
 )
-from hybrid_dagster.resources.data_plane import NO_POLICY_HINT, RESIDENCY_EXTRAS_KEY, DataPlane
-from hybrid_dagster.resources.tables import replace_table
+from hybrid_dagster.residency.labels import check_read, check_relabel, label_for_write
+from hybrid_dagster.residency.model import ResidencyPolicy, TransferRoute
 
 
 class PlaneWork:
-    """Inside a plane: read tables of planes the step can see, write guarded tables into this plane."""
+    """Inside a plane: read tables of planes the step can see, write guarded, labelled tables here."""
 
     def __init__(self, pipes: PipesContext) -> None:
         self.pipes = pipes
-        self.plane = DataPlane.from_env()
-        residency: Mapping[str, Any] = pipes.extras.get(RESIDENCY_EXTRAS_KEY) or {}
-        self.planes = {name: DataPlane.from_config(cfg) for name, cfg in residency.get("planes", {}).items()}
-        self.planes.setdefault(self.plane.name, self.plane)
-        self.policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in residency.get("routes", [])])
-        self.policy_visible = bool(residency.get("policy_visible", False))
-        self.intents = {
-            key: WriteIntent(
-                asset=i["asset"],
-                classification=Classification.parse(i["classification"]),
-                home_plane=i["home_plane"],
-                data_jurisdictions=frozenset(i["data_jurisdictions"]),
-            )
-            for key, i in residency.get("intents", {}).items()
-        }
+        self.contract = ResidencyExtras.from_extras(pipes.extras)
+        self.plane: PlaneSpec = self.contract.plane
+        self._readable = {**self.contract.readable_planes, self.plane.name: self.plane}
+        self.policy = ResidencyPolicy(routes=[r.to_route() for r in self.contract.routes])
+        self.policy_visible = self.contract.policy_visible
+        self.intents = {key: spec.to_intent() for key, spec in self.contract.intents.items()}
+        self.clearance = self.contract.clearance
+        self.routes_used: list[TransferRoute] = []
+        self.touched_jurisdictions: set[str] = set()
+
+    @property
+    def regulated(self) -> bool:
+        return self.clearance.is_regulated
 
     def read_table(self, plane: str, identifier: str) -> pa.Table:
-        """Read an Iceberg table of a plane this step can see.
+        """Read an Iceberg table of a plane this step can see, after checking the table's own label.
 
-        Reading from a plane of another jurisdiction is a transfer: it needs a declared route for the
-        step's classification (the most sensitive of its assets, which includes what it reads).
+        Example:
+            >>> encounters = work.read_table("eu-onprem", "clinical.encounters")
         """
-        if plane not in self.planes:
+        source = self._readable.get(plane)
+        if source is None:
             raise ResidencyError(
-                f"plane {plane!r} is not visible to this step (visible: {sorted(self.planes)})"
+                f"plane {plane!r} is not visible to step {self.contract.step!r} (visible: "
+                f"{sorted(self._readable)}): give the asset that plane as a resource parameter"
             )
-        source = self.planes[plane]
-        if source.jurisdiction != self.plane.jurisdiction:
-            if not self.intents:
-                raise ResidencyViolation(
-                    f"read of {identifier} from plane {plane!r} ({source.jurisdiction}) into plane "
-                    f"{self.plane.name!r} ({self.plane.jurisdiction}) refused: the step pins no asset, so "
-                    "its classification is unknown"
-                )
-            for intent in self.intents.values():
-                self.policy.check_transfer(
-                    what=f"read of {identifier} from plane {plane!r} for asset {intent.asset!r} in plane "
-                    f"{self.plane.name!r}",
-                    source=source.jurisdiction,
-                    target=self.plane.jurisdiction,
-                    classification=intent.classification,
-                )
-        return source.load_catalog().load_table(identifier).scan().to_arrow()
+        table = storage.open_catalog(source).load_table(identifier)
+        label = table_label(table, source)
+        try:
+            routes = check_read(
+                label,
+                table=identifier,
+                step=self.contract.step,
+                clearance=self.clearance,
+                reader=self.plane,
+                policy=self.policy,
+            )
+        except ResidencyViolation as violation:
+            raise self._hint(violation) from None
+        self.routes_used.extend(routes)
+        if label.classification.is_regulated:
+            self.touched_jurisdictions |= label.data_jurisdictions
+        return table.scan().to_arrow()
 
     def write_table(self, asset_key: str, identifier: str, data: pa.Table) -> dict[str, Any]:
         """Replace ``identifier`` in this plane's catalog with ``data``, after the residency guard.
 
-        Returns Pipes metadata (table name, row count, column schema) for ``report``.
+        Returns Pipes metadata (table name, row count, column schema) for :meth:`report`.
+
+        Example:
+            >>> work.report(key, work.write_table(key, "analytics.ward_occupancy", table))
         """
-        intent = self.intents.get(asset_key)
-        if intent is None:
-            raise ResidencyError(
-                f"no write intent for asset {asset_key!r}: the guard refuses unpinned writes"
-            )
+        intent = self.intent(asset_key)
         try:
             check_write(intent, self.plane, self.policy)
         except ResidencyViolation as violation:
-            if self.policy_visible:
-                raise
-            raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
-        replace_table(self.plane.load_catalog(), identifier, data)
-        recorded = recorded_residency_metadata(
-            intent.classification, intent.data_jurisdictions | {self.plane.jurisdiction}
-        )
+            raise self._hint(violation) from None
+        label = label_for_write(intent.asset, intent.classification, intent.data_jurisdictions, self.plane)
+        catalog = storage.open_catalog(self.plane)
+        if catalog.table_exists(identifier):
+            check_relabel(table_label(catalog.load_table(identifier), self.plane), label, table=identifier)
+        replace_table(catalog, identifier, data, label)
+        recorded = recorded_residency_metadata(intent.classification, label.data_jurisdictions)
         return {
             **{key: {"raw_value": value, "type": "text"} for key, value in recorded.items()},
             "dagster/table_name": {"raw_value": f"{self.plane.name}.{identifier}", "type": "text"},
@@ -112,15 +126,38 @@ class PlaneWork:
             },
         }
 
+    def intent(self, asset_key: str) -> WriteIntent:
+        """The write intent of one of the step's assets; none means the guard refuses the write."""
+        intent = self.intents.get(asset_key)
+        if intent is None:
+            raise ResidencyError(
+                f"step {self.contract.step!r} has no write intent for asset {asset_key!r}: the guard refuses "
+                "writes of assets the step does not materialize (pin the asset and select it in this step)"
+            )
+        if intent.declassified or not self.touched_jurisdictions:
+            return intent
+        # What the step read becomes part of what it writes (unless the asset is declassified).
+        return dataclasses.replace(
+            intent, data_jurisdictions=intent.data_jurisdictions | frozenset(self.touched_jurisdictions)
+        )
+
     def report(self, asset_key: str, metadata: Mapping[str, Any]) -> None:
+        """Report a materialization of ``asset_key`` with ``metadata`` (screened for regulated steps)."""
         self.pipes.report_asset_materialization(metadata=dict(metadata), asset_key=asset_key)
+
+    def _hint(self, violation: ResidencyViolation) -> ResidencyViolation:
+        return violation if self.policy_visible else ResidencyViolation(f"{violation} ({NO_POLICY_HINT})")
 
 
 @contextmanager
 def open_plane_work() -> Iterator[PlaneWork]:
-    """Open Dagster Pipes inside a plane and return the guarded work context."""
+    """Open Dagster Pipes inside a plane and return the guarded work context.
+
+    Example:
+        >>> with open_plane_work() as work:
+        ...     rows = work.read_table("eu-onprem", "clinical.patients")
+    """
     with open_dagster_pipes() as pipes:
         work = PlaneWork(pipes)
-        regulated = any(i.classification.is_regulated for i in work.intents.values())
-        with errors_kept_in_plane(regulated, where=f"work on plane {work.plane.name}"):
+        with errors_kept_in_plane(work.regulated, where=f"work on plane {work.plane.name}"):
             yield work

@@ -1,9 +1,9 @@
-"""Dagster resources: data planes and the pieces they are made of."""
+"""Dagster resources: data planes, IO managers and the pieces they are made of."""
 
-from hybrid_dagster.resources.data_plane import (
-    PLANE_CONFIG_ENV as PLANE_CONFIG_ENV,
+from hybrid_dagster.keys import PLANE_CONFIG_ENV as PLANE_CONFIG_ENV
+from hybrid_dagster.plane.config import (
     CatalogConfig as CatalogConfig,
-    DataPlane as DataPlane,
     ExecutorConfig as ExecutorConfig,
     SecretsConfig as SecretsConfig,
 )
+from hybrid_dagster.resources.data_plane import DataPlane as DataPlane

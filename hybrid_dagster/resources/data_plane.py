@@ -1,126 +1,50 @@
-"""The DataPlane resource: a place, in one jurisdiction, where rows are read, moved and stored."""
+"""The DataPlane resource: a place, in one jurisdiction, where rows are read, moved and stored.
+
+Correctness rules:
+
+- ``DataPlane.run`` decides everything before work starts: the step's residency (intents, clearance) is
+  recomputed from the asset graph; a plane that may not hold the step's data refuses the work; a
+  regulated asset whose rows would be pickled by an orchestrator-side IO manager is refused.
+- The work receives a typed contract (:mod:`hybrid_dagster.plane.contract`): its own plane's spec and
+  the specs of the planes the step may read - secret-free - plus the declared routes and its intents.
+- For a step whose clearance is regulated, stdout/stderr stay in the plane and every Pipes message is
+  screened in the plane before it leaves, then the reported results are screened again here.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlparse
 
 import dagster as dg
-from dagster._core.pipes.client import PipesClientCompletedInvocation
 from pydantic import Field, field_validator
 
-from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy, ResidencyViolation
-from hybrid_dagster.resources.metadata_screen import screen_reported_results
+from hybrid_dagster.errors import ResidencyError, ResidencyViolation
+from hybrid_dagster.keys import PLANE_CONFIG_ENV, POLICY_RESOURCE_KEY, REFUSED_KEY
+from hybrid_dagster.plane import storage
+from hybrid_dagster.plane.config import (
+    CatalogConfig as CatalogConfig,
+    CatalogSpec,
+    ExecutorConfig as ExecutorConfig,
+    PlaneSpec,
+    SecretsConfig as SecretsConfig,
+    looks_secret,
+)
+from hybrid_dagster.plane.contract import IntentSpec, ResidencyExtras, RouteSpec, ScreenSpec
+from hybrid_dagster.plane.launchers import KubernetesLauncher, Launcher, launcher_for
+from hybrid_dagster.residency.guard import NO_POLICY_HINT as NO_POLICY_HINT, StepResidency, step_residency
+from hybrid_dagster.residency.model import Jurisdiction, ResidencyPolicy
+from hybrid_dagster.residency.screen import screen_reported_results
 
 if TYPE_CHECKING:
     import kubernetes.client
     import pyarrow.fs as pafs
     from pyiceberg.catalog import Catalog
 
-    from hybrid_dagster.guard import WriteIntent
-
-NO_POLICY_HINT = (
-    "no ResidencyPolicy resource was visible to this step, so no declared route could apply: give the asset "
-    "a `residency_policy: ResidencyPolicy` parameter"
-)
-
 RESIDENCY_EXTRAS_KEY = "hybrid_residency"
-"""Pipes extras key under which DataPlane.run passes write intents, visible planes and routes."""
-
-PLANE_CONFIG_ENV = "HYBRID_DAGSTER_PLANE"
-"""Environment variable that carries the plane's (secret-free) configuration into the plane's work."""
-
-
-class CatalogConfig(dg.Config):
-    """Where the plane's Iceberg catalog lives.
-
-    The embedded default is a SQLite ``SqlCatalog`` file under a ``file://`` warehouse (dev only: SQLite
-    is not for concurrent writers). Production planes give a PostgreSQL URI or a REST catalog.
-
-    Example:
-        >>> CatalogConfig(kind="rest", uri="https://catalog.eu.example.org", properties={"credential": "..."})
-    """
-
-    kind: Literal["sql", "rest"] = Field(default="sql", description="pyiceberg catalog type.")
-    uri: str | None = Field(
-        default=None,
-        description=(
-            "SQLAlchemy URI (sql) or REST endpoint (rest). Empty for sql means a SQLite file "
-            "'catalog.db' inside a file:// warehouse."
-        ),
-    )
-    properties: dict[str, str] = Field(
-        default_factory=dict,
-        description="Extra pyiceberg catalog properties, e.g. s3.endpoint or s3.region.",
-    )
-
-
-class ExecutorConfig(dg.Config):
-    """How work is launched inside the plane.
-
-    ``subprocess`` runs a local process through ``PipesSubprocessClient`` (the embedded default and what
-    the tests use); ``kubernetes`` launches a pod in the plane's own cluster through dagster-k8s
-    ``PipesK8sClient``.
-
-    Example:
-        >>> ExecutorConfig(
-        ...     kind="kubernetes",
-        ...     kube_context="eu-onprem",
-        ...     namespace="clinical",
-        ...     node_selector={"topology.kubernetes.io/region": "eu-central"},
-        ...     image="ghcr.io/acme/clinical-plane:1.4",
-        ... )
-    """
-
-    kind: Literal["subprocess", "kubernetes"] = Field(
-        default="subprocess", description="Launcher for the plane's work."
-    )
-    kube_context: str | None = Field(
-        default=None, description="kubeconfig context of the plane's own cluster (kubernetes only)."
-    )
-    kubeconfig_file: str | None = Field(default=None, description="Path to a kubeconfig file.")
-    load_incluster_config: bool = Field(
-        default=False, description="Use the in-cluster service account (code location runs in the plane)."
-    )
-    namespace: str = Field(default="default", description="Namespace pods are launched in.")
-    image: str | None = Field(default=None, description="Container image holding the plane's work code.")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node selector pinning pods to the plane's nodes."
-    )
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
-    service_account_name: str | None = Field(default=None, description="Pod service account.")
-    resources: dict[str, dict[str, str]] = Field(
-        default_factory=dict,
-        description="Container resources, e.g. {'requests': {'cpu': '1'}, 'limits': {'memory': '4Gi'}}.",
-    )
-    work_log_dir: str | None = Field(
-        default=None,
-        description=(
-            "Plane-local folder for the stdout/stderr of regulated steps (default: <warehouse>/_logs for a "
-            "file:// warehouse, /var/log/hybrid-dagster inside Kubernetes pods)."
-        ),
-    )
-    python: str = Field(
-        default=sys.executable,
-        description="Python interpreter used for module work (subprocess) - the plane's own environment.",
-    )
-
-
-class SecretsConfig(dg.Config):
-    """A reference to the plane's secrets backend. Values are resolved inside the plane, never here."""
-
-    backend: Literal["env", "vault", "aws"] = Field(default="env", description="Secrets backend kind.")
-    address: str | None = Field(
-        default=None, description="Vault address or AWS Secrets Manager endpoint; empty for the default."
-    )
-    path_prefix: str = Field(default="", description="Prefix under which the plane's secrets live.")
-    region: str | None = Field(default=None, description="AWS region (aws backend).")
 
 
 class DataPlane(dg.ConfigurableResource):
@@ -161,7 +85,8 @@ class DataPlane(dg.ConfigurableResource):
         default_factory=SecretsConfig, description="Reference to the plane's secrets backend."
     )
     env: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables set for every unit of work in the plane."
+        default_factory=dict,
+        description="Environment variables set for every unit of work in the plane (never credentials).",
     )
     owners: list[str] = Field(
         default_factory=list, description="Who answers for this plane (team:... or e-mail addresses)."
@@ -175,83 +100,74 @@ class DataPlane(dg.ConfigurableResource):
     @field_validator("warehouse")
     @classmethod
     def _valid_warehouse(cls, value: str) -> str:
-        scheme = urlparse(value).scheme
-        if scheme not in {"file", "s3"}:
+        parsed = urlparse_scheme(value)
+        if parsed not in {"file", "s3"}:
             raise ValueError(f"warehouse {value!r} must be a file:// or s3:// URI")
         return value.rstrip("/")
+
+    @field_validator("env")
+    @classmethod
+    def _no_credentials_in_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if looks_secret(key):
+                raise ValueError(
+                    f"env {key!r} looks like a credential: a plane's env is shown in the UI and in pod "
+                    "specs; resolve credentials inside the plane through its secrets backend instead"
+                )
+        return value
+
+    # -- identity and storage ---------------------------------------------------------------------------
+
+    def spec(self) -> PlaneSpec:
+        """The secret-free spec of this plane that crosses into plane work."""
+        return PlaneSpec(
+            name=self.name,
+            jurisdiction=self.jurisdiction,
+            region=self.region,
+            location=self.location,
+            warehouse=self.warehouse,
+            catalog=CatalogSpec(
+                kind=self.catalog.kind, uri=self.catalog.uri, properties=dict(self.catalog.properties)
+            ),
+            secrets=self.secrets.model_dump(),
+        )
 
     @property
     def warehouse_path(self) -> Path:
         """Local path of a ``file://`` warehouse."""
-        parsed = urlparse(self.warehouse)
-        if parsed.scheme != "file":
-            raise ValueError(f"plane {self.name!r}: warehouse {self.warehouse} is not a local file:// URI")
-        return Path(parsed.path)
-
-    # -- storage ----------------------------------------------------------------------------------------
+        return storage.warehouse_path(self.spec())
 
     def catalog_properties(self) -> dict[str, str]:
-        props: dict[str, str] = {"warehouse": self.warehouse, **self.catalog.properties}
-        if self.catalog.kind == "rest":
-            if not self.catalog.uri:
-                raise ValueError(f"plane {self.name!r}: a rest catalog needs catalog.uri")
-            props.update(type="rest", uri=self.catalog.uri)
-            return props
-        uri = self.catalog.uri
-        if not uri:
-            if urlparse(self.warehouse).scheme != "file":
-                raise ValueError(
-                    f"plane {self.name!r}: an s3:// warehouse needs catalog.uri (a SQL database or REST "
-                    "catalog); the embedded SQLite catalog is only for file:// warehouses"
-                )
-            self.warehouse_path.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{self.warehouse_path / 'catalog.db'}"
-        props.update(type="sql", uri=uri)
-        if uri.startswith("sqlite"):
-            props.setdefault("init_catalog_tables", "true")
-        return props
+        """pyiceberg properties of the plane's catalog, with ``{env:NAME}`` references unresolved."""
+        return storage.catalog_properties(self.spec(), resolve=False)
 
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
-        """A pyarrow filesystem for the warehouse (S3 settings from the catalog's ``s3.*`` properties)
-        and the warehouse's path on it.
+        """A pyarrow filesystem for the warehouse and the warehouse's path on it.
 
         Example:
             >>> fs, root = plane.filesystem()
             >>> fs.get_file_info(f"{root}/_changelog")
         """
-        import pyarrow.fs as pafs
-
-        parsed = urlparse(self.warehouse)
-        if parsed.scheme == "file":
-            return pafs.LocalFileSystem(), parsed.path
-        props = self.catalog.properties
-        s3 = pafs.S3FileSystem(
-            endpoint_override=props.get("s3.endpoint"),
-            region=props.get("s3.region") or "us-east-1",
-            access_key=props.get("s3.access-key-id"),
-            secret_key=props.get("s3.secret-access-key"),
-            session_token=props.get("s3.session-token"),
-        )
-        return s3, f"{parsed.netloc}{parsed.path}"
+        return storage.filesystem(self.spec())
 
     def load_catalog(self) -> Catalog:
-        """The plane's pyiceberg catalog.
+        """The plane's pyiceberg catalog - for operators' scripts and for work inside this plane.
+
+        Refused inside a Dagster step in the orchestrator (use :meth:`run` with plane work) and inside
+        another plane's work (use ``PlaneWork.read_table``), where it would bypass the guard.
 
         Example:
-            >>> table = plane.load_catalog().load_table("clinical.patients")
+            >>> table = plane.load_catalog().load_table("clinical.patients")  # in an operator's script
         """
-        from pyiceberg.catalog import load_catalog
-
-        return load_catalog(self.name, **self.catalog_properties())
+        spec = self.spec()
+        storage.check_catalog_access(spec)
+        return storage.open_catalog(spec)
 
     # -- running work inside the plane ------------------------------------------------------------------
 
     def plane_env(self) -> dict[str, str]:
-        """Environment for work launched in this plane: the plane's settings, never secret values."""
-        return {
-            **self.env,
-            PLANE_CONFIG_ENV: json.dumps(self.to_config()),
-        }
+        """Environment for work launched in this plane: its own spec, never secret values."""
+        return {**self.env, PLANE_CONFIG_ENV: self.spec().model_dump_json()}
 
     def to_config(self) -> dict[str, Any]:
         """This plane's configuration as a JSON-able dict (round-trips through :meth:`from_config`)."""
@@ -263,17 +179,29 @@ class DataPlane(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> DataPlane:
-        """Inside the plane's work: the DataPlane that launched it.
+        """Inside the plane's work: the DataPlane that launched it (its secret-free spec).
 
         Example:
             >>> plane = DataPlane.from_env()  # in a script started by DataPlane.run
         """
         raw = os.environ.get(PLANE_CONFIG_ENV)
         if not raw:
-            raise RuntimeError(
+            raise ResidencyError(
                 f"{PLANE_CONFIG_ENV} is not set: this code must run inside a plane started by DataPlane.run"
             )
-        return cls.from_config(json.loads(raw))
+        spec = PlaneSpec.model_validate_json(raw)
+        return cls(
+            name=spec.name,
+            jurisdiction=spec.jurisdiction,
+            region=spec.region,
+            location=spec.location,
+            warehouse=spec.warehouse,
+            catalog=CatalogConfig(**spec.catalog.model_dump()),
+        )
+
+    @property
+    def launcher(self) -> Launcher:
+        return launcher_for(self.spec(), self.executor, self.location)
 
     def run(
         self,
@@ -285,17 +213,25 @@ class DataPlane(dg.ConfigurableResource):
         extras: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         allowed_text_metadata: Sequence[str] = (),
+        allowed_metadata_keys: Sequence[str] = (),
         known_planes: Sequence[DataPlane] = (),
-    ) -> PipesClientCompletedInvocation:
+    ) -> dg.PipesClientCompletedInvocation:
         """Run a unit of work inside this plane through Dagster Pipes and return what it reported.
 
-        Give either ``command`` (argv) or ``module`` (a Python module run with the plane's interpreter).
-        The work sees the plane's configuration in its environment and reads ``extras`` through
-        ``open_dagster_pipes()``. For confidential or restricted assets, the work's stdout/stderr stay in
-        the plane (a log file under the warehouse) and reported metadata is screened: only counts,
-        timestamps, schemas, paths and the text keys in ``allowed_text_metadata`` may reach the
-        orchestrator. ``known_planes`` adds planes (e.g. the one an asset factory was built for) to those
-        the step's resources provide, for resolving upstream and home jurisdictions.
+        Args:
+            context: the asset, asset check or op context of the step.
+            command: argv of the work (exclusive with ``module``).
+            module: a Python module run with the plane's interpreter.
+            args: extra arguments appended to the argv.
+            extras: Pipes extras for the work (read with ``open_dagster_pipes()``); no secrets.
+            env: extra environment for the work; no credentials.
+            allowed_text_metadata: text metadata keys a regulated step may report (identifiers only).
+            allowed_metadata_keys: further metadata keys (numbers, timestamps) a regulated step may report.
+            known_planes: planes beyond the step's resources, for resolving jurisdictions.
+
+        For steps whose clearance is confidential or restricted, the work's stdout/stderr stay in the
+        plane (a log file under the warehouse), Pipes log messages stay there too, and reported metadata
+        is screened: only counts, timestamps, schemas and declared keys reach the orchestrator.
 
         Example:
             .. code-block:: python
@@ -303,132 +239,83 @@ class DataPlane(dg.ConfigurableResource):
                 invocation = plane.run(context, module="clinical.work.load_patients", extras={"limit": 10})
                 return invocation.get_materialize_result()
         """
-        argv = self._argv(command=command, module=module, args=args)
-        classification = _highest_classification(context)
-        regulated = classification is not None and classification.is_regulated
-        residency = self._step_residency(context, known_planes)
+        launcher = self.launcher
+        argv = launcher.argv(command=command, module=module, args=args)
+        residency = self.step_residency(context, known_planes)
         residency.check_target(self)  # a wrong plane stops the step before any data moves
-        if regulated:
-            argv = self.kept_in_plane(argv, self.work_log_path(context.run.run_id, context.op_handle.name))
+        _refuse_rows_in_orchestrator(context, residency)
+        if residency.regulated:
+            screen = ScreenSpec(
+                plane=self.name,
+                step=residency.step,
+                keys=list(allowed_metadata_keys),
+                text_keys=list(allowed_text_metadata),
+            )
+            log_file = launcher.work_log_path(context.run.run_id, context.op_handle.name)
+            argv = launcher.kept_in_plane(argv, log_file, screen)
+        contract = ResidencyExtras(
+            plane=self.spec(),
+            step=residency.step,
+            clearance=residency.clearance,
+            readable_planes={name: _spec_of(p) for name, p in residency.planes.items()},
+            routes=[RouteSpec(**r.model_dump()) for r in residency.policy.routes],
+            policy_visible=residency.policy_visible,
+            intents={i.asset: IntentSpec.from_intent(i) for i in residency.intents},
+        )
         run_env = {**self.plane_env(), **(env or {})}
-        all_extras = {**(extras or {}), RESIDENCY_EXTRAS_KEY: residency.extras()}
-        if self.executor.kind == "kubernetes":
-            invocation = self._run_kubernetes(context, argv, all_extras, run_env)
-        else:
-            client = dg.PipesSubprocessClient(env={**os.environ, **run_env})
-            invocation = client.run(context=context, command=argv, extras=all_extras)
-        if regulated:
+        invocation = launcher.launch(context, argv, {**(extras or {}), **contract.to_extras()}, run_env)
+        for message in invocation.get_custom_messages():
+            if isinstance(message, dict) and REFUSED_KEY in message:
+                raise ResidencyViolation(str(message[REFUSED_KEY]))
+        if residency.regulated:
             screen_reported_results(
                 invocation.get_results(),
                 plane=self.name,
                 allowed_text_keys=allowed_text_metadata,
+                allowed_keys=allowed_metadata_keys,
+                step=residency.step,
             )
         return invocation
 
-    def _step_residency(
-        self, context: dg.AssetExecutionContext | dg.OpExecutionContext, known_planes: Sequence[DataPlane]
+    def step_residency(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        known_planes: Sequence[DataPlane] = (),
     ) -> StepResidency:
-        """The write intents of this step's assets, the planes it can see and the declared routes,
-        computed here from the run's asset graph, for the checks on both sides of Pipes."""
-        from hybrid_dagster.guard import write_intent_for
-        from hybrid_dagster.residency import PLANE_TAG, ResidencyPolicy
-
-        resources = context.resources._asdict()
-        planes = {r.name: r for r in resources.values() if isinstance(r, DataPlane)}
+        """What the running step may touch, from the run's asset graph and the step's resources."""
+        planes: dict[str, DataPlane] = {}
+        policies: dict[str, ResidencyPolicy] = {}
+        for key in _resource_keys(context):
+            resource = getattr(context.resources, key, None)
+            if isinstance(resource, DataPlane):
+                planes.setdefault(resource.name, resource)
+            elif isinstance(resource, ResidencyPolicy):
+                policies[key] = resource
         planes.setdefault(self.name, self)
         for known in known_planes:
             planes.setdefault(known.name, known)
-        visible = [r for r in resources.values() if isinstance(r, ResidencyPolicy)]
-        intents: list[WriteIntent] = []
-        if context.has_assets_def:
-            for key in context.selected_asset_keys:
-                if PLANE_TAG in context.assets_def.tags_by_key.get(key, {}):
-                    intents.append(write_intent_for(context, planes, key))
-        return StepResidency(
-            planes=planes,
-            policy=visible[0] if visible else ResidencyPolicy(),
-            policy_visible=bool(visible),
-            intents=intents,
+        policy = _one_policy(policies)
+        return step_residency(
+            context, planes, policy or ResidencyPolicy(), policy_visible=policy is not None, home=self
         )
 
-    def _argv(self, *, command: Sequence[str] | None, module: str | None, args: Sequence[str]) -> list[str]:
-        if (command is None) == (module is None):
-            raise ValueError(f"plane {self.name!r}: give exactly one of command= or module=")
-        if module is not None:
-            python = "python" if self.executor.kind == "kubernetes" else self.executor.python
-            return [python, "-m", module, *args]
-        assert command is not None
-        return [*command, *args]
+    # -- Kubernetes pods (delegates to the launcher) ------------------------------------------------------
 
     def work_log_path(self, run_id: str, step: str) -> Path:
         """Where a regulated step's stdout/stderr is kept, inside the plane."""
-        if self.executor.work_log_dir:
-            root = Path(self.executor.work_log_dir)
-        elif self.executor.kind == "kubernetes":
-            root = Path("/var/log/hybrid-dagster")
-        elif urlparse(self.warehouse).scheme == "file":
-            root = self.warehouse_path / "_logs"
-        else:
-            raise ValueError(
-                f"plane {self.name!r}: regulated step {step!r} keeps its output in the plane, but the "
-                f"warehouse {self.warehouse} is not a local folder: set executor.work_log_dir"
-            )
-        return root / run_id / f"{step}.log"
+        return self.launcher.work_log_path(run_id, step)
 
     def kept_in_plane(self, argv: Sequence[str], log_file: Path) -> list[str]:
-        """``argv`` wrapped so that its stdout/stderr go to ``log_file`` in the plane, while Dagster Pipes
-        messages still reach the orchestrator (see :mod:`hybrid_dagster.plane.launch`)."""
-        python = "python" if self.executor.kind == "kubernetes" else self.executor.python
-        return [python, "-m", "hybrid_dagster.plane.launch", "--log", str(log_file), "--", *argv]
-
-    def _run_kubernetes(
-        self,
-        context: dg.AssetExecutionContext | dg.OpExecutionContext,
-        argv: list[str],
-        extras: Mapping[str, Any] | None,
-        env: Mapping[str, str],
-    ) -> PipesClientCompletedInvocation:
-        from dagster_k8s import PipesK8sClient
-
-        client = PipesK8sClient(
-            load_incluster_config=self.executor.load_incluster_config or None,
-            kubeconfig_file=self.executor.kubeconfig_file,
-            kube_context=self.executor.kube_context,
-        )
-        return client.run(
-            context=context,
-            extras=dict(extras or {}),
-            image=self.executor.image,
-            command=argv,
-            namespace=self.executor.namespace,
-            env=dict(env),
-            base_pod_meta=self.pod_meta(),
-            base_pod_spec=self.pod_spec_overrides(),
-        )
+        """``argv`` wrapped so that its output stays in the plane (see :mod:`hybrid_dagster.plane.launch`)."""
+        return self.launcher.kept_in_plane(argv, log_file)
 
     def pod_meta(self) -> dict[str, Any]:
         """Pod metadata (labels) identifying the plane and jurisdiction."""
-        return {
-            "labels": {
-                "hybrid-dagster/plane": self.name,
-                "hybrid-dagster/jurisdiction": self.jurisdiction,
-                "hybrid-dagster/location": self.location.replace("_", "-"),
-                **self.executor.labels,
-            }
-        }
+        return self._kubernetes().pod_meta()
 
     def pod_spec_overrides(self) -> dict[str, Any]:
         """The base pod spec handed to dagster-k8s: node selector, service account, resources."""
-        spec: dict[str, Any] = {}
-        if self.executor.node_selector:
-            spec["node_selector"] = dict(self.executor.node_selector)
-        if self.executor.service_account_name:
-            spec["service_account_name"] = self.executor.service_account_name
-        if self.executor.resources:
-            spec["containers"] = [{"name": "dagster-pipes-execution", "resources": self.executor.resources}]
-            if self.executor.image:
-                spec["containers"][0]["image"] = self.executor.image
-        return spec
+        return self._kubernetes().pod_spec_overrides()
 
     def build_pod(
         self, pod_name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
@@ -439,72 +326,59 @@ class DataPlane(dg.ConfigurableResource):
             >>> pod = plane.build_pod("ingest-1", ["python", "-m", "clinical.ingest"])
             >>> pod.spec.node_selector
         """
-        from dagster_k8s.pipes import build_pod_body
+        return self._kubernetes().build_pod(pod_name, argv, {**self.plane_env(), **(env or {})})
 
-        if self.executor.kind != "kubernetes":
+    def _kubernetes(self) -> KubernetesLauncher:
+        launcher = self.launcher
+        if not isinstance(launcher, KubernetesLauncher):
             raise ValueError(f"plane {self.name!r} uses the {self.executor.kind} executor, not kubernetes")
-        pod = build_pod_body(
-            pod_name=pod_name,
-            image=self.executor.image,
-            command=list(argv),
-            env_vars={**self.plane_env(), **(env or {})},
-            base_pod_meta=self.pod_meta(),
-            base_pod_spec=self.pod_spec_overrides(),
-        )
-        pod.metadata.namespace = self.executor.namespace
-        return pod
+        return launcher
 
 
-@dataclass
-class StepResidency:
-    """What one step may write where: its assets' intents, the planes it sees, the declared routes."""
+def urlparse_scheme(value: str) -> str:
+    from urllib.parse import urlparse
 
-    planes: dict[str, DataPlane]
-    policy: ResidencyPolicy
-    policy_visible: bool
-    intents: list[WriteIntent]
-
-    def check_target(self, target: DataPlane) -> None:
-        """Refuse to run the step's work in ``target`` when its regulated data may not be written there."""
-        from hybrid_dagster.guard import check_write
-
-        for intent in self.intents:
-            try:
-                check_write(intent, target, self.policy)
-            except ResidencyViolation as violation:
-                if self.policy_visible:
-                    raise
-                raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
-
-    def extras(self) -> dict[str, Any]:
-        return {
-            "planes": {name: plane.to_config() for name, plane in self.planes.items()},
-            "routes": [route.model_dump() for route in self.policy.routes],
-            "policy_visible": self.policy_visible,
-            "intents": {
-                intent.asset: {
-                    "asset": intent.asset,
-                    "classification": intent.classification.value,
-                    "home_plane": intent.home_plane,
-                    "data_jurisdictions": sorted(intent.data_jurisdictions),
-                }
-                for intent in self.intents
-            },
-        }
+    return urlparse(value).scheme
 
 
-def _highest_classification(
-    context: dg.AssetExecutionContext | dg.OpExecutionContext,
-) -> Classification | None:
-    """The most sensitive classification among the assets this step materializes."""
-    from hybrid_dagster.residency import CLASSIFICATION_TAG
+def _spec_of(plane: Any) -> PlaneSpec:
+    return plane.spec() if isinstance(plane, DataPlane) else plane
 
-    if not context.has_assets_def:
+
+def _resource_keys(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[str]:
+    return sorted(context.op_def.required_resource_keys)
+
+
+def _one_policy(policies: Mapping[str, ResidencyPolicy]) -> ResidencyPolicy | None:
+    if POLICY_RESOURCE_KEY in policies and len(policies) == 1:
+        return policies[POLICY_RESOURCE_KEY]
+    if len(policies) == 1:
+        return next(iter(policies.values()))
+    if not policies:
         return None
+    raise ResidencyError(
+        f"the step sees several ResidencyPolicy resources ({', '.join(sorted(policies))}): a Definitions "
+        f"has one policy, under {POLICY_RESOURCE_KEY!r}, used by the static check and at run time alike"
+    )
+
+
+def _refuse_rows_in_orchestrator(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext, residency: StepResidency
+) -> None:
+    """A regulated asset must return no rows, or hand them to an IO manager that stores them in its plane."""
+    if not context.has_assets_def or not residency.regulated:
+        return
     assets_def = context.assets_def
-    found: list[Classification] = []
     for key in context.selected_asset_keys:
-        value = assets_def.tags_by_key.get(key, {}).get(CLASSIFICATION_TAG)
-        if value is not None:
-            found.append(Classification.parse(value))
-    return Classification.highest(found) if found else None
+        output = assets_def.get_output_name_for_asset_key(key)
+        out_def = assets_def.op.output_def_named(output)
+        if out_def.dagster_type.is_nothing or out_def.dagster_type.is_any:
+            continue  # no rows, or unannotated: the IO manager guard and the static check stand
+        io_manager = getattr(context.resources, out_def.io_manager_key, None)
+        if getattr(io_manager, "stores_rows_in_plane", False):
+            continue
+        raise ResidencyError(
+            f"asset {key.to_user_string()!r} is regulated and returns a value that IO manager "
+            f"{out_def.io_manager_key!r} would store outside its plane: return a dg.MaterializeResult "
+            "(rows stay in the plane) or use PlaneIcebergIOManager"
+        )

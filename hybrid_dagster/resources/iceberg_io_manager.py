@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from hybrid_dagster.guard import (
+from hybrid_dagster.errors import ResidencyError, UnsupportedAssetError
+from hybrid_dagster.keys import JURISDICTION_METADATA_KEY, PLANE_TAG, TRANSFER_ROUTES_METADATA_KEY
+from hybrid_dagster.plane import storage
+from hybrid_dagster.plane.tables import replace_table, table_label
+from hybrid_dagster.residency.graph import asset_plane_name
+from hybrid_dagster.residency.guard import (
     WriteIntent,
     asset_graph_of,
     check_write,
     recorded_residency_metadata,
     write_intent_for,
 )
-from hybrid_dagster.residency import PLANE_TAG, ResidencyError, ResidencyPolicy
+from hybrid_dagster.residency.labels import check_relabel, label_for_write
+from hybrid_dagster.residency.model import ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
-from hybrid_dagster.resources.tables import replace_table
-from hybrid_dagster.validation import asset_plane_name
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -53,7 +57,12 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
             )
     """
 
-    planes: list[DataPlane] = Field(description="The data planes assets may be stored in, matched by name.")
+    stores_rows_in_plane: ClassVar[bool] = True
+
+    planes: list[DataPlane] = Field(
+        description="The data planes assets may be stored in, matched by name; they must be the "
+        "Definitions' own DataPlane resources (the static check and the guard compare them)."
+    )
     policy: ResidencyPolicy = Field(
         default_factory=ResidencyPolicy,
         description="Residency policy the write guard applies; the default declares no routes.",
@@ -88,9 +97,10 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
                 f"got {type(obj).__name__}"
             )
         if context.has_asset_partitions:
-            raise ResidencyError(
+            raise UnsupportedAssetError(
                 f"asset {key.to_user_string()!r} is partitioned: PlaneIcebergIOManager stores whole tables"
             )
+        self._reconcile(context.step_context.resources)
         intent = write_intent_for(context, self.planes)
         plane = self._plane(self.target_plane or intent.home_plane)
         routes = check_write(intent, plane, self.policy)
@@ -98,18 +108,45 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
 
         namespace, name = self.table_identifier(key)
         identifier = f"{namespace}.{name}"
-        table = replace_table(plane.load_catalog(), identifier, obj)
+        catalog = storage.open_catalog(plane.spec())
+        label = label_for_write(intent.asset, intent.classification, intent.data_jurisdictions, plane)
+        if catalog.table_exists(identifier):
+            check_relabel(table_label(catalog.load_table(identifier), plane), label, table=identifier)
+        table = replace_table(catalog, identifier, obj, label)
         metadata = self._metadata(plane, identifier, table, obj, [r.describe() for r in routes])
         context.add_output_metadata({**metadata, **self._residency(intent, plane)})
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
         key = context.asset_key
+        self._reconcile(context.step_context.resources)
         plane_name = self.target_plane or asset_plane_name(asset_graph_of(context).get(key))
         if plane_name is None:
             raise ResidencyError(f"asset {key.to_user_string()!r} has no {PLANE_TAG!r} tag: no plane to read")
         self._refuse_regulated_rows(write_intent_for(context, self.planes, key))
         namespace, name = self.table_identifier(key)
-        return self._plane(plane_name).load_catalog().load_table(f"{namespace}.{name}").scan().to_arrow()
+        plane = self._plane(plane_name)
+        table = storage.open_catalog(plane.spec()).load_table(f"{namespace}.{name}")
+        label = table_label(table, plane)
+        if label.classification.is_regulated and not self.regulated_rows_in_step_process:
+            raise ResidencyError(
+                f"table {namespace}.{name} of plane {plane.name!r} is labelled {label.classification.value}: "
+                "PlaneIcebergIOManager will not load its rows into the step process (compute inside the "
+                "plane with DataPlane.run, or set regulated_rows_in_step_process=True)"
+            )
+        return table.scan().to_arrow()
+
+    def _reconcile(self, resources: object) -> None:
+        """The planes given to this IO manager must be the step's own DataPlane resources."""
+        for key in dir(resources):
+            resource = getattr(resources, key, None)
+            if not isinstance(resource, DataPlane):
+                continue
+            for plane in self.planes:
+                if plane.name == resource.name and plane.spec() != resource.spec():
+                    raise ResidencyError(
+                        f"PlaneIcebergIOManager: plane {plane.name!r} differs from the DataPlane resource of "
+                        "that name: give the IO manager the Definitions' own DataPlane objects"
+                    )
 
     def _refuse_regulated_rows(self, intent: WriteIntent) -> None:
         if intent.classification.is_regulated and not self.regulated_rows_in_step_process:
@@ -143,8 +180,8 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         places = intent.data_jurisdictions | {plane.jurisdiction}
         return {
             **recorded_residency_metadata(intent.classification, places),
-            "hybrid/plane": plane.name,
-            "hybrid/jurisdiction": plane.jurisdiction,
+            PLANE_TAG: plane.name,
+            JURISDICTION_METADATA_KEY: plane.jurisdiction,
         }
 
     @staticmethod
@@ -161,5 +198,5 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
             "iceberg/snapshot_id": snapshot.snapshot_id if snapshot is not None else None,
         }
         if routes:
-            metadata["hybrid/transfer_routes"] = ", ".join(routes)
+            metadata[TRANSFER_ROUTES_METADATA_KEY] = ", ".join(routes)
         return metadata

@@ -17,8 +17,13 @@ print("stderr: diagnosis E11.9", file=sys.stderr)
 if "path" in params:
     with open(params["path"], "a") as messages:
         for i in range(3):
-            message = {"__dagster_pipes_version": "0.1", "method": "log", "params": {"n": i}}
+            metadata = {"dagster/row_count": {"raw_value": i, "type": "int"}}
+            params = {"asset_key": "cohort", "metadata": metadata, "data_version": None}
+            method = "report_asset_materialization"
+            message = {"__dagster_pipes_version": "0.1", "method": method, "params": params}
             messages.write(json.dumps(message) + "\\n")
+        log = {"message": "row of Ingrid Solberg-Vance", "level": "INFO"}
+        messages.write(json.dumps({"__dagster_pipes_version": "0.1", "method": "log", "params": log}) + "\\n")
 sys.exit(3)
 """
 
@@ -45,18 +50,20 @@ def test_stdio_messages_are_relayed_and_everything_else_stays_in_the_plane(tmp_p
     result, log = launch(tmp_path, {"stdio": "stderr"})
     assert result.returncode == 3
     lines = result.stderr.splitlines()
-    assert [json.loads(line)["params"]["n"] for line in lines] == [0, 1, 2]
+    relayed = [json.loads(line)["params"]["metadata"]["dagster/row_count"]["raw_value"] for line in lines]
+    assert relayed == [0, 1, 2]  # the log message with a row value stayed in the plane
     assert result.stdout == ""
     kept = log.read_text()
     assert "Ingrid Solberg-Vance" in kept and "E11.9" in kept
 
 
-def test_file_messages_pass_through_and_output_goes_to_the_log(tmp_path: Path) -> None:
+def test_file_messages_are_screened_and_output_goes_to_the_log(tmp_path: Path) -> None:
     messages = tmp_path / "messages"
     result, log = launch(tmp_path, {"path": str(messages)})
     assert result.returncode == 3
     assert result.stdout == "" and result.stderr == ""
     assert len(messages.read_text().splitlines()) == 3
+    assert "Ingrid" not in messages.read_text()
     assert "Ingrid Solberg-Vance" in log.read_text()
 
 

@@ -8,7 +8,8 @@ import dagster as dg
 import pyarrow as pa
 
 from hybrid_dagster.pinning import pinned
-from hybrid_dagster.residency import ResidencyPolicy, TransferRoute
+from hybrid_dagster.residency import Classification, ResidencyPolicy, TransferRoute
+from hybrid_dagster.residency.labels import label_for_write
 from hybrid_dagster.resources import DataPlane
 from tests.planes import make_plane
 
@@ -85,11 +86,13 @@ def copy_asset(classification: str, with_policy: bool) -> dg.AssetsDefinition:
     return us_copy_without_policy
 
 
-def seed_eu_table(eu: DataPlane) -> None:
+def seed_eu_table(eu: DataPlane, classification: str = "confidential") -> None:
+    """The EU table, labelled at rest (as every hybrid-dagster writer labels what it writes)."""
     catalog = eu.load_catalog()
     catalog.create_namespace("clinic")
     rows = pa.table({"patient_id": [1, 2], "full_name": ["Ingrid Solberg-Vance", "Tomasz Wyrzykowski"]})
-    catalog.create_table("clinic.patients", schema=rows.schema).append(rows)
+    label = label_for_write("clinic/patients", Classification.parse(classification), frozenset({"EU"}), eu)
+    catalog.create_table("clinic.patients", schema=rows.schema, properties=label.properties()).append(rows)
 
 
 def test_reading_across_jurisdictions_needs_a_route_for_the_classification(tmp_path: Path) -> None:
@@ -109,7 +112,8 @@ def test_reading_across_jurisdictions_needs_a_route_for_the_classification(tmp_p
     )
     assert not blocked.success
     log = event_log_text(instance, blocked.run_id)
-    assert "read of clinic.patients from plane 'eu-onprem'" in log and "restricted data may not move" in log
+    # The confidential rows may cross on the route, but not into a restricted asset's US table.
+    assert "write of asset 'us_copy' (restricted" in log and "restricted data may not move" in log
     assert not us.load_catalog().table_exists("copies.patients")
 
     allowed = dg.materialize([copy_asset("confidential", with_policy=True)], resources=resources)

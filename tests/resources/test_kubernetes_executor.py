@@ -68,7 +68,7 @@ def test_invalid_pod_is_rejected_by_the_schema(warehouse: Path) -> None:
 
 def test_module_work_uses_the_image_python(warehouse: Path) -> None:
     plane = k8s_plane(warehouse)
-    assert plane._argv(command=None, module="clinical.ingest", args=["--full"]) == [
+    assert plane.launcher.argv(command=None, module="clinical.ingest", args=["--full"]) == [
         "python",
         "-m",
         "clinical.ingest",

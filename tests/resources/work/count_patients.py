@@ -17,4 +17,4 @@ with open_dagster_pipes() as pipes:
     }
     if pipes.get_extra("leak"):
         metadata["sample"] = {"raw_value": str(rows.column("name")[0]), "type": "text"}
-    pipes.report_asset_materialization(metadata=metadata, data_version=plane.name)
+    pipes.report_asset_materialization(metadata=metadata)

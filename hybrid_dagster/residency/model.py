@@ -8,16 +8,17 @@ time by the code that writes data (:mod:`hybrid_dagster.guard`).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from hybrid_dagster.errors import ResidencyError as ResidencyError, ResidencyViolation as ResidencyViolation
-
-PLANE_TAG = "hybrid/plane"
-CLASSIFICATION_TAG = "hybrid/classification"
-DECLASSIFIED_METADATA_KEY = "hybrid/declassified"
-"""Asset metadata key holding the written justification of a declassification."""
+from hybrid_dagster.keys import (
+    CLASSIFICATION_TAG as CLASSIFICATION_TAG,
+    DECLASSIFIED_METADATA_KEY as DECLASSIFIED_METADATA_KEY,
+    PLANE_TAG as PLANE_TAG,
+)
 
 
 class Jurisdiction(StrEnum):
@@ -252,3 +253,14 @@ class ResidencyPolicy(dg.ConfigurableResource):
             return ""
         covered = sorted({c for r in same_path for c in r.classifications})
         return f" (the declared route {same_path[0].describe()} covers only {', '.join(covered)})"
+
+
+@runtime_checkable
+class PlaneRef(Protocol):
+    """What residency needs to know of a data plane: its name and its jurisdiction."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def jurisdiction(self) -> str: ...
