@@ -62,7 +62,9 @@ WORK = "examples.clinical_ai.work"
     ),
 )
 def eu_ward_occupancy(context: dg.AssetExecutionContext, eu_onprem: DataPlane) -> dg.MaterializeResult:
-    return eu_onprem.run(context, module=f"{WORK}.ward_occupancy").get_materialize_result()
+    return eu_onprem.run(
+        context, module=f"{WORK}.ward_occupancy", allowed_metadata_keys=["suppressed_below_k"]
+    ).get_materialize_result()
 
 
 @dg.asset(

@@ -66,6 +66,8 @@ class CatalogConfig(dg.Config):
         ...               properties={"credential": "{env:EU_CATALOG_CREDENTIAL}"})
     """
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused credential is never echoed
+
     kind: Literal["sql", "rest"] = Field(default="sql", description="pyiceberg catalog type.")
     uri: str | None = Field(
         default=None,
@@ -180,7 +182,7 @@ class PlaneSpec(BaseModel):
         'EU'
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     name: str
     jurisdiction: str

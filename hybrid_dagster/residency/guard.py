@@ -154,6 +154,8 @@ def step_residency(
             levels.append(_check_clearance(context, report, check_key))
     else:
         levels.append(_op_classification(context))
+    if policy.strict and keys:
+        _refuse_static_violations(context, planes, policy, keys)
     return StepResidency(
         planes=dict(planes),
         policy=policy,
@@ -162,6 +164,19 @@ def step_residency(
         clearance=Classification.highest(levels),
         step=name,
     )
+
+
+def _refuse_static_violations(
+    context: StepContext, planes: Mapping[str, PlaneRef], policy: ResidencyPolicy, keys: list[dg.AssetKey]
+) -> None:
+    """A strict policy: the static check's violations of this step's assets stop it at run time too."""
+    report = validate_asset_graph(asset_graph_of(context), planes, policy)
+    mine = [v.message for v in report.violations if v.asset in set(keys)]
+    if mine:
+        raise ResidencyViolation(
+            "the residency policy is strict and the static check fails for this step's assets:\n"
+            + "\n".join(mine)
+        )
 
 
 def write_intent_for(

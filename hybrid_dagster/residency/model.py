@@ -204,7 +204,10 @@ class ResidencyPolicy(dg.ConfigurableResource):
     )
     strict: bool = Field(
         default=False,
-        description="When true, hybrid_definitions() makes the Definitions fail to load on any violation.",
+        description=(
+            "When true, violations fail loudly everywhere the policy is used: hybrid_definitions() refuses "
+            "to load, and DataPlane.run refuses a step whose own assets fail the static check."
+        ),
     )
 
     def route_for(self, source: str, target: str, classification: Classification) -> TransferRoute | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from hybrid_dagster.errors import ResidencyError, ResidencyViolation
 from hybrid_dagster.keys import PLANE_CONFIG_ENV, POLICY_RESOURCE_KEY, REFUSED_KEY
@@ -69,6 +69,8 @@ class DataPlane(dg.ConfigurableResource):
 
             defs = dg.Definitions(assets=[patients], resources={"eu_onprem": eu})
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused credential is never echoed
 
     name: str = Field(description="Unique plane name; the value of the hybrid/plane asset tag.")
     jurisdiction: str = Field(description="Jurisdiction code the plane sits in, e.g. 'EU' or 'US'.")

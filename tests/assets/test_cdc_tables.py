@@ -35,6 +35,7 @@ def cdc_defs(url: str, eu: DataPlane, target: DataPlane | None = None) -> dg.Def
         name="clinic_cdc",
         source=SqlTriggerCdcSource(url=url, consumer="eu-onprem"),
         plane=eu,
+        source_jurisdiction="EU",
         tables=[CdcTable("patients", "restricted", description="Patients (PHI).")],
         namespace="clinic",
         key_prefix=["clinic"],
@@ -105,7 +106,7 @@ def test_runtime_guard_stops_cdc_into_a_plane_of_another_jurisdiction(ops_db: st
     assert failure is not None and failure.error is not None and failure.error.cause is not None
     # Stopped in the orchestrator, before the plane's work started: no data moved.
     message = failure.error.cause.message
-    assert message.startswith("hybrid_dagster.residency.ResidencyViolation")
+    assert message.startswith("hybrid_dagster.errors.ResidencyViolation")
     assert "'clinic/patients'" in message and "'us-cloud' (US)" in message and "data in EU" in message
     assert not us.load_catalog().table_exists("clinic.patients")
 

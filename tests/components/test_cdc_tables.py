@@ -32,6 +32,7 @@ attributes:
   name: clinic_cdc
   plane: "{{ context.load_component('planes').plane('eu-onprem') }}"
   source: {kind: sql_triggers, url: "sqlite:///{{ context.project_root }}/ops.db", consumer: eu-onprem}
+  source_jurisdiction: EU
   tables:
     - {source_table: patients, classification: restricted, key_columns: [id], description: Patients (PHI).}
     - {source_table: wards, classification: internal}
@@ -51,6 +52,7 @@ attributes:
   plane: {name: us-cloud, jurisdiction: us, region: us-east-1, location: cloud,
           warehouse: "file:///srv/us-cloud/warehouse", owners: ["team:platform"]}
   source: {kind: debezium, path: /data/cdc/inventory, pattern: "*.jsonl"}
+  source_jurisdiction: US
   tables:
     - {source_table: inventory.customers, classification: {classification}, name: customers}
   namespace: inventory
