@@ -69,9 +69,9 @@ def _imports(path: Path, module: str) -> list[tuple[str, int, bool]]:
 
 def _in_type_checking(tree: ast.Module, target: ast.AST) -> bool:
     for node in tree.body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            if any(child is target for child in ast.walk(node)):
-                return True
+        in_block = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        if in_block and any(child is target for child in ast.walk(node)):
+            return True
     return False
 
 
