@@ -23,11 +23,15 @@ Example:
 import dagster as dg
 
 from hybrid_dagster.audit.checkpoint import CHECKPOINT_ASSET_KEY, checkpoint_metadata, latest_checkpoint
-from hybrid_dagster.resources.audit import AuditLogResource
+from hybrid_dagster.resources.audit import AuditLogResource, evidence_tags
 
 
 def audit_checkpoint_asset(
-    key: dg.AssetKey = CHECKPOINT_ASSET_KEY, *, resource_key: str = "audit_log", group_name: str = "evidence"
+    key: dg.AssetKey = CHECKPOINT_ASSET_KEY,
+    *,
+    resource_key: str = "audit_log",
+    group_name: str = "evidence",
+    plane: str | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that verifies the chain against the last checkpoint and records the new head.
 
@@ -40,7 +44,7 @@ def audit_checkpoint_asset(
         group_name=group_name,
         kinds={"sql"},
         required_resource_keys={resource_key},
-        tags={"hybrid/classification": "internal"},
+        tags=evidence_tags(plane),
         description="Head (count, hash) of the tamper-evident audit chain, verified before it is recorded.",
     )
     def _checkpoint(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

@@ -32,7 +32,7 @@ import dagster as dg
 from hybrid_dagster.audit.log import AuditRecord
 from hybrid_dagster.audit.transfers import MISMATCH_KIND, TRANSFER_KIND, cost_by_route, volume_anomalies
 from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy
-from hybrid_dagster.resources.audit import AuditLogResource
+from hybrid_dagster.resources.audit import AuditLogResource, evidence_tags
 
 LEDGER_ASSET_KEY = dg.AssetKey("transfer_ledger")
 
@@ -101,6 +101,7 @@ def transfer_monitor(
     min_history: int = 5,
     lookback_hours: float = 24.0,
     group_name: str = "evidence",
+    plane: str | None = None,
 ) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     """The ``transfer_ledger`` asset and its three checks (see the module docstring).
 
@@ -113,7 +114,7 @@ def transfer_monitor(
         group_name=group_name,
         kinds={"sql"},
         required_resource_keys={resource_key},
-        tags={"hybrid/classification": "internal"},
+        tags=evidence_tags(plane),
         description="Cross-plane transfers from the audit log: volume and egress cost per route.",
     )
     def _ledger(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

@@ -188,7 +188,7 @@ def cost_by_route(details: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
     report: dict[str, dict[str, Any]] = {}
     for d in details:
         entry = report.setdefault(
-            str(d["route"]),
+            str(d.get("route", "unknown")),
             {
                 "transfers": 0,
                 "rows": 0,

@@ -26,6 +26,25 @@ from pydantic import Field, PrivateAttr
 from hybrid_dagster.audit.canonical import JSON
 from hybrid_dagster.audit.log import AuditLog, AuditRecord
 
+EVIDENCE_TAG = "hybrid/evidence"
+"""Tag marking the orchestrator-side evidence assets (checkpoint, ledger, report): metadata only, no rows."""
+
+
+def evidence_tags(plane: str | None = None) -> dict[str, str]:
+    """Tags of an evidence asset: classification ``internal``, the evidence marker, and ``plane`` if given.
+
+    Evidence assets read only the audit log and the asset graph; pin them to a plane of the
+    orchestrator's jurisdiction so that ``hybrid-dagster validate`` accepts them.
+
+    Example:
+        >>> evidence_tags("eu-onprem")["hybrid/plane"]
+        'eu-onprem'
+    """
+    tags = {"hybrid/classification": "internal", EVIDENCE_TAG: "true"}
+    if plane is not None:
+        tags["hybrid/plane"] = plane
+    return tags
+
 
 class AuditLogResource(dg.ConfigurableResource):
     """Where the tamper-evident audit log lives; ``get_log()`` opens it.
