@@ -67,6 +67,7 @@ class RouteSpec(BaseModel):
     legal_basis: str
     classifications: list[str]
     description: str = ""
+    egress_usd_per_gb: float | None = None
 
     def to_route(self) -> TransferRoute:
         return TransferRoute(**self.model_dump())

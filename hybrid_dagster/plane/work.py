@@ -32,11 +32,13 @@ from typing import Any
 import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from hybrid_dagster.audit.content_hash import content_sha256
 from hybrid_dagster.errors import ResidencyError, ResidencyViolation
 from hybrid_dagster.plane import storage
 from hybrid_dagster.plane.config import PlaneSpec
 from hybrid_dagster.plane.contract import ResidencyExtras
 from hybrid_dagster.plane.errors import errors_kept_in_plane
+from hybrid_dagster.plane.integrity import PlaneTransfers
 from hybrid_dagster.plane.tables import replace_table, table_label
 from hybrid_dagster.residency.guard import (
     NO_POLICY_HINT,
@@ -62,6 +64,12 @@ class PlaneWork:
         self.clearance = self.contract.clearance
         self.routes_used: list[TransferRoute] = []
         self.touched_jurisdictions: set[str] = set()
+        self.transfers = PlaneTransfers(
+            plane_name=self.plane.name,
+            jurisdiction=self.plane.jurisdiction,
+            run_id=pipes.run_id,
+            warn=pipes.log.warning,
+        )
 
     @property
     def regulated(self) -> bool:
@@ -69,6 +77,9 @@ class PlaneWork:
 
     def read_table(self, plane: str, identifier: str) -> pa.Table:
         """Read an Iceberg table of a plane this step can see, after checking the table's own label.
+
+        A read of data that lives in another jurisdiction is a transfer: its content hash as read is kept
+        and recorded in the transfer ledger (:mod:`hybrid_dagster.plane.integrity`).
 
         Example:
             >>> encounters = work.read_table("eu-onprem", "clinical.encounters")
@@ -81,40 +92,59 @@ class PlaneWork:
             )
         table = storage.open_catalog(source).load_table(identifier)
         label = table_label(table, source)
-        try:
-            routes = check_read(
-                label,
-                table=identifier,
-                step=self.contract.step,
-                clearance=self.clearance,
-                reader=self.plane,
-                policy=self.policy,
-            )
-        except ResidencyViolation as violation:
-            raise self._hint(violation) from None
+        with self.transfers.decision("read", table=identifier, source_plane=plane):
+            try:
+                routes = check_read(
+                    label,
+                    table=identifier,
+                    step=self.contract.step,
+                    clearance=self.clearance,
+                    reader=self.plane,
+                    policy=self.policy,
+                )
+            except ResidencyViolation as violation:
+                raise self._hint(violation) from None
         self.routes_used.extend(routes)
         if label.classification.is_regulated:
             self.touched_jurisdictions |= label.data_jurisdictions
-        return table.scan().to_arrow()
+        rows = table.scan().to_arrow()
+        foreign = sorted(label.data_jurisdictions - {self.plane.jurisdiction})
+        if foreign:
+            self.transfers.note_read(
+                source_plane=plane,
+                source_jurisdiction=foreign[0],
+                table=identifier,
+                rows=rows,
+                classification=label.classification.value,
+                route=routes[0] if routes else None,
+            )
+        return rows
 
     def write_table(self, asset_key: str, identifier: str, data: pa.Table) -> dict[str, Any]:
         """Replace ``identifier`` in this plane's catalog with ``data``, after the residency guard.
 
-        Returns Pipes metadata (table name, row count, column schema) for :meth:`report`.
+        The rows staged for commit must hash to ``data`` or the commit is abandoned; cross-jurisdiction
+        reads of this work are then recorded as transfers into ``identifier``. Returns Pipes metadata
+        (table name, row count, column schema) for :meth:`report`.
 
         Example:
             >>> work.report(key, work.write_table(key, "analytics.ward_occupancy", table))
         """
         intent = self.intent(asset_key)
-        try:
-            check_write(intent, self.plane, self.policy)
-        except ResidencyViolation as violation:
-            raise self._hint(violation) from None
         label = label_for_write(intent.asset, intent.classification, intent.data_jurisdictions, self.plane)
         catalog = storage.open_catalog(self.plane)
-        if catalog.table_exists(identifier):
-            check_relabel(table_label(catalog.load_table(identifier), self.plane), label, table=identifier)
-        replace_table(catalog, identifier, data, label)
+        with self.transfers.decision("write", table=identifier, asset=asset_key):
+            try:
+                check_write(intent, self.plane, self.policy)
+            except ResidencyViolation as violation:
+                raise self._hint(violation) from None
+            if catalog.table_exists(identifier):
+                existing = table_label(catalog.load_table(identifier), self.plane)
+                check_relabel(existing, label, table=identifier)
+        handed_sha256 = content_sha256(data)
+        before_commit = self.transfers.before_commit(identifier, handed_sha256)
+        replace_table(catalog, identifier, data, label, before_commit=before_commit)
+        self.transfers.record_write(identifier, data, handed_sha256)
         recorded = recorded_residency_metadata(intent.classification, label.data_jurisdictions)
         return {
             **{key: {"raw_value": value, "type": "text"} for key, value in recorded.items()},
@@ -160,4 +190,7 @@ def open_plane_work() -> Iterator[PlaneWork]:
     with open_dagster_pipes() as pipes:
         work = PlaneWork(pipes)
         with errors_kept_in_plane(work.regulated, where=f"work on plane {work.plane.name}"):
-            yield work
+            try:
+                yield work
+            finally:
+                work.transfers.close()
