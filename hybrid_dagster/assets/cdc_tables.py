@@ -89,7 +89,7 @@ def cdc_table_assets(
                 group_name=group_name,
                 owners=list(owners),
                 **pinned(
-                    plane.name,
+                    plane,
                     table.classification,
                     kinds=kinds,
                     metadata={"dagster/table_name": f"{plane.name}.{namespace}.{table.table_name}"},
