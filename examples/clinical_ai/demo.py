@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(summary_table(summary)))
         _print_next_steps(home)
     finally:
-        db.server.stop()
+        db.stop()
     return 0
 
 
