@@ -6,8 +6,10 @@ The demo runs once per module (small sizes); every test reads what it left behin
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,17 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    home = tmp_path_factory.mktemp("demo") / "home"
+def demo() -> Iterator[Demo]:
+    # Not under pytest's basetemp: a pytest starting elsewhere on the machine resets its parent to 0700,
+    # and the embedded server (its own system user when run as root) must reach its data directory.
+    tmp = Path(tempfile.mkdtemp(prefix="hd-demo-"))
+    try:
+        yield _run_demo(tmp / "home")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_demo(home: Path) -> Demo:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("HYBRID_DAGSTER_HOME", None)
     argv = ["--home", str(home), "--patients", "40", "--transactions", "60"]
