@@ -4,6 +4,7 @@ Prints ONE JSON object on stdout (progress on stderr)::
 
     .venv/bin/python -m benchmarks.cdc_apply            # full: 1M-row table, 100k changes, 10M hot keys
     .venv/bin/python -m benchmarks.cdc_apply --quick    # smoke test with small sizes
+    .venv/bin/python benchmarks/cdc_apply.py --help     # the same, run as a file
 
 Figures: ``apply_s`` (IcebergApplier.apply), ``pyiceberg_upsert_s`` (Table.upsert + Table.delete in one
 transaction), ``rewrite_bound_s`` (read the whole table, apply the changes with pyarrow, overwrite it),
@@ -28,6 +29,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+if not __package__:  # run as `python benchmarks/NAME.py`: import this checkout's packages, as `-m` does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +40,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import In, Reference
 from pyiceberg.table import Table
 
+from benchmarks import cdc_e2e
 from hybrid_dagster.cdc.apply import IcebergApplier
 from hybrid_dagster.cdc.changes import OP_DELETE, OP_INSERT, OP_UPDATE, TableChanges, change_schema
 
@@ -271,8 +276,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cdc-apply-bench-", dir=args.workdir) as workdir:
         result = run(sizes, Path(workdir), max(1, args.repeats))
     if not args.skip_e2e:
-        from benchmarks import cdc_e2e
-
         changes = 30_000 if args.quick else args.e2e_changes
         e2e = cdc_e2e.main(["--changes", str(changes), "--decoder", "both"])
         result["e2e_events_per_s"] = e2e["e2e_events_per_s"]

@@ -3,7 +3,8 @@
 300,000 changes (200k inserts, 70k updates, 30k deletes in 10k-row transactions) are committed first;
 then the clock runs while the pipeline drains the slot into Iceberg. Prints one JSON object.
 
-    python benchmarks/cdc_e2e.py [--changes 300000] [--decoder pgoutput|wal2json]
+    python benchmarks/cdc_e2e.py [--changes 300000] [--decoder pgoutput|wal2json|both]
+    python -m benchmarks.cdc_e2e --help
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python benchmarks/NAME.py`: import this checkout's packages, as `-m` does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg2
 
@@ -103,9 +107,21 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--changes", type=int, default=300_000)
-    parser.add_argument("--decoder", choices=["pgoutput", "wal2json", "both"], default="both")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--changes",
+        type=int,
+        default=300_000,
+        help="changes committed before the clock starts (default 300000)",
+    )
+    parser.add_argument(
+        "--decoder",
+        choices=["pgoutput", "wal2json", "both"],
+        default="both",
+        help="logical decoding plugin; wal2json needs Debian's PostgreSQL 15 and is skipped without it",
+    )
     parser.add_argument(
         "--batch-events",
         type=int,

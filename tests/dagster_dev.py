@@ -39,10 +39,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_dagster_dev(home: Path, module: str = "examples.clinical_ai.definitions") -> Iterator[DagsterUi]:
-    """`dagster dev -m module` with DAGSTER_HOME in ``home``, ready once it serves assets; always stopped."""
+def running_dagster_dev(
+    home: Path, module: str = "examples.clinical_ai.definitions", *, hybrid_home: Path | None = None
+) -> Iterator[DagsterUi]:
+    """`dagster dev -m module` with DAGSTER_HOME in ``home``, ready once it serves assets; always stopped.
+
+    ``hybrid_home`` is the example's HYBRID_DAGSTER_HOME (default ``home / "demo"``): pass a demo's home
+    to serve the runs it made.
+    """
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "HYBRID_DAGSTER_HOME": str(home / "demo")}
+    hybrid_home = hybrid_home or home / "demo"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HYBRID_DAGSTER_HOME": str(hybrid_home)}
     port = free_port()
     dagster = str(Path(sys.executable).parent / "dagster")
     argv = [dagster, "dev", "-m", module, "-h", "127.0.0.1", "-p", str(port)]

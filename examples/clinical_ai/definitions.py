@@ -55,7 +55,7 @@ WORK = "examples.clinical_ai.work"
     owners=OWNERS,
     description="Admissions per ward and month; cells under k=10 suppressed. Safe to share group-wide.",
     **pinned(
-        "eu-onprem",
+        EU_ONPREM,
         "confidential",
         kinds={"iceberg", "pyarrow"},
         declassified="de-identified aggregate: admissions per ward per month, cells under 10 suppressed",
@@ -73,7 +73,7 @@ def eu_ward_occupancy(context: dg.AssetExecutionContext, eu_onprem: DataPlane) -
     group_name="eu_ml",
     owners=["team:ml-platform"],
     description="Per-patient lab features for the readmission model; trained on in the EU cloud plane.",
-    **pinned("eu-cloud", "restricted", kinds={"iceberg", "pyarrow"}),
+    **pinned(EU_CLOUD, "restricted", kinds={"iceberg", "pyarrow"}),
 )
 def eu_lab_features(
     context: dg.AssetExecutionContext, eu_cloud: DataPlane, eu_onprem: DataPlane
@@ -86,7 +86,7 @@ def eu_lab_features(
     group_name="us_claims",
     owners=["team:us-revenue-cycle"],
     description="Synthetic insurance claims of the US hospitals (PHI).",
-    **pinned("us-onprem", "restricted", kinds={"iceberg", "pyarrow"}),
+    **pinned(US_ONPREM, "restricted", kinds={"iceberg", "pyarrow"}),
 )
 def us_claims(context: dg.AssetExecutionContext, us_onprem: DataPlane) -> dg.MaterializeResult:
     return us_onprem.run(context, module=f"{WORK}.us_claims").get_materialize_result()
@@ -99,7 +99,7 @@ def us_claims(context: dg.AssetExecutionContext, us_onprem: DataPlane) -> dg.Mat
     owners=["team:us-revenue-cycle"],
     description="Claim counts and totals per ward; no patient identifiers.",
     **pinned(
-        "us-onprem",
+        US_ONPREM,
         "internal",
         kinds={"iceberg", "pyarrow"},
         declassified="totals per ward, no identifiers, cells with fewer than 10 claims suppressed",
@@ -115,7 +115,7 @@ def us_claims_by_ward(context: dg.AssetExecutionContext, us_onprem: DataPlane) -
     group_name="group_analytics",
     owners=["team:group-analytics"],
     description="Group-wide ward benchmark: EU occupancy (via the SCC route) beside US claims.",
-    **pinned("us-cloud", "confidential", kinds={"iceberg", "pyarrow"}),
+    **pinned(US_CLOUD, "confidential", kinds={"iceberg", "pyarrow"}),
 )
 def group_ward_benchmark(
     context: dg.AssetExecutionContext,

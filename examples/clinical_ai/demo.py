@@ -3,20 +3,36 @@
 Starts an embedded PostgreSQL (no root, no system packages) with logical decoding, creates the
 synthetic hospital database, materializes every asset (CDC into Iceberg through pgoutput, aggregates,
 features, the cross-border benchmark), applies a second workload and streams it incrementally, then
-prints what happened and where to look next.
+prints what happened and where to look next. The same summary goes to ``<home>/summary.json`` as data
+(keys in ``docs/summary.md``), every value read back from the Dagster instance.
+
+Correctness rules: the stream run re-materializes everything downstream of the streamed tables, so every
+asset is up to date (not "Unsynced") when the demo ends; each demo hook (``DEMO_HOOKS``) adds its own
+top-level sections to the summary and may not overwrite another's.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The runs' full logs are in the Dagster instance (``make ui``); the console shows warnings only."""
+
+DEMO_HOOKS: tuple[str, ...] = ()
+"""Demo steps of further capabilities, run in this order after the CDC stream, while the database runs.
+
+Each entry names a module exposing ``run_demo(home: pathlib.Path) -> dict``; the dict's keys are
+top-level sections of ``summary.json`` (e.g. ``{"dr": [...]}``), merged in. Add a capability's demo by
+adding its module here, one line each, e.g. ``"examples.clinical_ai.demo_dr",``.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from examples.clinical_ai.database import start_clinical_database
 
     started = time.monotonic()
+    started_at = datetime.now(UTC)
     print(f"[1/4] embedded PostgreSQL with wal_level=logical in {home / 'postgres'}")
     db = start_clinical_database(home, patients=args.patients)
 
@@ -47,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
         warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-        from examples.clinical_ai.definitions import defs
+        from examples.clinical_ai.definitions import defs, eu_clinical_cdc_job
+        from examples.clinical_ai.summary import build_summary, demo_run_ids, summary_table, write_summary
         from hybrid_dagster.validation import validate_definitions
 
         report = validate_definitions(defs)
@@ -64,17 +82,46 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"[4/4] workload: {workload.transactions} transactions ({workload.inserts} inserts, "
             f"{workload.updates} updates, {workload.deletes} deletes, {workload.key_changes} key changes); "
-            "streaming the changes"
+            "streaming the changes and refreshing everything downstream"
         )
-        second = defs.resolve_job_def("stream_eu_clinical").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET
+        # The stream job's selection plus what depends on it: nothing is left behind its inputs.
+        refresh = eu_clinical_cdc_job.selection.downstream().resolve(defs.resolve_asset_graph())
+        second = job.execute_in_process(
+            instance=instance, asset_selection=sorted(refresh), raise_on_error=False, run_config=QUIET
         )
         if not second.success:
             return _report_failure(instance, second, home)
 
-        _print_summary(instance, [first, second], home, time.monotonic() - started)
+        sections: dict[str, Any] = {
+            "residency": {"ok": report.ok, "summary": report.summary()},
+            "workload": {
+                "transactions": workload.transactions,
+                "inserts": workload.inserts,
+                "updates": workload.updates,
+                "deletes": workload.deletes,
+                "key_changes": workload.key_changes,
+            },
+        }
+        for hook in DEMO_HOOKS:
+            print(f"[+] {hook}")
+            added = importlib.import_module(hook).run_demo(home)
+            if clash := set(added) & set(sections):
+                raise RuntimeError(f"demo hook {hook} sets summary sections already set: {sorted(clash)}")
+            sections.update(added)
+
+        summary = build_summary(
+            instance,
+            defs,
+            demo_run_ids(instance, started_at),
+            elapsed_s=time.monotonic() - started,
+            extra=sections,
+        )
+        write_summary(summary, home / "summary.json")
+        print()
+        print("\n".join(summary_table(summary)))
+        _print_next_steps(home)
     finally:
-        db.server.stop()
+        db.stop()
     return 0
 
 
@@ -104,48 +151,11 @@ def _report_failure(instance, result, home: Path) -> int:  # type: ignore[no-unt
     return 1
 
 
-def _print_summary(instance, results, home: Path, elapsed: float) -> None:  # type: ignore[no-untyped-def]
-    import dagster as dg
-
-    print("\nasset                               plane       class            rows  what happened")
-    lines: dict[str, str] = {}
-    cdc: dict[str, dict[str, int]] = {}
-    for result in results:
-        for event in result.get_asset_materialization_events():
-            mat = event.event_specific_data.materialization
-            md = mat.metadata
-            key = mat.asset_key.to_user_string()
-            rows = md.get("dagster/row_count")
-            detail = ""
-            if "events_received" in md:
-                totals = cdc.setdefault(key, {"snapshot": 0, "+": 0, "~": 0, "-": 0})
-                totals["snapshot"] += md["snapshot_rows"].value
-                totals["+"] += md["events_inserted"].value
-                totals["~"] += md["events_updated"].value
-                totals["-"] += md["events_deleted"].value
-                detail = (
-                    f"snapshot {totals['snapshot']}, then +{totals['+']} ~{totals['~']} -{totals['-']} "
-                    f"(watermark {md['hybrid/watermark'].value})"
-                )
-            lines[key] = f"{rows.value if rows else '-':>8}  {detail}"
-    from examples.clinical_ai.definitions import defs
-
-    graph = defs.resolve_asset_graph()
-    for key, line in sorted(lines.items()):
-        tags = graph.get(dg.AssetKey.from_user_string(key)).tags
-        plane, classification = tags.get("hybrid/plane", "?"), tags.get("hybrid/classification", "?")
-        print(f"{key:<35} {plane:<11} {classification:<12} {line}")
-    checks = [
-        e.asset_check_evaluation_data
-        for r in results
-        for e in r.all_events
-        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-    ]
-    passed = sum(1 for c in checks if c.passed)
-    print(f"\nasset checks: {passed}/{len(checks)} passed; finished in {elapsed:.1f}s")
+def _print_next_steps(home: Path) -> None:
+    print(f"summary as data: {home / 'summary.json'} (keys: docs/summary.md)")
     print(f"warehouses: {home / 'planes'}   Dagster home: {home / 'dagster'}")
-    print("next: `make ui` opens the Dagster UI on these runs (filter by the tags hybrid/plane and")
-    print("      hybrid/classification);")
+    print("next: `make ui` opens the Dagster UI on these runs at http://127.0.0.1:3000 (Ctrl-C stops it")
+    print("      and the embedded PostgreSQL); filter by the tags hybrid/plane and hybrid/classification;")
     print("      `make validate` runs the residency check; `make test` runs the test suite.")
 
 

@@ -115,7 +115,7 @@ def cdc_table_assets(
                 group_name=group_name,
                 owners=list(owners),
                 **pinned(
-                    plane.name,
+                    plane,
                     table.classification,
                     kinds=kinds,
                     metadata={

@@ -49,7 +49,7 @@ def cdc_defs(url: str, eu: DataPlane, target: DataPlane | None = None) -> dg.Def
 def test_factory_specs_carry_kinds_tags_owners_and_checks(ops_db: str, tmp_path: Path) -> None:
     defs = cdc_defs(ops_db, plane(tmp_path))
     node = defs.resolve_asset_graph().get(dg.AssetKey(["clinic", "patients"]))
-    assert node.kinds == {"sqlite", "iceberg"}
+    assert node.kinds == {"sqlite", "iceberg", "eu-onprem", "EU"}
     assert node.tags["hybrid/plane"] == "eu-onprem" and node.tags["hybrid/classification"] == "restricted"
     assert node.owners == ["team:clinical-data"]
     check_names = {c.name for c in defs.resolve_asset_graph().asset_check_keys}

@@ -69,7 +69,7 @@ def test_example_yaml_gives_the_assets_of_the_python_example() -> None:
         node, spec = graph.get(key), clinical_cdc.specs_by_key[key]
         assert node.tags["hybrid/plane"] == "eu-onprem"
         assert node.tags["hybrid/classification"] == "restricted"
-        assert node.kinds == {"postgres", "iceberg"}
+        assert node.kinds == {"postgres", "iceberg", "eu-onprem", "EU"}
         assert node.owners == ["team:clinical-data"] and node.group_name == "eu_clinical"
         assert (node.description, dict(node.tags), node.owners) == (spec.description, spec.tags, spec.owners)
         assert node.metadata["dagster/table_name"] == f"eu-onprem.clinical.{key.path[-1]}"
@@ -101,7 +101,7 @@ def test_inline_plane_attributes_and_another_source_kind(tmp_path: Path) -> None
     (assets,) = dg.build_defs_for_component(component).assets or []
     assert isinstance(assets, dg.AssetsDefinition)
     spec = assets.specs_by_key[dg.AssetKey("customers")]
-    assert spec.kinds == {"debezium", "iceberg"}
+    assert spec.kinds == {"debezium", "iceberg", "us-cloud", "US"}
     assert spec.tags["hybrid/classification"] == "confidential"
     assert spec.tags["hybrid/plane"] == "us-cloud"
     assert {"us_cloud", "residency_policy"} <= assets.required_resource_keys

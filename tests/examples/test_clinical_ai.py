@@ -57,38 +57,6 @@ def test_example_loads_in_dagster_definitions_validate(tmp_path: Path) -> None:
     assert "Validation successful" in result.stdout + result.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    home = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("HYBRID_DAGSTER_HOME", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "examples.clinical_ai.demo",
-            "--home",
-            str(home),
-            "--patients",
-            "40",
-            "--transactions",
-            "60",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
-    assert "residency ok: 8 assets on 4 planes in 2 jurisdictions" in out
-    assert "clinical/patients" in out and "analytics/group_ward_benchmark" in out
-    assert "asset checks: 12/12 passed" in out  # 2 checks x 3 CDC tables x 2 runs
-    assert "make ui" in out
-    # rows stayed in their planes: the US warehouses hold no clinical tables
-    assert not (home / "planes" / "us-cloud" / "warehouse" / "clinical").exists()
-
-
 def test_yaml_twin_declares_the_same_planes_and_cdc_tables() -> None:
     from examples.clinical_ai.definitions import defs as python_defs
     from examples.clinical_ai.yaml_definitions import defs as load_yaml_defs

@@ -3,6 +3,10 @@
 Starts ``dagster dev`` on loopback with the clinical example and drives Debian's Chromium headless through
 Playwright (``executable_path``; no browser download). Skipped when either is missing: enable it with
 ``apt-get install chromium`` and ``pip install playwright`` (never ``playwright install``).
+
+The lineage graph's nodes show the plane and jurisdiction as kinds (Dagster 1.13 draws ``kinds`` in each
+node's footer, the default "Kind tag" facet); that is checked over GraphQL in
+``tests/examples/test_dagster_dev.py``, not yet in a browser here.
 """
 
 from __future__ import annotations

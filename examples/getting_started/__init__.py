@@ -1,0 +1,1 @@
+"""Getting started: one plane, two pinned assets (docs/getting-started.md shows these files verbatim)."""
