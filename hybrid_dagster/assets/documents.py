@@ -6,8 +6,6 @@ assets carry the ``hybrid/plane`` and ``hybrid/classification`` tags, and the wo
 the run-time write guard.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import dagster as dg
