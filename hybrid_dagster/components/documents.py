@@ -27,9 +27,6 @@ ResolvedLinkRule = Annotated[
 ]
 """A link rule in component YAML, told apart by ``kind``: path, metadata or text."""
 
-ResolvedChunking = Annotated[ChunkingConfig, config_resolver(ChunkingConfig)]
-ResolvedEmbedding = Annotated[EmbeddingConfig, config_resolver(EmbeddingConfig)]
-
 
 class DocumentsComponent(dg.Component, dg.Model, dg.Resolvable):
     """Ingests PDFs, transcripts and logs into a documents and a chunks table inside one data plane.
@@ -52,7 +49,8 @@ class DocumentsComponent(dg.Component, dg.Model, dg.Resolvable):
               link_rules:
                 - {kind: path, pattern: "encounters/(\\\\d+)/", column: encounter_id}
                 - {kind: metadata, field: patient_id, column: patient_id}
-              chunking: {size: 800, overlap: 120}
+              chunk_size: 800
+              chunk_overlap: 120
               deps: [clinical/encounters]
               key_prefix: [clinical]
               group_name: eu_clinical
@@ -74,9 +72,15 @@ class DocumentsComponent(dg.Component, dg.Model, dg.Resolvable):
     link_rules: list[ResolvedLinkRule] = Field(
         default_factory=list, description="Rules tying a document to its structured row; first match wins."
     )
-    chunking: ResolvedChunking | None = Field(default=None, description="Chunk size and overlap (chars).")
-    embedding: ResolvedEmbedding | None = Field(
-        default=None, description="Chunk embeddings with the local hashing model; off when unset."
+    chunk_size: int = Field(default=1000, gt=0, description="Largest chunk, in characters.")
+    chunk_overlap: int = Field(
+        default=150, ge=0, description="Characters of whole sentences or turns repeated at a chunk's start."
+    )
+    embedding_dimensions: int | None = Field(
+        default=None,
+        ge=8,
+        le=4096,
+        description="Embed chunks with the local hashing model into this many floats; off when unset.",
     )
     deps: list[str] = Field(
         default_factory=list,
@@ -106,8 +110,12 @@ class DocumentsComponent(dg.Component, dg.Model, dg.Resolvable):
             namespace=self.namespace,
             classification=self.classification,
             link_rules=self.link_rules,
-            chunking=self.chunking,
-            embedding=self.embedding,
+            chunking=ChunkingConfig(size=self.chunk_size, overlap=self.chunk_overlap),
+            embedding=(
+                EmbeddingConfig(dimensions=self.embedding_dimensions)
+                if self.embedding_dimensions is not None
+                else None
+            ),
             key_prefix=self.key_prefix,
             documents_name=self.documents_name,
             chunks_name=self.chunks_name,
