@@ -34,7 +34,7 @@ from pyiceberg.catalog import Catalog
 from hybrid_dagster.documents.chunking import ChunkingConfig, chunk_units
 from hybrid_dagster.documents.embedding import EmbeddingConfig, HashingEmbedder
 from hybrid_dagster.documents.errors import UnreadableDocument
-from hybrid_dagster.documents.linking import LinkRule, MetadataLink, PathLink, TextLink, resolve_link
+from hybrid_dagster.documents.linking import LinkRule, resolve_link
 from hybrid_dagster.documents.readers import reader_for
 from hybrid_dagster.documents.sources import AnyDocumentSource, SourceFile
 from hybrid_dagster.documents.tables import (
@@ -163,8 +163,6 @@ def ingest(
             (removed_dead if entry.dead else removed).add(entry.document_id)
             report.files_deleted += 1
     embedder = HashingEmbedder(config.embedding) if config.embedding is not None else None
-    rules = [rule.model_dump() for rule in config.link_rules]
-    chunking = config.chunking.model_dump()
     pool = (
         ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("fork"))
         if config.workers > 1
@@ -173,7 +171,7 @@ def ingest(
 
     def flush(batch: list[_Pending]) -> None:
         nonlocal committed
-        jobs = [(p.file, p.data, p.metadata, p.sha256, rules, chunking) for p in batch]
+        jobs = [(p.file, p.data, p.metadata, p.sha256, config.link_rules, config.chunking) for p in batch]
         results: Iterable[_Extracted] = (
             pool.map(_extract, jobs, chunksize=4) if pool is not None else map(_extract, jobs)
         )
@@ -257,18 +255,11 @@ def _file_columns(file: SourceFile, sha256: str) -> dict[str, Any]:
     }
 
 
-_RULES: dict[str, type[PathLink] | type[MetadataLink] | type[TextLink]] = {
-    "path": PathLink,
-    "metadata": MetadataLink,
-    "text": TextLink,
-}
-
-
 def _extract(
-    job: tuple[SourceFile, bytes, Mapping[str, str], str, list[dict[str, Any]], dict[str, Any]],
+    job: tuple[SourceFile, bytes, Mapping[str, str], str, Sequence[LinkRule], ChunkingConfig],
 ) -> _Extracted:
-    """Read, link and chunk one file (runs in a worker process; arguments are plain data)."""
-    file, data, source_metadata, sha256, rule_dicts, chunking = job
+    """Read, link and chunk one file (runs in a worker process; arguments are picklable)."""
+    file, data, source_metadata, sha256, rules, chunking = job
     columns = _file_columns(file, sha256)
     try:
         extracted = reader_for(file.media_type).read(data)
@@ -276,7 +267,6 @@ def _extract(
         return _Extracted([], [], unreadable.reason)
     except Exception as error:  # a reader bug or an exotic file must not stop the batch
         return _Extracted([], [], f"unreadable: {type(error).__name__}")
-    rules = [_RULES[r["kind"]].model_validate(r) for r in rule_dicts]
     metadata = {**extracted.metadata, **source_metadata}
     link_column, link_key = resolve_link(rules, file.relative_path, metadata, extracted.text)
     link = {"link_column": link_column, "link_key": link_key}
@@ -311,7 +301,7 @@ def _extract(
             **link,
             "embedding": None,
         }
-        for chunk in chunk_units(extracted.units, ChunkingConfig.model_validate(chunking))
+        for chunk in chunk_units(extracted.units, chunking)
     ]
     return _Extracted(documents, chunks, None)
 

@@ -30,7 +30,6 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
 BATCH_PROPERTY = "hybrid.documents.batch"
-EMBEDDING_MODEL_PROPERTY = "hybrid.documents.embedding-model"
 
 _FILE_FIELDS = [
     pa.field("document_id", pa.string(), nullable=False),

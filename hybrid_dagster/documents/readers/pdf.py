@@ -46,9 +46,16 @@ class PdfDocumentReader(DocumentReader):
             ]
         except UnreadableDocument:
             raise
-        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError):
-            raise UnreadableDocument("corrupt PDF") from None
-        except RecursionError:
+        except (
+            PyPdfError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            OSError,
+            RecursionError,
+        ):
             raise UnreadableDocument("corrupt PDF") from None
         if not units:
             raise UnreadableDocument("corrupt PDF")
