@@ -134,12 +134,12 @@ def ingest(
     catalog: Catalog,
     *,
     before_write: Callable[[str], None],
-    after_batch: Callable[[int], None] | None = None,
+    labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> IngestReport:
     """Bring the tables of ``config`` in line with its source; see the module's rules.
 
     ``before_write`` is the residency guard (called with each table's identifier before it is written);
-    ``after_batch`` is called with each committed batch number (tests use it to stop between batches).
+    ``labels`` are table properties by identifier (the residency label the worker sets);
 
     Example:
         .. code-block:: python
@@ -149,7 +149,7 @@ def ingest(
     """
     started = time.monotonic()
     report = IngestReport()
-    tables = DocumentTables(catalog, config.names, before_write=before_write)
+    tables = DocumentTables(catalog, config.names, before_write=before_write, labels=labels)
     committed = tables.recover()
     known = tables.known()
     source = config.source.build()
@@ -202,8 +202,6 @@ def ingest(
         report.units_written += len(documents)
         report.chunks_written += len(chunks)
         report.dead_letters_new += len(dead)
-        if after_batch is not None:
-            after_batch(committed)
 
     try:
         batch: list[_Pending] = []

@@ -13,7 +13,8 @@ Correctness rules:
   commits of one batch leaves no trace and the rerun redoes the batch: exactly once, with no duplicates.
 - One ingest writes a set of tables at a time (the asset's run); a concurrent second writer is refused
   by the catalog's optimistic commit, not merged.
-- Every table write first calls the residency guard (``before_write``) with the table's identifier.
+- Every table write first calls the residency guard (``before_write``) with the table's identifier;
+  each table carries its residency label (plane, jurisdiction, classification, asset) in its properties.
 """
 
 from __future__ import annotations
@@ -126,12 +127,12 @@ class DocumentTables:
         names: TableNames,
         *,
         before_write: Callable[[str], None],
-        properties: Mapping[str, str] | None = None,
+        labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.catalog = catalog
         self.names = names
         self.before_write = before_write
-        self.properties = dict(properties or {})
+        self.labels = {identifier: dict(props) for identifier, props in (labels or {}).items()}
 
     # -- tables -----------------------------------------------------------------------------------------
 
@@ -144,17 +145,23 @@ class DocumentTables:
         )
 
     def _ensure(self, identifier: str, schema: pa.Schema) -> Table:
+        labels = self.labels.get(identifier, {})
         try:
-            return self.catalog.load_table(identifier)
+            table = self.catalog.load_table(identifier)
         except NoSuchTableError:
-            pass
-        self.before_write(identifier)
-        with contextlib.suppress(NamespaceAlreadyExistsError):
-            self.catalog.create_namespace(identifier.rsplit(".", 1)[0])
-        try:
-            return self.catalog.create_table(identifier, schema=schema, properties=self.properties)
-        except TableAlreadyExistsError:
-            return self.catalog.load_table(identifier)
+            self.before_write(identifier)
+            with contextlib.suppress(NamespaceAlreadyExistsError):
+                self.catalog.create_namespace(identifier.rsplit(".", 1)[0])
+            try:
+                return self.catalog.create_table(identifier, schema=schema, properties=labels)
+            except TableAlreadyExistsError:
+                table = self.catalog.load_table(identifier)
+        if any(table.properties.get(key) != value for key, value in labels.items()):
+            self.before_write(identifier)
+            with table.transaction() as txn:
+                txn.set_properties(labels)
+            table = self.catalog.load_table(identifier)
+        return table
 
     # -- recovery ---------------------------------------------------------------------------------------
 

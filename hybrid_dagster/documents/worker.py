@@ -85,7 +85,23 @@ def run_job(
             raise DocumentError(f"no write intent for table {identifier}: refusing to write")
         check_write(intent, plane, policy)
 
-    return ingest(spec.ingest, plane.load_catalog(), before_write=guard)
+    labels = {identifier: residency_label(intent, plane) for identifier, intent in by_table.items()}
+    return ingest(spec.ingest, plane.load_catalog(), before_write=guard, labels=labels)
+
+
+def residency_label(intent: WriteIntent, plane: DataPlane) -> dict[str, str]:
+    """Iceberg table properties that label a table with its plane, jurisdiction and classification.
+
+    Example:
+        >>> residency_label(intent, eu_plane)["hybrid.classification"]
+        'restricted'
+    """
+    return {
+        "hybrid.plane": plane.name,
+        "hybrid.jurisdiction": plane.jurisdiction,
+        "hybrid.classification": intent.classification.value,
+        "hybrid.asset": intent.asset,
+    }
 
 
 def _columns(schema: Any) -> list[dict[str, Any]]:
