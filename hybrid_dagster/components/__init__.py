@@ -24,3 +24,8 @@ from hybrid_dagster.components.data_planes import (
     config_resolver as config_resolver,
     plane_resource_key as plane_resource_key,
 )
+from hybrid_dagster.components.documents import (
+    DocumentsComponent as DocumentsComponent,
+    ResolvedDocumentSource as ResolvedDocumentSource,
+    ResolvedLinkRule as ResolvedLinkRule,
+)

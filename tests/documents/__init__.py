@@ -1,0 +1,1 @@
+"""Tests of document ingestion: readers, chunking, link rules, incremental and crash-safe ingest, S3."""
