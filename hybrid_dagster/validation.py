@@ -15,17 +15,16 @@ Definitions show:
 
 from __future__ import annotations
 
-import posixpath
 import warnings
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 import dagster as dg
 
 from hybrid_dagster._dagster_compat import BaseAssetGraph
 from hybrid_dagster.errors import ResidencyViolation
 from hybrid_dagster.keys import CLASSIFICATION_TAG, PLANE_TAG, POLICY_RESOURCE_KEY
+from hybrid_dagster.plane.config import warehouses_overlap
 from hybrid_dagster.residency.graph import (
     AssetResidency as AssetResidency,
     GraphReport,
@@ -206,19 +205,13 @@ def _find_policy(resources: Mapping[str, Any]) -> tuple[ResidencyPolicy, list[Vi
     return ResidencyPolicy(), [Violation(kind=ViolationKind.POLICY, message=message)]
 
 
-def _normalised(warehouse: str) -> str:
-    parsed = urlparse(warehouse)
-    path = posixpath.normpath(parsed.path or "/")
-    return f"{parsed.scheme}://{parsed.netloc}{path.rstrip('/')}/"
-
-
 def _overlapping_warehouses(planes: Mapping[str, DataPlane]) -> list[Violation]:
     found: list[Violation] = []
     names = sorted(planes)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            a, b = _normalised(planes[first].warehouse), _normalised(planes[second].warehouse)
-            if a.startswith(b) or b.startswith(a):
+            a, b = planes[first].warehouse, planes[second].warehouse
+            if warehouses_overlap(a, b):
                 found.append(
                     Violation(
                         kind=ViolationKind.OVERLAPPING_PLANES,

@@ -26,7 +26,10 @@ from typing import Any
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The runs' full logs are in the Dagster instance (``make ui``); the console shows warnings only."""
 
-DEMO_HOOKS: tuple[str, ...] = ()
+DEMO_HOOKS: tuple[str, ...] = (
+    "examples.clinical_ai.demo_documents",
+    "examples.clinical_ai.demo_evidence",  # last: its report covers what the others recorded
+)
 """Demo steps of further capabilities, run in this order after the CDC stream, while the database runs.
 
 Each entry names a module exposing ``run_demo(home: pathlib.Path) -> dict``; the dict's keys are

@@ -12,6 +12,7 @@ Correctness rules:
 
 from __future__ import annotations
 
+import posixpath
 import re
 import sys
 from typing import Literal
@@ -52,6 +53,23 @@ def require_reference(owner: str, name: str, value: str) -> str:
             "(resolved inside the plane; the value is not shown here)"
         )
     return value
+
+
+def warehouses_overlap(first: str, second: str) -> bool:
+    """Whether two warehouse URIs share storage, after normalising ``.``, ``..`` and trailing slashes.
+
+    Example:
+        >>> warehouses_overlap("file:///srv/eu/../us/warehouse", "file:///srv/us")
+        True
+    """
+
+    def normalised(uri: str) -> str:
+        parsed = urlparse(uri)
+        path = posixpath.normpath(parsed.path or "/")
+        return f"{parsed.scheme}://{parsed.netloc}{path.rstrip('/')}/"
+
+    a, b = normalised(first), normalised(second)
+    return a.startswith(b) or b.startswith(a)
 
 
 class CatalogConfig(dg.Config):

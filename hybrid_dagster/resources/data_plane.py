@@ -32,6 +32,7 @@ from hybrid_dagster.plane.config import (
     PlaneSpec,
     SecretsConfig as SecretsConfig,
     looks_secret,
+    warehouses_overlap,
 )
 from hybrid_dagster.plane.contract import IntentSpec, ResidencyExtras, RouteSpec, ScreenSpec
 from hybrid_dagster.plane.launchers import KubernetesLauncher, Launcher, launcher_for
@@ -296,6 +297,7 @@ class DataPlane(dg.ConfigurableResource):
         planes.setdefault(self.name, self)
         for known in known_planes:
             planes.setdefault(known.name, known)
+        _refuse_overlapping(planes)
         policy = _one_policy(policies)
         return step_residency(
             context, planes, policy or ResidencyPolicy(), policy_visible=policy is not None, home=self
@@ -349,6 +351,17 @@ def _spec_of(plane: Any) -> PlaneSpec:
 
 def _resource_keys(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[str]:
     return sorted(context.op_def.required_resource_keys)
+
+
+def _refuse_overlapping(planes: Mapping[str, DataPlane]) -> None:
+    names = sorted(planes)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if warehouses_overlap(planes[first].warehouse, planes[second].warehouse):
+                raise ResidencyError(
+                    f"planes {first!r} and {second!r} have overlapping warehouses: each plane's data must "
+                    "live apart, or labels and guards cannot tell them apart"
+                )
 
 
 def _one_policy(policies: Mapping[str, ResidencyPolicy]) -> ResidencyPolicy | None:
