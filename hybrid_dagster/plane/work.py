@@ -9,10 +9,16 @@ Example:
             encounters = work.read_table("eu-onprem", "clinical.encounters")
             daily = encounters.group_by("ward").aggregate([([], "count_all")])
             work.report(work.write_table("analytics/ward_occupancy", "analytics.ward_occupancy", daily))
+
+Secrets are resolved here, inside the plane, with the plane's own identity: ``work.secret(ref)`` takes a
+:class:`~hybrid_dagster.secrets.SecretRef` (which the orchestrator may pass in the extras); the value is
+masked in this process's output and in reported metadata, the read is audited, and an exception whose
+message carries a resolved value is replaced by a value-free one before it can cross Dagster Pipes.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from hybrid_dagster.errors import PlaneWorkError
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.plane.errors import errors_kept_in_plane
 from hybrid_dagster.residency import (
@@ -31,6 +38,14 @@ from hybrid_dagster.residency import (
 )
 from hybrid_dagster.resources.data_plane import NO_POLICY_HINT, RESIDENCY_EXTRAS_KEY, DataPlane
 from hybrid_dagster.resources.tables import replace_table
+from hybrid_dagster.secrets import (
+    MASKER,
+    BackendSettings,
+    PlaneSecrets,
+    SecretRef,
+    use_plane_secrets,
+)
+from hybrid_dagster.secrets.resolve import audit_from_env
 
 
 class PlaneWork:
@@ -53,6 +68,33 @@ class PlaneWork:
             )
             for key, i in residency.get("intents", {}).items()
         }
+        self._secrets: PlaneSecrets | None = None
+
+    @property
+    def secrets(self) -> PlaneSecrets:
+        """This plane's secrets, read with the plane's identity (its backend logs in on first use)."""
+        if self._secrets is None:
+            self._secrets = PlaneSecrets(
+                plane=self.plane.name,
+                settings=BackendSettings.model_validate(self.plane.secrets.model_dump()),
+                run_id=self.pipes.run_id,
+                audit=audit_from_env(),
+            )
+            use_plane_secrets(self._secrets)  # resolve_secret() in library code uses the same reads
+        return self._secrets
+
+    def secret(self, ref: SecretRef | Mapping[str, Any]) -> str:
+        """The value of ``ref`` (a SecretRef or its dict from the extras), resolved here, masked, audited.
+
+        Example:
+            >>> password = work.secret(work.pipes.get_extra("db_password"))
+        """
+        return self.secrets.resolve(ref if isinstance(ref, SecretRef) else SecretRef.model_validate(ref))
+
+    def close(self) -> None:
+        if self._secrets is not None:
+            self._secrets.close()
+            use_plane_secrets(None)
 
     def read_table(self, plane: str, identifier: str) -> pa.Table:
         """Read an Iceberg table of a plane this step can see.
@@ -113,7 +155,38 @@ class PlaneWork:
         }
 
     def report(self, asset_key: str, metadata: Mapping[str, Any]) -> None:
-        self.pipes.report_asset_materialization(metadata=dict(metadata), asset_key=asset_key)
+        """Report a materialization; resolved secret values in the metadata are masked."""
+        self.pipes.report_asset_materialization(metadata=_masked(dict(metadata)), asset_key=asset_key)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return MASKER.mask(value)
+    if isinstance(value, Mapping):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
+
+
+@contextmanager
+def secrets_kept_in_plane(where: str) -> Iterator[None]:
+    """Replace an exception whose message or traceback carries a resolved secret by a value-free one.
+
+    Example:
+        >>> with secrets_kept_in_plane("work on plane eu-onprem"):
+        ...     ...  # plane work
+    """
+    try:
+        yield
+    except Exception as error:
+        if not MASKER.contains("".join(traceback.format_exception(error))):
+            raise
+        traceback.print_exc()  # stderr is masked; the plane's log keeps where it happened
+        raise PlaneWorkError(
+            f"{type(error).__name__} in {where}; its message carried a secret value, so it stays in the "
+            "plane's log (masked)"
+        ) from None
 
 
 @contextmanager
@@ -122,5 +195,9 @@ def open_plane_work() -> Iterator[PlaneWork]:
     with open_dagster_pipes() as pipes:
         work = PlaneWork(pipes)
         regulated = any(i.classification.is_regulated for i in work.intents.values())
-        with errors_kept_in_plane(regulated, where=f"work on plane {work.plane.name}"):
-            yield work
+        where = f"work on plane {work.plane.name}"
+        try:
+            with secrets_kept_in_plane(where), errors_kept_in_plane(regulated, where=where):
+                yield work
+        finally:
+            work.close()
