@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.moto",
     "tests.fixtures.openbao",
     "tests.fixtures.moto_iam",
+    "tests.fixtures.tokenreview",
 ]
 
 
