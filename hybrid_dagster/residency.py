@@ -139,6 +139,11 @@ class TransferRoute(dg.Config):
         description="Classifications this route covers; data of any other classification may not use it."
     )
     description: str = Field(default="", description="What travels on this route and why.")
+    egress_usd_per_gb: float | None = Field(
+        default=None,
+        ge=0,
+        description="Egress price per GB (10^9 bytes) on this route; the ledger reports cost.",
+    )
 
     @field_validator("source", "target")
     @classmethod

@@ -26,9 +26,11 @@ from typing import Any
 import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from hybrid_dagster.audit.content_hash import content_sha256
 from hybrid_dagster.errors import PlaneWorkError
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.plane.errors import errors_kept_in_plane
+from hybrid_dagster.plane.integrity import PlaneTransfers
 from hybrid_dagster.residency import (
     Classification,
     ResidencyError,
@@ -43,9 +45,9 @@ from hybrid_dagster.secrets import (
     BackendSettings,
     PlaneSecrets,
     SecretRef,
+    audit_from_env,
     use_plane_secrets,
 )
-from hybrid_dagster.secrets.resolve import audit_from_env
 
 
 class PlaneWork:
@@ -68,6 +70,12 @@ class PlaneWork:
             )
             for key, i in residency.get("intents", {}).items()
         }
+        self.transfers = PlaneTransfers(
+            plane_name=self.plane.name,
+            jurisdiction=self.plane.jurisdiction,
+            run_id=pipes.run_id,
+            warn=pipes.log.warning,
+        )
         self._secrets: PlaneSecrets | None = None
 
     @property
@@ -100,13 +108,15 @@ class PlaneWork:
         """Read an Iceberg table of a plane this step can see.
 
         Reading from a plane of another jurisdiction is a transfer: it needs a declared route for the
-        step's classification (the most sensitive of its assets, which includes what it reads).
+        step's classification (the most sensitive of its assets, which includes what it reads). Its content
+        hash as read is kept and recorded in the transfer ledger (:mod:`hybrid_dagster.plane.integrity`).
         """
         if plane not in self.planes:
             raise ResidencyError(
                 f"plane {plane!r} is not visible to this step (visible: {sorted(self.planes)})"
             )
         source = self.planes[plane]
+        route: TransferRoute | None = None
         if source.jurisdiction != self.plane.jurisdiction:
             if not self.intents:
                 raise ResidencyViolation(
@@ -114,19 +124,32 @@ class PlaneWork:
                     f"{self.plane.name!r} ({self.plane.jurisdiction}) refused: the step pins no asset, so "
                     "its classification is unknown"
                 )
-            for intent in self.intents.values():
-                self.policy.check_transfer(
+            for intent in sorted(self.intents.values(), key=lambda i: i.classification):
+                route = self.policy.check_transfer(
                     what=f"read of {identifier} from plane {plane!r} for asset {intent.asset!r} in plane "
                     f"{self.plane.name!r}",
                     source=source.jurisdiction,
                     target=self.plane.jurisdiction,
                     classification=intent.classification,
                 )
-        return source.load_catalog().load_table(identifier).scan().to_arrow()
+        rows = source.load_catalog().load_table(identifier).scan().to_arrow()
+        if source.jurisdiction != self.plane.jurisdiction:
+            highest = max(i.classification for i in self.intents.values())
+            self.transfers.note_read(
+                source_plane=plane,
+                source_jurisdiction=source.jurisdiction,
+                table=identifier,
+                rows=rows,
+                classification=highest.value,
+                route=route,
+            )
+        return rows
 
     def write_table(self, asset_key: str, identifier: str, data: pa.Table) -> dict[str, Any]:
         """Replace ``identifier`` in this plane's catalog with ``data``, after the residency guard.
 
+        The rows staged for commit must hash to ``data`` or the commit is abandoned; cross-jurisdiction
+        reads of this work are then recorded as transfers into ``identifier``.
         Returns Pipes metadata (table name, row count, column schema) for ``report``.
         """
         intent = self.intents.get(asset_key)
@@ -140,7 +163,14 @@ class PlaneWork:
             if self.policy_visible:
                 raise
             raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
-        replace_table(self.plane.load_catalog(), identifier, data)
+        handed_sha256 = content_sha256(data)
+        replace_table(
+            self.plane.load_catalog(),
+            identifier,
+            data,
+            before_commit=self.transfers.before_commit(identifier, handed_sha256),
+        )
+        self.transfers.record_write(identifier, data, handed_sha256)
         recorded = recorded_residency_metadata(
             intent.classification, intent.data_jurisdictions | {self.plane.jurisdiction}
         )
@@ -200,4 +230,5 @@ def open_plane_work() -> Iterator[PlaneWork]:
             with secrets_kept_in_plane(where), errors_kept_in_plane(regulated, where=where):
                 yield work
         finally:
+            work.transfers.close()
             work.close()

@@ -32,10 +32,10 @@ from hybrid_dagster.secrets.masking import (
 )
 from hybrid_dagster.secrets.ref import BackendKind as BackendKind, SecretRef as SecretRef
 from hybrid_dagster.secrets.resolve import (
-    AUDIT_LOG_ENV as AUDIT_LOG_ENV,
     READ_KIND as READ_KIND,
     AuditSink as AuditSink,
     PlaneSecrets as PlaneSecrets,
+    audit_from_env as audit_from_env,
     build_backend as build_backend,
     plane_secrets as plane_secrets,
     resolve_secret as resolve_secret,

@@ -9,8 +9,9 @@ Correctness rules:
 - Before a value is returned it is registered with the process's masker and masking is installed, so
   no log line, ``print`` or traceback of the process shows it.
 - Every read - allowed or refused - is appended to the audit log (kind ``secret.read``: who, run, plane,
-  backend, path, key, version, outcome; never the value). When an audit log is configured and the
-  append fails, the value is not returned.
+  backend, path, key, version, outcome; never the value). The log is the one named by
+  ``HYBRID_DAGSTER_AUDIT_URL`` in the plane, else the default one under ``DAGSTER_HOME`` when that is set
+  (:class:`hybrid_dagster.audit.AuditLog`); when the append fails, the value is not returned.
 
 Example:
     .. code-block:: python
@@ -29,6 +30,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from hybrid_dagster.audit import AuditLog
+from hybrid_dagster.audit.log import AUDIT_URL_ENV
 from hybrid_dagster.secrets.aws import AwsSecretsManagerBackend
 from hybrid_dagster.secrets.base import ResolvedSecret, SecretsBackend
 from hybrid_dagster.secrets.env import EnvBackend
@@ -41,19 +44,16 @@ from hybrid_dagster.secrets.vault import VaultAuth, VaultBackend
 PLANE_CONFIG_ENV = "HYBRID_DAGSTER_PLANE"
 """Where DataPlane.run puts the plane's (secret-free) configuration (same name as in resources)."""
 
-AUDIT_LOG_ENV = "HYBRID_DAGSTER_AUDIT_LOG"
-"""URL of the audit log the plane's secret reads are appended to (unset: reads are not recorded)."""
-
 READ_KIND = "secret.read"
 """Audit record kind of a secret read."""
 
 
 class AuditSink(Protocol):
-    """What secret resolution needs from an audit log (``hybrid_dagster.audit.AuditLog`` has it).
+    """What secret resolution needs from an audit log (:class:`hybrid_dagster.audit.AuditLog` has it).
 
     Example:
-        >>> from hybrid_dagster.audit import AuditLog
-        >>> PlaneSecrets(plane="eu-onprem", settings=BackendSettings(), audit=AuditLog("file:///srv/audit"))
+        >>> audit = AuditLog("sqlite:////srv/audit/hybrid_audit.db")
+        >>> PlaneSecrets(plane="eu-onprem", settings=BackendSettings(), audit=audit)
     """
 
     def append(
@@ -128,26 +128,19 @@ def _variable(env: Mapping[str, str], name: str | None, plane: str, field: str) 
 
 
 def audit_from_env(environ: Mapping[str, str] | None = None) -> AuditSink | None:
-    """The audit log named by ``HYBRID_DAGSTER_AUDIT_LOG``, or None when it is unset.
+    """The plane's audit log: ``HYBRID_DAGSTER_AUDIT_URL``, else the default one under ``DAGSTER_HOME``,
+    else None (reads are then not recorded).
 
     Example:
-        >>> audit_from_env({"HYBRID_DAGSTER_AUDIT_LOG": "file:///srv/audit"})
+        >>> audit_from_env({"HYBRID_DAGSTER_AUDIT_URL": "sqlite:////srv/audit/hybrid_audit.db"})
     """
-    url = (environ if environ is not None else os.environ).get(AUDIT_LOG_ENV)
-    if not url:
-        return None
-    return _open_audit_log(url)
-
-
-def _open_audit_log(url: str) -> AuditSink:
-    try:
-        from hybrid_dagster.audit import AuditLog  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise SecretConfigError(
-            f"{AUDIT_LOG_ENV} is set but hybrid_dagster.audit is not available in this installation"
-        ) from None
-    log: AuditSink = AuditLog(url)
-    return log
+    env = environ if environ is not None else os.environ
+    url = env.get(AUDIT_URL_ENV)
+    if url:
+        return AuditLog(url)
+    if env.get("DAGSTER_HOME"):
+        return AuditLog()
+    return None
 
 
 class PlaneSecrets:
@@ -245,6 +238,9 @@ class PlaneSecrets:
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
+            close_audit = getattr(self.audit, "close", None)
+            if callable(close_audit):
+                close_audit()
 
 
 _process_secrets: PlaneSecrets | None = None

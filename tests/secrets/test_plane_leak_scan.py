@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from hybrid_dagster.audit import AuditLog
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.resources import DataPlane, SecretsConfig
 from hybrid_dagster.secrets import SecretRef
@@ -50,6 +51,7 @@ def eu_plane(
     )
     monkeypatch.setenv("EU_ONPREM_ROLE_ID", role_id)  # the plane host's environment, not run config
     monkeypatch.setenv("EU_ONPREM_SECRET_ID", secret_id)
+    monkeypatch.setenv("HYBRID_DAGSTER_AUDIT_URL", f"sqlite:///{tmp_path / 'audit' / 'hybrid_audit.db'}")
     plane = make_plane(
         tmp_path / "eu",
         secrets=SecretsConfig(
@@ -85,6 +87,13 @@ def test_a_resolved_secret_never_leaves_the_plane(
         assert "password is ***" in events or classification == "restricted"
         assert KNOWN not in events
     assert files_containing(tmp_path / "dagster", KNOWN) == []
+    audit = AuditLog(f"sqlite:///{tmp_path / 'audit' / 'hybrid_audit.db'}")
+    reads = [r for r in audit.records("secret.read") if r.run_id == result.run_id]
+    assert len(reads) == 2 and audit.verify().ok
+    assert {r.details["path"] for r in reads} == {path} and reads[0].plane == "eu-onprem"
+    assert reads[0].details["outcome"] == "ok" and reads[0].details["version"] == "1"
+    assert str(reads[0].actor).startswith("vault-approle:eu-onprem-engineer-")
+    audit.close()
     if classification == "restricted":
         work_log = plane.work_log_path(result.run_id, "cohort").read_text()
         assert "stdout: connecting with ***" in work_log and "logger: password is ***" in work_log
