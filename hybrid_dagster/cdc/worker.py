@@ -29,6 +29,7 @@ from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_me
 from hybrid_dagster.plane.errors import errors_kept_in_plane
 from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.secrets import PlaneSecrets, pipes_run_id, use_plane_secrets
 
 
 class CdcTableSpec(BaseModel):
@@ -233,12 +234,19 @@ def _report_to_pipes(pipes: Any, facts: Mapping[str, Mapping[str, Any]]) -> None
 
 
 def run_job(spec: CdcJobSpec, plane: DataPlane) -> tuple[PipelineReport, dict[str, dict[str, Any]]]:
-    pipeline = build_pipeline(spec, plane)
+    # the source's password_secret (if any) is resolved with this plane's identity, masked and audited
+    secrets = PlaneSecrets.from_plane_config(plane.to_config(), run_id=pipes_run_id())
+    use_plane_secrets(secrets)
     try:
-        report = pipeline.run(deadline_s=spec.max_seconds)
+        pipeline = build_pipeline(spec, plane)
+        try:
+            report = pipeline.run(deadline_s=spec.max_seconds)
+        finally:
+            pipeline.source.close()
+        return report, table_report(spec, report, plane)
     finally:
-        pipeline.source.close()
-    return report, table_report(spec, report, plane)
+        secrets.close()
+        use_plane_secrets(None)
 
 
 def main(argv: list[str] | None = None) -> int:

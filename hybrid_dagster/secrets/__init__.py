@@ -37,6 +37,7 @@ from hybrid_dagster.secrets.resolve import (
     PlaneSecrets as PlaneSecrets,
     audit_from_env as audit_from_env,
     build_backend as build_backend,
+    pipes_run_id as pipes_run_id,
     plane_secrets as plane_secrets,
     resolve_secret as resolve_secret,
     use_plane_secrets as use_plane_secrets,

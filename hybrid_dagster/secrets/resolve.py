@@ -30,6 +30,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from dagster_pipes import PipesContext
+
 from hybrid_dagster.audit import AuditLog
 from hybrid_dagster.audit.log import AUDIT_URL_ENV
 from hybrid_dagster.secrets.aws import AwsSecretsManagerBackend
@@ -167,6 +169,7 @@ class PlaneSecrets:
         self.settings = settings
         self.run_id = run_id
         self.audit = audit
+        self._audit_from_env = False
         self.reads = 0
         self._environ = environ
         self._backend = backend
@@ -177,12 +180,14 @@ class PlaneSecrets:
         cls, config: Mapping[str, Any], *, run_id: str | None = None, audit: AuditSink | None = None
     ) -> PlaneSecrets:
         """From a plane's configuration (``DataPlane.to_config()``), audited where the env says."""
-        return cls(
+        secrets = cls(
             plane=str(config["name"]),
             settings=BackendSettings.model_validate(config.get("secrets") or {}),
             run_id=run_id,
-            audit=audit if audit is not None else audit_from_env(),
+            audit=audit,
         )
+        secrets._audit_from_env = audit is None  # opened on the first read, not before
+        return secrets
 
     @property
     def backend(self) -> SecretsBackend:
@@ -215,6 +220,8 @@ class PlaneSecrets:
         return secret
 
     def _audit(self, backend: SecretsBackend, ref: SecretRef, version: str | None, *, outcome: str) -> None:
+        if self.audit is None and self._audit_from_env:
+            self.audit, self._audit_from_env = audit_from_env(), False
         if self.audit is None:
             return
         self.audit.append(
@@ -263,7 +270,7 @@ def plane_secrets() -> PlaneSecrets:
                     f"{PLANE_CONFIG_ENV} is not set: secrets are resolved only inside plane work started "
                     "by DataPlane.run (or give PlaneSecrets a plane and settings)"
                 )
-            _process_secrets = PlaneSecrets.from_plane_config(json.loads(raw), run_id=_pipes_run_id())
+            _process_secrets = PlaneSecrets.from_plane_config(json.loads(raw), run_id=pipes_run_id())
         return _process_secrets
 
 
@@ -283,9 +290,8 @@ def resolve_secret(ref: SecretRef) -> str:
     return plane_secrets().resolve(ref)
 
 
-def _pipes_run_id() -> str | None:
-    from dagster_pipes import PipesContext
-
+def pipes_run_id() -> str | None:
+    """The Dagster run id when this process runs under Dagster Pipes, else None."""
     if PipesContext.is_initialized():
         return PipesContext.get().run_id
     return None
