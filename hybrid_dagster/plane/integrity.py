@@ -23,7 +23,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ from hybrid_dagster.audit.content_hash import content_sha256
 from hybrid_dagster.audit.errors import AuditConfigError
 from hybrid_dagster.audit.log import AuditLog
 from hybrid_dagster.audit.transfers import Transfer, TransferLedger, check_integrity
+from hybrid_dagster.errors import ResidencyError
 from hybrid_dagster.residency import TransferRoute
 
 
@@ -74,6 +76,34 @@ class PlaneTransfers:
             except AuditConfigError as missing:
                 self.warn(f"transfers are hash-checked but not recorded: {missing}")
         return self._ledger
+
+    @contextmanager
+    def decision(self, action: str, **details: str) -> Iterator[None]:
+        """Record the residency decision taken inside the block: ``residency.allowed`` when it completes,
+        ``residency.refused`` (with the value-free reason) when it raises a residency error.
+        """
+        try:
+            yield
+        except ResidencyError as refused:
+            ledger = self.ledger()
+            if ledger is not None:
+                ledger.log.append(
+                    "residency.refused",
+                    actor=self.actor,
+                    plane=self.plane_name,
+                    run_id=self.run_id,
+                    details={"action": action, **details, "reason": str(refused)[:2000]},
+                )
+            raise
+        ledger = self.ledger()
+        if ledger is not None:
+            ledger.log.append(
+                "residency.allowed",
+                actor=self.actor,
+                plane=self.plane_name,
+                run_id=self.run_id,
+                details={"action": action, **details},
+            )
 
     def note_read(
         self,

@@ -118,20 +118,21 @@ class PlaneWork:
         source = self.planes[plane]
         route: TransferRoute | None = None
         if source.jurisdiction != self.plane.jurisdiction:
-            if not self.intents:
-                raise ResidencyViolation(
-                    f"read of {identifier} from plane {plane!r} ({source.jurisdiction}) into plane "
-                    f"{self.plane.name!r} ({self.plane.jurisdiction}) refused: the step pins no asset, so "
-                    "its classification is unknown"
-                )
-            for intent in sorted(self.intents.values(), key=lambda i: i.classification):
-                route = self.policy.check_transfer(
-                    what=f"read of {identifier} from plane {plane!r} for asset {intent.asset!r} in plane "
-                    f"{self.plane.name!r}",
-                    source=source.jurisdiction,
-                    target=self.plane.jurisdiction,
-                    classification=intent.classification,
-                )
+            with self.transfers.decision("read", table=identifier, source_plane=plane):
+                if not self.intents:
+                    raise ResidencyViolation(
+                        f"read of {identifier} from plane {plane!r} ({source.jurisdiction}) into plane "
+                        f"{self.plane.name!r} ({self.plane.jurisdiction}) refused: the step pins no asset, "
+                        "so its classification is unknown"
+                    )
+                for intent in sorted(self.intents.values(), key=lambda i: i.classification):
+                    route = self.policy.check_transfer(
+                        what=f"read of {identifier} from plane {plane!r} for asset {intent.asset!r} in "
+                        f"plane {self.plane.name!r}",
+                        source=source.jurisdiction,
+                        target=self.plane.jurisdiction,
+                        classification=intent.classification,
+                    )
         rows = source.load_catalog().load_table(identifier).scan().to_arrow()
         if source.jurisdiction != self.plane.jurisdiction:
             highest = max(i.classification for i in self.intents.values())
@@ -157,12 +158,13 @@ class PlaneWork:
             raise ResidencyError(
                 f"no write intent for asset {asset_key!r}: the guard refuses unpinned writes"
             )
-        try:
-            check_write(intent, self.plane, self.policy)
-        except ResidencyViolation as violation:
-            if self.policy_visible:
-                raise
-            raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
+        with self.transfers.decision("write", table=identifier, asset=asset_key):
+            try:
+                check_write(intent, self.plane, self.policy)
+            except ResidencyViolation as violation:
+                if self.policy_visible:
+                    raise
+                raise ResidencyViolation(f"{violation} ({NO_POLICY_HINT})") from violation
         handed_sha256 = content_sha256(data)
         replace_table(
             self.plane.load_catalog(),

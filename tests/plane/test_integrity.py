@@ -74,6 +74,10 @@ def test_a_cross_jurisdiction_read_is_recorded_with_both_hashes_and_its_cost(
         egress_usd_per_gb=0.09,
     )
     resources = {"eu_onprem": eu, "us_cloud": us, "residency_policy": ResidencyPolicy(routes=[route])}
+    blocked = dg.materialize(
+        [copy_asset("restricted", with_policy=True)], resources=resources, raise_on_error=False
+    )
+    assert not blocked.success
     result = dg.materialize([copy_asset("confidential", with_policy=True)], resources=resources)
     assert result.success
 
@@ -82,6 +86,14 @@ def test_a_cross_jurisdiction_read_is_recorded_with_both_hashes_and_its_cost(
     with AuditLog(audit_url) as log:
         [record] = list(log.records(kind="transfer"))
         assert log.verify().ok
+        decisions = [(r.kind, r.run_id, r.details["action"]) for r in log.records() if r.kind != "transfer"]
+        refused = next(log.records(kind="residency.refused"))
+    assert decisions == [
+        ("residency.refused", blocked.run_id, "read"),
+        ("residency.allowed", result.run_id, "read"),
+        ("residency.allowed", result.run_id, "write"),
+    ]
+    assert "restricted data may not move from EU to US" in refused.details["reason"]
     d = record.details
     assert (record.plane, record.actor, record.run_id) == ("us-cloud", "plane:us-cloud", result.run_id)
     assert (d["route"], d["legal_basis"], d["classification"]) == (
