@@ -56,9 +56,8 @@ def test_demo_secrets_resolves_inside_the_planes_and_leaks_nothing(short_home: P
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{") :])["secrets"]
-    assert summary["backends"] == ["vault", "aws"]
-    assert summary["reads_audited"] == 2  # the CDC password (vault) and the partner token (aws)
-    assert summary["cdc_rows_with_vault_password"] > 20
+    assert summary == {"backends": ["vault", "aws"], "reads_audited": 2}
+    # two audited reads: the CDC password (vault, the CDC step fails without it), the partner token (aws)
     assert KNOWN not in proc.stdout + proc.stderr
     assert (dagster_home / "hybrid_audit.db").is_file()  # the default audit log under DAGSTER_HOME
     leaked = [p for p in short_home.rglob("*") if p.is_file() and KNOWN.encode() in p.read_bytes()]
