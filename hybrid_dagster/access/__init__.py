@@ -18,6 +18,7 @@ from hybrid_dagster.access.apply import (
 )
 from hybrid_dagster.access.aws import iam_policy as iam_policy, render_iam as render_iam
 from hybrid_dagster.access.kubernetes import (
+    AccessRenderError as AccessRenderError,
     kubernetes_manifests as kubernetes_manifests,
     validate_manifests as validate_manifests,
 )

@@ -16,6 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from hybrid_dagster.access.model import AccessTiers, PlaneRole
+from hybrid_dagster.errors import ValueFreeError
+
+
+class AccessRenderError(ValueFreeError):
+    """Artifacts of the access tiers could not be rendered (a missing optional dependency)."""
+
 
 KUBERNETES_VERSION = "1.30.0"
 """Schema version the manifests are validated against."""
@@ -111,7 +117,11 @@ def validate_manifests(docs: list[dict[str, Any]], version: str = KUBERNETES_VER
     Example:
         >>> validate_manifests(kubernetes_manifests(access, "eu-onprem"))  # doctest: +SKIP
     """
-    import kubernetes_validate
-
+    try:
+        import kubernetes_validate
+    except ImportError:
+        raise AccessRenderError(
+            "validating Kubernetes manifests needs kubernetes-validate: pip install 'hybrid-dagster[access]'"
+        ) from None
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
