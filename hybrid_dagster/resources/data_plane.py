@@ -135,8 +135,10 @@ class SecretsConfig(dg.Config):
     auth_mount_point: str | None = Field(
         default=None, description="Mount of the auth method (default: the method's name)."
     )
-    token_env: str = Field(
-        default="VAULT_TOKEN", description="Variable in the plane holding its Vault token (token auth)."
+    token_env: str | None = Field(
+        default=None,
+        description="Variable in the plane holding its own Vault token (token auth; no default, so that a "
+        "plane never picks up an orchestrator's VAULT_TOKEN).",
     )
     role_id_env: str | None = Field(
         default=None, description="Variable in the plane holding its AppRole role id (approle auth)."

@@ -44,7 +44,7 @@ class BackendSettings(BaseModel):
     mount_point: str = "secret"
     auth_method: Literal["token", "approle", "kubernetes"] = "token"
     auth_mount_point: str | None = None
-    token_env: str = "VAULT_TOKEN"
+    token_env: str | None = None
     role_id_env: str | None = None
     secret_id_env: str | None = None
     kubernetes_role: str | None = None

@@ -151,8 +151,9 @@ class VaultBackend(SecretsBackend):
                 if self.auth.method == "token":
                     if not self.auth.token:
                         raise SecretConfigError(
-                            f"vault at {self.address}, plane {self.plane!r}: no token - set the plane's "
-                            "token variable (SecretsConfig.token_env) or use approle / kubernetes auth"
+                            f"vault at {self.address}, plane {self.plane!r}: no token - name the variable "
+                            "holding the plane's own token (SecretsConfig.token_env) "
+                            "or use approle / kubernetes auth"
                         )
                     self._client.token = self.auth.token
                 elif self.auth.method == "approle":

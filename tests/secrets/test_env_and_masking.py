@@ -20,6 +20,7 @@ from hybrid_dagster.secrets import (
     SecretMasker,
     SecretNotFound,
     SecretRef,
+    build_backend,
 )
 
 
@@ -88,3 +89,12 @@ def test_settings_and_secrets_config_name_the_same_fields() -> None:
     assert set(BackendSettings.model_fields) == set(SecretsConfig.model_fields)
     config = SecretsConfig(backend="vault", auth_method="approle", role_id_env="EU_ROLE_ID")
     assert BackendSettings.model_validate(config.model_dump()).role_id_env == "EU_ROLE_ID"
+
+
+def test_token_auth_never_falls_back_to_the_orchestrators_vault_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "orchestrator-root-token")
+    settings = BackendSettings(backend="vault", address="http://127.0.0.1:9", auth_method="token")
+    with pytest.raises(SecretConfigError, match=r"no token - name the variable .*token_env"):
+        build_backend("eu-onprem", settings)
