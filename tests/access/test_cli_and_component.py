@@ -63,3 +63,10 @@ def test_apply_shows_the_diff_first_and_is_idempotent(
 def test_apply_without_a_token_says_what_to_give(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VAULT_TOKEN", raising=False)
     assert main(["access", "apply", "-f", EXAMPLE_YAML, "--vault-addr", "http://127.0.0.1:9"]) == 2
+
+
+def test_render_from_a_python_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["access", "render", "-m", "tests.access.declared", "--out", str(tmp_path)]) == 0
+    assert "access: 26 files for 6 roles on 2 planes" in capsys.readouterr().out
+    assert main(["access", "render", "-m", "tests.access.declaration", "--out", str(tmp_path)]) == 2
+    assert "has 0 AccessTiers objects" in capsys.readouterr().err
