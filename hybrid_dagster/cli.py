@@ -6,6 +6,8 @@ Example:
         hybrid-dagster validate -m clinical_ai.definitions
         hybrid-dagster validate -f pipelines/defs.py -a defs
         hybrid-dagster cdc run --spec job.json --plane plane.json
+        hybrid-dagster access render -f defs/access/defs.yaml --out access-out
+        hybrid-dagster access apply -f defs/access/defs.yaml --vault-addr https://bao.example.org
         hybrid-dagster audit verify --url sqlite:///$DAGSTER_HOME/hybrid_audit.db
 """
 
@@ -16,6 +18,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 
 import dagster as dg
@@ -53,8 +56,85 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_validate(subcommands)
     _add_cdc(subcommands)
+    _add_access(subcommands)
     _add_audit(subcommands)
     return parser
+
+
+def _add_access(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    access = subcommands.add_parser("access", help="Access tiers as code: render and apply.")
+    actions = access.add_subparsers(title="access commands", required=True, metavar="ACTION")
+    render = actions.add_parser(
+        "render",
+        help="Write Vault/OpenBao policies and roles, Kubernetes RBAC and AWS IAM policies.",
+        description="Render every artifact of the access declaration into a folder (manifests validated).",
+    )
+    apply = actions.add_parser(
+        "apply",
+        help="Apply the Vault/OpenBao part to a server (shows the diff first; idempotent).",
+        description="Print the changes, then make them (unless --dry-run). Reads the token from --token-env.",
+    )
+    for action in (render, apply):
+        source = action.add_mutually_exclusive_group(required=True)
+        source.add_argument("-m", "--module-name", help="Python module holding an AccessTiers object.")
+        source.add_argument("-f", "--yaml-file", help="YAML file: an AccessTiersComponent defs.yaml.")
+        action.add_argument("-a", "--attribute", help="Attribute holding the AccessTiers (with -m).")
+    render.add_argument("--out", required=True, help="Folder to write into.")
+    render.set_defaults(command=_access_render)
+    apply.add_argument("--vault-addr", default=os.environ.get("VAULT_ADDR"), help="Default: $VAULT_ADDR.")
+    apply.add_argument("--token-env", default="VAULT_TOKEN", help="Variable holding an admin token.")
+    apply.add_argument("--dry-run", action="store_true", help="Only show the changes.")
+    apply.add_argument(
+        "--no-kubernetes", action="store_true", help="Skip the Kubernetes auth method and its roles."
+    )
+    apply.set_defaults(command=_access_apply)
+
+
+def _access_render(args: argparse.Namespace) -> int:
+    from hybrid_dagster.access import AccessDeclarationError, load_access, render_all
+
+    try:
+        access = load_access(module_name=args.module_name, attribute=args.attribute, yaml_file=args.yaml_file)
+    except (AccessDeclarationError, ValueError) as exc:
+        print(f"hybrid-dagster: {exc}", file=sys.stderr)
+        return EXIT_LOAD_ERROR
+    written = render_all(access, Path(args.out))
+    roles, planes = len(access.roles()), len(access.planes)
+    print(f"access: {len(written)} files for {roles} roles on {planes} planes in {args.out}")
+    return EXIT_OK
+
+
+def _access_apply(args: argparse.Namespace) -> int:
+    import hvac
+
+    from hybrid_dagster.access import AccessDeclarationError, apply_vault, load_access, plan_vault
+
+    try:
+        access = load_access(module_name=args.module_name, attribute=args.attribute, yaml_file=args.yaml_file)
+    except (AccessDeclarationError, ValueError) as exc:
+        print(f"hybrid-dagster: {exc}", file=sys.stderr)
+        return EXIT_LOAD_ERROR
+    token = os.environ.get(args.token_env)
+    if not args.vault_addr or not token:
+        print(
+            f"hybrid-dagster: give --vault-addr (or VAULT_ADDR) and a token in ${args.token_env}",
+            file=sys.stderr,
+        )
+        return EXIT_LOAD_ERROR
+    client = hvac.Client(url=args.vault_addr, token=token)
+    kubernetes = not args.no_kubernetes
+    changes = plan_vault(client, access, kubernetes=kubernetes)
+    for change in changes:
+        print(change)
+    if not changes:
+        print(f"access: {args.vault_addr} is in line with the declaration, nothing to do")
+        return EXIT_OK
+    if args.dry_run:
+        print(f"access: {len(changes)} changes (dry run, nothing written)")
+        return EXIT_OK
+    applied = apply_vault(client, access, kubernetes=kubernetes)
+    print(f"access: {len(applied)} changes applied to {args.vault_addr}")
+    return EXIT_OK
 
 
 def _add_audit(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,7 +9,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.moto"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.moto",
+    "tests.fixtures.openbao",
+    "tests.fixtures.moto_iam",
+    "tests.fixtures.tokenreview",
+]
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Serializable source settings: what the asset factory stores and the plane-side worker builds from.
 
 Connection strings are not put in run config for real deployments: give ``dsn_env``, the name of an
-environment variable set inside the plane (from its secrets backend), instead of ``dsn``.
+environment variable set inside the plane (from its secrets backend), instead of ``dsn``. A PostgreSQL
+password is given as ``password_secret``, a reference resolved inside the plane with the plane's own
+identity when the source is built (:func:`hybrid_dagster.secrets.resolve_secret`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from abc import ABC, abstractmethod
 from typing import Annotated, Literal
 
 import dagster as dg
+import psycopg2.extensions
 from pydantic import Field
 
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
+from hybrid_dagster.secrets import SecretRef, resolve_secret
 
 
 class CdcSourceConfig(dg.Config, ABC):
@@ -47,13 +51,21 @@ class PostgresCdcSource(CdcSourceConfig):
     """PostgreSQL logical decoding through a replication slot (pgoutput or wal2json).
 
     Example:
-        >>> PostgresCdcSource(dsn_env="CLINICAL_DB_DSN", slot_name="clinical_eu", decoder="pgoutput")
+        >>> PostgresCdcSource(
+        ...     dsn_env="CLINICAL_DB_DSN",
+        ...     password_secret=SecretRef(backend="vault", path="eu-onprem/restricted/db", key="password"),
+        ...     slot_name="clinical_eu",
+        ... )
     """
 
     kind: Literal["postgres"] = Field(default="postgres", description="Source type discriminator.")
     dsn: str | None = Field(default=None, description="libpq connection string (dev only; prefer dsn_env).")
     dsn_env: str | None = Field(
         default=None, description="Environment variable inside the plane that holds the connection string."
+    )
+    password_secret: SecretRef | None = Field(
+        default=None,
+        description="Reference to the password, resolved inside the plane with its identity (never a value).",
     )
     slot_name: str = Field(description="Logical replication slot name (created on first run).")
     decoder: Literal["pgoutput", "wal2json"] = Field(default="pgoutput", description="Output plugin.")
@@ -68,8 +80,11 @@ class PostgresCdcSource(CdcSourceConfig):
     def build(self, tables: list[SourceTable]) -> ChangeSource:
         from hybrid_dagster.cdc.sources.postgres import PostgresSource
 
+        dsn = self._resolve(self.dsn, self.dsn_env, f"postgres source {self.slot_name}")
+        if self.password_secret is not None:
+            dsn = psycopg2.extensions.make_dsn(dsn, password=resolve_secret(self.password_secret))
         return PostgresSource(
-            self._resolve(self.dsn, self.dsn_env, f"postgres source {self.slot_name}"),
+            dsn,
             tables,
             slot_name=self.slot_name,
             decoder=self.decoder,

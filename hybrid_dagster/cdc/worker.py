@@ -33,6 +33,7 @@ from hybrid_dagster.residency.guard import WriteIntent, check_write, recorded_re
 from hybrid_dagster.residency.labels import label_for_write
 from hybrid_dagster.residency.model import Classification, ResidencyPolicy, TransferRoute
 from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.secrets import PlaneSecrets, pipes_run_id, use_plane_secrets
 
 
 class CdcTableSpec(BaseModel):
@@ -280,16 +281,23 @@ def run_job(
     spec: CdcJobSpec, plane: DataPlane, intents: Mapping[str, WriteIntent] | None = None
 ) -> tuple[PipelineReport, dict[str, dict[str, Any]]]:
     intents = dict(intents) if intents is not None else spec_intents(spec, plane)
-    pipeline = build_pipeline(spec, plane, intents)
+    # the source's password_secret (if any) is resolved with this plane's identity, masked and audited
+    secrets = PlaneSecrets.from_plane_config(plane.to_config(), run_id=pipes_run_id())
+    use_plane_secrets(secrets)
     try:
-        report = pipeline.run(deadline_s=spec.max_seconds)
+        pipeline = build_pipeline(spec, plane, intents)
+        try:
+            report = pipeline.run(deadline_s=spec.max_seconds)
+        finally:
+            pipeline.source.close()
+        catalog = open_catalog(plane.spec())
+        for identifier, intent in intents.items():
+            if catalog.table_exists(identifier):
+                _label(catalog.load_table(identifier), intent, plane)
+        return report, table_report(spec, report, plane)
     finally:
-        pipeline.source.close()
-    catalog = open_catalog(plane.spec())
-    for identifier, intent in intents.items():
-        if catalog.table_exists(identifier):
-            _label(catalog.load_table(identifier), intent, plane)
-    return report, table_report(spec, report, plane)
+        secrets.close()
+        use_plane_secrets(None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,11 @@ Example:
                warehouse: "file:///srv/eu/warehouse"}
 """
 
+from hybrid_dagster.components.access_tiers import (
+    AccessTiersComponent as AccessTiersComponent,
+    ResolvedPlaneAccess as ResolvedPlaneAccess,
+    ResolvedTier as ResolvedTier,
+)
 from hybrid_dagster.components.cdc_tables import (
     CdcTableAttributes as CdcTableAttributes,
     CdcTablesComponent as CdcTablesComponent,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import posixpath
 import re
 import sys
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -167,10 +167,13 @@ class ExecutorConfig(dg.Config):
 
 
 class SecretsConfig(dg.Config):
-    """A reference to the plane's secrets backend. Values are resolved inside the plane, never here.
+    """The plane's secrets backend and the plane's own identity there. Values are resolved inside the
+    plane (``hybrid_dagster.secrets``), never here; credentials are named by environment variables that
+    are set only where the plane's work runs.
 
     Example:
-        >>> SecretsConfig(backend="vault", address="https://vault.eu.example.org", path_prefix="eu-onprem/")
+        >>> SecretsConfig(backend="vault", address="https://bao.eu.example.org", auth_method="approle",
+        ...               role_id_env="EU_ONPREM_ROLE_ID", secret_id_env="EU_ONPREM_SECRET_ID")
     """
 
     backend: Literal["env", "vault", "aws"] = Field(default="env", description="Secrets backend kind.")
@@ -179,6 +182,38 @@ class SecretsConfig(dg.Config):
     )
     path_prefix: str = Field(default="", description="Prefix under which the plane's secrets live.")
     region: str | None = Field(default=None, description="AWS region (aws backend).")
+    mount_point: str = Field(default="secret", description="KV v2 mount (vault backend).")
+    auth_method: Literal["token", "approle", "kubernetes"] = Field(
+        default="token", description="How the plane logs in to Vault/OpenBao (vault backend)."
+    )
+    auth_mount_point: str | None = Field(
+        default=None, description="Mount of the auth method (default: the method's name)."
+    )
+    token_env: str | None = Field(
+        default=None,
+        description="Variable in the plane holding its own Vault token (token auth; no default, so that a "
+        "plane never picks up an orchestrator's VAULT_TOKEN).",
+    )
+    role_id_env: str | None = Field(
+        default=None, description="Variable in the plane holding its AppRole role id (approle auth)."
+    )
+    secret_id_env: str | None = Field(
+        default=None, description="Variable in the plane holding its AppRole secret id (approle auth)."
+    )
+    kubernetes_role: str | None = Field(
+        default=None, description="Vault role the plane's service account logs in as (kubernetes auth)."
+    )
+    kubernetes_token_path: str = Field(
+        default="/var/run/secrets/kubernetes.io/serviceaccount/token",
+        description="Service-account token file (kubernetes auth).",
+    )
+    access_key_id_env: str | None = Field(
+        default=None, description="Variable in the plane holding its AWS access key id (aws backend)."
+    )
+    secret_access_key_env: str | None = Field(
+        default=None, description="Variable in the plane holding its AWS secret access key (aws backend)."
+    )
+    renew_token: bool = Field(default=True, description="Renew the Vault token before it expires.")
 
 
 class CatalogSpec(BaseModel):
@@ -208,7 +243,7 @@ class PlaneSpec(BaseModel):
     location: Literal["on_prem", "cloud"] = "on_prem"
     warehouse: str
     catalog: CatalogSpec = Field(default_factory=CatalogSpec)
-    secrets: dict[str, str | None] = Field(default_factory=dict)
+    secrets: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("jurisdiction")
     @classmethod

@@ -20,11 +20,17 @@ Example:
             daily = encounters.group_by("ward").aggregate([([], "count_all")])
             work.report("analytics/ward_occupancy",
                         work.write_table("analytics/ward_occupancy", "analytics.ward_occupancy", daily))
+
+Secrets are resolved here, inside the plane, with the plane's own identity: ``work.secret(ref)`` takes a
+:class:`~hybrid_dagster.secrets.SecretRef` (which the orchestrator may pass in the extras); the value is
+masked in this process's output and in reported metadata, the read is audited, and an exception whose
+message carries a resolved value is replaced by a value-free one before it can cross Dagster Pipes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -33,7 +39,7 @@ import pyarrow as pa
 from dagster_pipes import PipesContext, open_dagster_pipes
 
 from hybrid_dagster.audit.content_hash import content_sha256
-from hybrid_dagster.errors import ResidencyError, ResidencyViolation
+from hybrid_dagster.errors import PlaneWorkError, ResidencyError, ResidencyViolation
 from hybrid_dagster.plane import storage
 from hybrid_dagster.plane.config import PlaneSpec
 from hybrid_dagster.plane.contract import ResidencyExtras
@@ -48,6 +54,14 @@ from hybrid_dagster.residency.guard import (
 )
 from hybrid_dagster.residency.labels import check_read, check_relabel, label_for_write
 from hybrid_dagster.residency.model import ResidencyPolicy, TransferRoute
+from hybrid_dagster.secrets import (
+    MASKER,
+    BackendSettings,
+    PlaneSecrets,
+    SecretRef,
+    audit_from_env,
+    use_plane_secrets,
+)
 
 
 class PlaneWork:
@@ -70,6 +84,33 @@ class PlaneWork:
             run_id=pipes.run_id,
             warn=pipes.log.warning,
         )
+        self._secrets: PlaneSecrets | None = None
+
+    @property
+    def secrets(self) -> PlaneSecrets:
+        """This plane's secrets, read with the plane's identity (its backend logs in on first use)."""
+        if self._secrets is None:
+            self._secrets = PlaneSecrets(
+                plane=self.plane.name,
+                settings=BackendSettings.model_validate(self.plane.secrets),
+                run_id=self.pipes.run_id,
+                audit=audit_from_env(),
+            )
+            use_plane_secrets(self._secrets)  # resolve_secret() in library code uses the same reads
+        return self._secrets
+
+    def secret(self, ref: SecretRef | Mapping[str, Any]) -> str:
+        """The value of ``ref`` (a SecretRef or its dict from the extras), resolved here, masked, audited.
+
+        Example:
+            >>> password = work.secret(work.pipes.get_extra("db_password"))
+        """
+        return self.secrets.resolve(ref if isinstance(ref, SecretRef) else SecretRef.model_validate(ref))
+
+    def close(self) -> None:
+        if self._secrets is not None:
+            self._secrets.close()
+            use_plane_secrets(None)
 
     @property
     def regulated(self) -> bool:
@@ -172,11 +213,41 @@ class PlaneWork:
         )
 
     def report(self, asset_key: str, metadata: Mapping[str, Any]) -> None:
-        """Report a materialization of ``asset_key`` with ``metadata`` (screened for regulated steps)."""
-        self.pipes.report_asset_materialization(metadata=dict(metadata), asset_key=asset_key)
+        """Report a materialization of ``asset_key`` (screened for regulated steps; secrets masked)."""
+        self.pipes.report_asset_materialization(metadata=_masked(dict(metadata)), asset_key=asset_key)
 
     def _hint(self, violation: ResidencyViolation) -> ResidencyViolation:
         return violation if self.policy_visible else ResidencyViolation(f"{violation} ({NO_POLICY_HINT})")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return MASKER.mask(value)
+    if isinstance(value, Mapping):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
+
+
+@contextmanager
+def secrets_kept_in_plane(where: str) -> Iterator[None]:
+    """Replace an exception whose message or traceback carries a resolved secret by a value-free one.
+
+    Example:
+        >>> with secrets_kept_in_plane("work on plane eu-onprem"):
+        ...     ...  # plane work
+    """
+    try:
+        yield
+    except Exception as error:
+        if not MASKER.contains("".join(traceback.format_exception(error))):
+            raise
+        traceback.print_exc()  # stderr is masked; the plane's log keeps where it happened
+        raise PlaneWorkError(
+            f"{type(error).__name__} in {where}; its message carried a secret value, so it stays in the "
+            "plane's log (masked)"
+        ) from None
 
 
 @contextmanager
@@ -189,8 +260,10 @@ def open_plane_work() -> Iterator[PlaneWork]:
     """
     with open_dagster_pipes() as pipes:
         work = PlaneWork(pipes)
-        with errors_kept_in_plane(work.regulated, where=f"work on plane {work.plane.name}"):
-            try:
+        where = f"work on plane {work.plane.name}"
+        try:
+            with secrets_kept_in_plane(where), errors_kept_in_plane(work.regulated, where=where):
                 yield work
-            finally:
-                work.transfers.close()
+        finally:
+            work.transfers.close()
+            work.close()

@@ -200,6 +200,7 @@ class DataPlane(dg.ConfigurableResource):
             location=spec.location,
             warehouse=spec.warehouse,
             catalog=CatalogConfig(**spec.catalog.model_dump()),
+            secrets=SecretsConfig(**spec.secrets),
         )
 
     @property

@@ -260,3 +260,48 @@ def _has_setting(datadir: Path, name: str) -> bool:
         timeout=60,
     )
     return proc.returncode == 0
+
+
+def add_password_role(server: PostgresServer, database: str, role: str, password: str) -> str:
+    """Create (or update) a login role that must give ``password``, for change data capture.
+
+    The role may log in and replicate (``LOGIN REPLICATION``) and read the tables of schema ``public``;
+    ``pg_hba.conf`` gets ``scram-sha-256`` lines for it ahead of the server's ``trust`` lines, so this
+    role - unlike the superuser of these throwaway servers - is refused without its password. Returns the
+    role's libpq DSN, without the password (resolve that inside the plane).
+
+    Example:
+        >>> dsn = add_password_role(server, "meridian_eu", "meridian_cdc", password)  # doctest: +SKIP
+        >>> psycopg2.connect(dsn, password=password)  # doctest: +SKIP
+    """
+    from psycopg2 import sql
+
+    admin = psycopg2.connect(server.dsn_for(database))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(
+            sql.SQL(verb + " ROLE {} LOGIN REPLICATION PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+        cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+        cur.execute("SHOW hba_file")
+        row = cur.fetchone()
+        assert row is not None
+        hba = Path(str(row[0]))
+        lines = [
+            f"local all {role} scram-sha-256",
+            f"local replication {role} scram-sha-256",
+            f"host all {role} 127.0.0.1/32 scram-sha-256",
+            f"host replication {role} 127.0.0.1/32 scram-sha-256",
+        ]
+        current = hba.read_text()
+        missing = [line for line in lines if line not in current.splitlines()]
+        if missing:
+            hba.write_text("\n".join(missing) + "\n" + current)
+            cur.execute("SELECT pg_reload_conf()")
+    admin.close()
+    return f"host={server.host} port={server.port} user={role} dbname={database}"
