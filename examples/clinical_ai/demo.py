@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 DEMO_HOOKS: tuple[str, ...] = (
     "examples.clinical_ai.demo_documents",
+    "examples.clinical_ai.demo_secrets",
     "examples.clinical_ai.demo_evidence",  # last: its report covers what the others recorded
 )
 """Demo steps of further capabilities, run in this order after the CDC stream, while the database runs.
@@ -107,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         for hook in DEMO_HOOKS:
             print(f"[+] {hook}")
-            added = importlib.import_module(hook).run_demo(home)
+            run_demo = importlib.import_module(hook).run_demo
+            # A hook that uses the clinical database gets the running one (it must not start a second).
+            wants_db = "database" in inspect.signature(run_demo).parameters
+            added = run_demo(home, database=db) if wants_db else run_demo(home)
             if clash := set(added) & set(sections):
                 raise RuntimeError(f"demo hook {hook} sets summary sections already set: {sorted(clash)}")
             sections.update(added)

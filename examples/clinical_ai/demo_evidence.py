@@ -133,7 +133,7 @@ def run_demo(home: Path) -> dict[str, Any]:
             "records": len(ledger.transfers()),
             "by_route": ledger.cost_by_route(),
         },
-        "checks": checks,
+        "evidence_checks": checks,
         "compliance_report": {
             "json": str(metadata["hybrid/evidence_json"].value),
             "markdown": str(metadata["hybrid/evidence_md"].value),

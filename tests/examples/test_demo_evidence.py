@@ -34,7 +34,7 @@ def test_demo_evidence_runs_standalone(tmp_path: Path) -> None:
         "GDPR Art. 46(2)(c) standard contractual clauses"
     ]
     assert route["cost_usd"] > 0
-    assert all(summary["checks"].values()), summary["checks"]
+    assert all(summary["evidence_checks"].values()), summary["evidence_checks"]
     assert summary["compliance_report"]["controls"]["GDPR Art. 44-49"] == "covered"
     markdown = Path(summary["compliance_report"]["markdown"]).read_text()
     assert (
