@@ -94,6 +94,10 @@ class ExecutorConfig(dg.Config):
         default_factory=dict, description="Node selector pinning pods to the plane's nodes."
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Pod tolerations (snake_case keys of V1Toleration), e.g. for tainted GPU nodes.",
+    )
     service_account_name: str | None = Field(default=None, description="Pod service account.")
     resources: dict[str, dict[str, str]] = Field(
         default_factory=dict,
@@ -422,6 +426,8 @@ class DataPlane(dg.ConfigurableResource):
         spec: dict[str, Any] = {}
         if self.executor.node_selector:
             spec["node_selector"] = dict(self.executor.node_selector)
+        if self.executor.tolerations:
+            spec["tolerations"] = [dict(t) for t in self.executor.tolerations]
         if self.executor.service_account_name:
             spec["service_account_name"] = self.executor.service_account_name
         if self.executor.resources:
