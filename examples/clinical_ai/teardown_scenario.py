@@ -46,11 +46,15 @@ def launch_fleet(ec2: Any, store: LeaseStore, *, pool: str, capacity: int, now: 
         "gpu-protected": launch(ec2, pool, "gpu-protected", **{PROTECTED_LABEL: "true"}),
         "gpu-unreadable": launch(ec2, pool, "gpu-unreadable", **{GPUS_LABEL: "four"}),
     }
-    busy = store.acquire(pool, gpus=2, capacity=capacity, run_id="run-busy", incarnation=fleet["gpu-busy"], now=now)
+    busy = store.acquire(
+        pool, gpus=2, capacity=capacity, run_id="run-busy", incarnation=fleet["gpu-busy"], now=now
+    )
     store.heartbeat(busy.lease_id, now=now)
 
     old = launch(ec2, pool, "gpu-a")
-    past = store.acquire(pool, gpus=1, capacity=capacity, run_id="run-old", incarnation=old, now=now - 4 * 3600)
+    past = store.acquire(
+        pool, gpus=1, capacity=capacity, run_id="run-old", incarnation=old, now=now - 4 * 3600
+    )
     store.release(past.lease_id, "run succeeded", now=now - 3 * 3600)
     ec2.terminate_instances(InstanceIds=[old])  # the predecessor went away (e.g. an earlier tick)
     fleet["gpu-a (old)"] = old

@@ -30,9 +30,9 @@ class KubeApiServer:
         self.conflict = json.loads((RECORDED / "status_409_uid_precondition.json").read_text())
         self.requests: list[dict[str, Any]] = []
         self.deleted: list[tuple[str, str, str]] = []
-        self._uids = {
-            ("pods", i["metadata"]["name"]): i["metadata"]["uid"] for i in self.pods["items"]
-        } | {("jobs", i["metadata"]["name"]): i["metadata"]["uid"] for i in self.jobs["items"]}
+        self._uids = {("pods", i["metadata"]["name"]): i["metadata"]["uid"] for i in self.pods["items"]} | {
+            ("jobs", i["metadata"]["name"]): i["metadata"]["uid"] for i in self.jobs["items"]
+        }
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,7 +76,10 @@ class KubeApiServer:
                     del server._uids[(kind, name)]
                     listing = server.pods if kind == "pods" else server.jobs
                     item = next(i for i in listing["items"] if i["metadata"]["name"] == name)
-                    gone = {**item, "metadata": {**item["metadata"], "deletionTimestamp": "2026-12-01T08:00:01Z"}}
+                    gone = {
+                        **item,
+                        "metadata": {**item["metadata"], "deletionTimestamp": "2026-12-01T08:00:01Z"},
+                    }
                     self._send(200, {"kind": "Pod" if kind == "pods" else "Job", **gone})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -95,6 +95,8 @@ def test_a_bad_toleration_fails_the_schema(tmp_path: Path) -> None:
     pool = _pool(tmp_path, "kubernetes")
     with pool.leased("run-43", gpus=1) as lease:
         manifest = _manifest(pool.leased_plane(lease).build_pod("p", ["true"]))
-    manifest["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "tolerationSeconds": "x"}]
+    manifest["spec"]["tolerations"] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "tolerationSeconds": "x"}
+    ]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)

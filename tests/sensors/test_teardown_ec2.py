@@ -47,7 +47,9 @@ def _states(moto_server: MotoServer, ids: list[str]) -> dict[str, str]:
     return {i["InstanceId"]: i["State"]["Name"] for r in reply["Reservations"] for i in r["Instances"]}
 
 
-def test_idle_goes_busy_protected_recreated_and_unreadable_stay(pool: GpuPool, moto_server: MotoServer) -> None:
+def test_idle_goes_busy_protected_recreated_and_unreadable_stay(
+    pool: GpuPool, moto_server: MotoServer
+) -> None:
     now = time.time() + 2 * HOURS  # the fleet has been up for two hours
     store = pool.store()
     fleet = launch_fleet(moto_server.client("ec2"), store, pool=pool.name, capacity=16, now=now)
@@ -75,7 +77,11 @@ def test_dry_run_touches_nothing(pool: GpuPool, moto_server: MotoServer) -> None
     ec2 = moto_server.client("ec2")
     idle = launch(ec2, pool.name, "gpu-idle")
     report = run_tick(
-        [pool.facts()], {pool.name: pool.capacity_backend()}, pool.store(), dry_run=True, now=time.time() + HOURS
+        [pool.facts()],
+        {pool.name: pool.capacity_backend()},
+        pool.store(),
+        dry_run=True,
+        now=time.time() + HOURS,
     )
     assert [d.unit.incarnation for d in report.terminated] == [idle]
     assert "would tear down" in report.summary() and "dry-run" in report.summary()
@@ -109,10 +115,12 @@ def test_batch_limit_defers_the_rest(pool: GpuPool, moto_server: MotoServer) -> 
     ec2 = moto_server.client("ec2")
     ids = [launch(ec2, pool.name, f"gpu-{i}") for i in range(3)]
     report = run_tick(
-        [pool.facts()], {pool.name: pool.capacity_backend()}, pool.store(), max_teardowns=2,
+        [pool.facts()],
+        {pool.name: pool.capacity_backend()},
+        pool.store(),
+        max_teardowns=2,
         now=time.time() + HOURS,
     )
     assert len(report.terminated) == 2
     (deferred,) = [d for d in report.kept if d.unit.incarnation in ids]
     assert deferred.why.startswith("deferred: batch limit 2 reached")
-

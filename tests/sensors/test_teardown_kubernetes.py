@@ -57,7 +57,9 @@ def test_idle_pods_and_jobs_go_by_uid(tmp_path: Path, api: KubeApiServer) -> Non
     assert notebook.cost_saved_usd == pytest.approx(2 * 3.0 * 70, abs=0.1)
 
     lists = [r for r in api.requests if r["method"] == "GET"]
-    assert {tuple(r["query"]["labelSelector"]) for r in lists} == {("hybrid-dagster/gpu-pool in (eu-cloud-h100)",)}
+    assert {tuple(r["query"]["labelSelector"]) for r in lists} == {
+        ("hybrid-dagster/gpu-pool in (eu-cloud-h100)",)
+    }
     deletes = {r["path"]: r["body"] for r in api.requests if r["method"] == "DELETE"}
     assert deletes["/api/v1/namespaces/ml-eu/pods/notebook-gpu-idle"]["preconditions"] == {
         "uid": "6f1c2f0e-8d2a-4b8e-9d55-0c1f4f0a1a01"
@@ -72,7 +74,9 @@ def test_a_pod_recreated_under_the_same_name_is_kept(tmp_path: Path, api: KubeAp
     api.recreate("pods", "notebook-gpu-idle", "11111111-2222-4333-8444-555555555555")
     report = run_tick([pool.facts()], {pool.name: pool.capacity_backend()}, pool.store(), now=NOW)
     kept = {d.unit.name: d.why for d in report.kept}
-    assert kept["notebook-gpu-idle"].startswith("teardown refused: Kubernetes delete of pod 'notebook-gpu-idle'")
+    assert kept["notebook-gpu-idle"].startswith(
+        "teardown refused: Kubernetes delete of pod 'notebook-gpu-idle'"
+    )
     assert "HTTP 409" in kept["notebook-gpu-idle"]
     assert ("pods", "notebook-gpu-idle") not in {(k, n) for k, n, _ in api.deleted}
 
