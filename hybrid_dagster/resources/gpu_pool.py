@@ -176,17 +176,29 @@ class GpuPool(dg.ConfigurableResource):
     def leased(
         self, run_id: str, gpus: int, *, heartbeat_s: float | None = None, incarnation: str | None = None
     ) -> Iterator[Lease]:
-        """Hold a lease for the duration of the block, heartbeating; released however the block ends.
+        """Hold a new lease for the duration of the block (raises ``PoolFull`` when the pool is full).
 
         Example:
             >>> with pool.leased(context.run.run_id, gpus=1) as lease:
             ...     lease.cuda_visible_devices
             '0'
         """
-        store = self.store()
-        lease = store.acquire(
+        lease = self.store().acquire(
             self.name, gpus=gpus, capacity=self.capacity_gpus, run_id=run_id, incarnation=incarnation
         )
+        with self.held(lease, heartbeat_s=heartbeat_s):
+            yield lease
+
+    @contextmanager
+    def held(self, lease: Lease, *, heartbeat_s: float | None = None) -> Iterator[Lease]:
+        """Heartbeat ``lease`` while the block runs; release it however the block ends (success, failure,
+        cancellation). A process killed outright stops heartbeating, and the lease expires.
+
+        Example:
+            >>> with pool.held(lease):
+            ...     plane.run(context, module="training.work")
+        """
+        store = self.store()
         stop = threading.Event()
         interval = heartbeat_s if heartbeat_s is not None else max(1.0, self.lease_ttl_s / 5)
 
@@ -201,8 +213,8 @@ class GpuPool(dg.ConfigurableResource):
             yield lease
             outcome = "succeeded"
         except BaseException as error:
-            outcome = "cancelled" if isinstance(error, KeyboardInterrupt | SystemExit) else "failed"
-            if type(error).__name__ == "DagsterExecutionInterruptedError":
+            interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+            if interrupted or type(error).__name__ == "DagsterExecutionInterruptedError":
                 outcome = "cancelled"
             raise
         finally:
