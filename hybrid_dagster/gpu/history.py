@@ -124,25 +124,37 @@ class CapacityHistory:
                 )
 
     def record_teardown(self, unit: CapacityUnit, *, at: float, reason: str, cost_saved_usd: float) -> None:
+        self.record_teardowns([(unit, reason, cost_saved_usd)], at=at)
+
+    def record_teardowns(self, done: Sequence[tuple[CapacityUnit, str, float]], *, at: float) -> None:
+        """Record torn-down units ``(unit, reason, cost saved)`` in one transaction, once per incarnation."""
+        if not done:
+            return
         with self.store.engine.begin() as conn:
-            exists = conn.execute(
-                sa.select(teardowns_table.c.incarnation).where(
-                    teardowns_table.c.incarnation == unit.incarnation
-                )
-            ).first()
-            if exists is None:
-                conn.execute(
-                    teardowns_table.insert().values(
-                        incarnation=unit.incarnation,
-                        pool=unit.pool,
-                        backend=unit.backend,
-                        name=unit.name,
-                        gpus=unit.gpus,
-                        at=at,
-                        reason=reason[:400],
-                        cost_saved_usd=cost_saved_usd,
+            known = {
+                row[0]
+                for row in conn.execute(
+                    sa.select(teardowns_table.c.incarnation).where(
+                        teardowns_table.c.incarnation.in_([u.incarnation for u, _, _ in done])
                     )
                 )
+            }
+            fresh = [
+                {
+                    "incarnation": unit.incarnation,
+                    "pool": unit.pool,
+                    "backend": unit.backend,
+                    "name": unit.name,
+                    "gpus": unit.gpus,
+                    "at": at,
+                    "reason": reason[:400],
+                    "cost_saved_usd": cost,
+                }
+                for unit, reason, cost in done
+                if unit.incarnation not in known
+            ]
+            if fresh:
+                conn.execute(teardowns_table.insert(), fresh)
 
     def observations(self, since: float, pools: Sequence[str] | None = None) -> list[Observation]:
         query = sa.select(capacity_table).where(capacity_table.c.last_seen >= since)

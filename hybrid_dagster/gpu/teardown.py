@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hybrid_dagster.gpu.backends.base import GpuBackend, Listing
-from hybrid_dagster.gpu.errors import BackendUnavailable
 from hybrid_dagster.gpu.history import CapacityHistory
 from hybrid_dagster.gpu.leases import LeaseStore
 from hybrid_dagster.gpu.model import CapacityUnit, Lease, PoolFacts
@@ -219,7 +219,8 @@ def run_tick(
     for pool in pools:
         backend = backends[pool.name]
         grouped.setdefault(backend.key(), (backend, []))[1].append(pool.name)
-    listings: list[Listing] = [backend.list(names) for backend, names in grouped.values()]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(grouped)))) as executor:  # listings are I/O
+        listings: list[Listing] = list(executor.map(lambda g: g[0].list(g[1]), grouped.values()))
     units: list[CapacityUnit] = []
     for key, listing in zip(grouped, listings, strict=True):
         if listing.error is not None:
@@ -243,28 +244,33 @@ def run_tick(
     history.observe([u for u in units if u.pool in facts], now=stamp)
     by_key = {backend.key(): backend for backend, _ in grouped.values()}
     backend_of = {pool.name: backends[pool.name].key() for pool in pools}
+    chosen: list[Decision] = []
+    decisions: list[Decision] = []
     for decision in decide(units, facts, leases, activity, live_runs=live_runs, now=stamp):
-        final = decision
-        if decision.action == "terminate":
-            if len(report.terminated) >= max_teardowns:
-                final = Decision(
-                    decision.unit,
-                    "keep",
-                    f"deferred: batch limit {max_teardowns} reached; next tick ({decision.why})",
-                )
-            elif not dry_run:
-                try:
-                    by_key[backend_of[decision.unit.pool]].terminate(decision.unit)
-                except BackendUnavailable as refused:
-                    final = Decision(decision.unit, "keep", f"teardown refused: {refused}")
-            if final.action == "terminate":
-                report.terminated.append(final)
-                if not dry_run:
-                    history.record_teardown(
-                        final.unit, at=stamp, reason=final.why, cost_saved_usd=final.cost_saved_usd
-                    )
-                    if record is not None:
-                        record(final, stamp)
-        report.decisions.append(final)
+        if decision.action == "terminate" and len(chosen) >= max_teardowns:
+            why = f"deferred: batch limit {max_teardowns} reached; next tick ({decision.why})"
+            decision = Decision(decision.unit, "keep", why)
+        elif decision.action == "terminate":
+            chosen.append(decision)
+        decisions.append(decision)
+    refused: dict[str, str | None] = {}
+    if not dry_run:
+        per_backend: dict[str, list[CapacityUnit]] = {}
+        for decision in chosen:
+            per_backend.setdefault(backend_of[decision.unit.pool], []).append(decision.unit)
+        for key, batch in per_backend.items():
+            refused.update(by_key[key].terminate_many(batch))
+    for decision in decisions:
+        why_refused = refused.get(decision.unit.incarnation) if decision.action == "terminate" else None
+        if why_refused is not None:
+            decision = Decision(decision.unit, "keep", f"teardown refused: {why_refused}")
+        elif decision.action == "terminate":
+            report.terminated.append(decision)
+        report.decisions.append(decision)
+    if not dry_run and report.terminated:
+        history.record_teardowns([(d.unit, d.why, d.cost_saved_usd) for d in report.terminated], at=stamp)
+        if record is not None:
+            for decision in report.terminated:
+                record(decision, stamp)
     report.elapsed_s = time.perf_counter() - started
     return report

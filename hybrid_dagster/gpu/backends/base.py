@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hybrid_dagster.gpu.errors import BackendUnavailable
 from hybrid_dagster.gpu.model import CapacityUnit
 
 POOL_LABEL = "hybrid-dagster/gpu-pool"
@@ -71,6 +72,20 @@ class GpuBackend(ABC):
     @abstractmethod
     def terminate(self, unit: CapacityUnit) -> None:
         """Tear down exactly this incarnation (raises :class:`BackendUnavailable` if that fails)."""
+
+    def terminate_many(self, units: Sequence[CapacityUnit]) -> dict[str, str | None]:
+        """Tear down several units; per incarnation, None when it went or why it was refused.
+
+        Backends whose API takes many ids in one call (EC2) override this.
+        """
+        outcome: dict[str, str | None] = {}
+        for unit in units:
+            try:
+                self.terminate(unit)
+                outcome[unit.incarnation] = None
+            except BackendUnavailable as refused:
+                outcome[unit.incarnation] = str(refused)
+        return outcome
 
     def key(self) -> str:
         """Backends with equal keys reach the same API and are listed once per tick."""

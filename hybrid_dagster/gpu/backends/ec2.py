@@ -110,13 +110,28 @@ class Ec2Backend(GpuBackend):
             kind="instance",
         )
 
+    def terminate_many(self, units: Sequence[CapacityUnit]) -> dict[str, str | None]:
+        """One ``TerminateInstances`` call for up to 1,000 instance ids at a time."""
+        outcome: dict[str, str | None] = {}
+        for start in range(0, len(units), 1000):
+            batch = list(units[start : start + 1000])
+            try:
+                self._terminate_ids([u.incarnation for u in batch], f"{len(batch)} instances")
+                outcome.update(dict.fromkeys((u.incarnation for u in batch), None))
+            except BackendUnavailable as refused:
+                outcome.update(dict.fromkeys((u.incarnation for u in batch), str(refused)))
+        return outcome
+
     def terminate(self, unit: CapacityUnit) -> None:
+        self._terminate_ids([unit.incarnation], f"{unit.incarnation} ({unit.name!r}, pool {unit.pool!r})")
+
+    def _terminate_ids(self, ids: Sequence[str], what: str) -> None:
         import botocore.exceptions
 
         try:
-            self.client.terminate_instances(InstanceIds=[unit.incarnation])
+            self.client.terminate_instances(InstanceIds=list(ids))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise BackendUnavailable(
-                f"EC2 TerminateInstances for {unit.incarnation} ({unit.name!r}, pool {unit.pool!r}) in "
-                f"{self.region} failed: {type(error).__name__}; check the IAM policy of the sensor's role"
+                f"EC2 TerminateInstances for {what} in {self.region} failed: {type(error).__name__}; "
+                "check the IAM policy of the sensor's role"
             ) from None

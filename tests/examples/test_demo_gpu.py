@@ -1,0 +1,46 @@
+"""The GPU demo step runs standalone and returns its summary section with the exact keys."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("DAGSTER_HOME", None)
+    env.pop("HYBRID_DAGSTER_HOME", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.clinical_ai.demo_gpu", "--home", str(tmp_path / "demo")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"training", "teardown"}
+
+    eu = summary["training"]["models/eu_readmission_risk"]
+    us = summary["training"]["models/us_high_cost_claims"]
+    assert (eu["pool"], eu["jurisdiction"]) == ("eu-onprem-a100", "EU")
+    assert (us["pool"], us["jurisdiction"]) == ("us-onprem-l40s", "US")
+    assert eu["metrics"]["roc_auc"] > 0.55
+    assert {"roc_auc", "accuracy"} <= set(us["metrics"])
+
+    teardown = summary["teardown"]
+    assert len(teardown["terminated"]) == 1 and teardown["terminated"][0].startswith("i-")
+    kept = {k["name"]: k["why"] for k in teardown["kept"]}
+    assert set(kept) == {"gpu-busy", "gpu-protected", "gpu-a", "gpu-unreadable"}
+    assert all(k["id"].startswith("i-") for k in teardown["kept"])
+    assert (
+        abs(teardown["cost_saved_usd"] - 350.0) < 0.5
+    )  # 4 GPUs x $1.25/h for the 70 h left of a 72 h lifetime
+    # the models stayed in their jurisdictions' warehouses
+    planes = tmp_path / "demo" / "planes"
+    assert (planes / "eu-onprem" / "warehouse" / "models" / "models__eu_readmission_risk").is_dir()
+    assert not (planes / "us-onprem" / "warehouse" / "models" / "models__eu_readmission_risk").exists()
