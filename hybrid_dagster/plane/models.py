@@ -42,8 +42,26 @@ TRAINING_EXTRAS_KEY = "hybrid_training"
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
 
 
+TRAINING_INSTALL_HINT = "pip install 'hybrid-dagster[training]'"
+
+
 class UntrustedModelError(ValueFreeError):
     """A stored model holds types outside scikit-learn, NumPy and SciPy; it is not loaded."""
+
+
+class TrainingDependencyMissing(ValueFreeError):
+    """skops (or scikit-learn) is not installed in the plane's environment."""
+
+
+def _skops() -> Any:
+    try:
+        import skops.io
+    except ImportError:
+        raise TrainingDependencyMissing(
+            f"storing and loading models needs skops and scikit-learn in the plane's environment: "
+            f"{TRAINING_INSTALL_HINT}"
+        ) from None
+    return skops.io
 
 
 @dataclass(frozen=True)
@@ -94,13 +112,12 @@ class TrainingRun:
         Example:
             >>> training.finish(pipeline, {"roc_auc": 0.81}, training_rows=1200)
         """
-        import skops.io
-
+        skops_io = _skops()
         fs, _ = self.plane.filesystem()
         path = self.artifact_path()
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with fs.open_output_stream(path) as out:
-            out.write(skops.io.dumps(model))
+            out.write(skops_io.dumps(model))
         asset = str(self.spec["asset"])
         registry = str(self.spec["registry_table"])
         row = {
@@ -156,16 +173,15 @@ def load_model(plane: DataPlane, path: str) -> Any:
     Example:
         >>> model = load_model(DataPlane.from_env(), "/srv/eu/warehouse/models/models__eu/run.skops")
     """
-    import skops.io
-
+    skops_io = _skops()
     fs, _ = plane.filesystem()
     with fs.open_input_stream(path) as stream:
         data = stream.read()
-    untrusted = skops.io.get_untrusted_types(data=data)
+    untrusted = skops_io.get_untrusted_types(data=data)
     refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
     if refused:
         raise UntrustedModelError(
             f"model at {path} in plane {plane.name!r} holds types outside scikit-learn/NumPy/SciPy "
             f"({', '.join(sorted(refused))}): it is not loaded"
         )
-    return skops.io.loads(data, trusted=untrusted)
+    return skops_io.loads(data, trusted=untrusted)
