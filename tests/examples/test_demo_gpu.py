@@ -1,28 +1,21 @@
 """The GPU demo step runs standalone and returns its summary section with the exact keys."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+from examples.clinical_ai import demo_gpu
 
 
-def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("DAGSTER_HOME", None)
-    env.pop("HYBRID_DAGSTER_HOME", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "examples.clinical_ai.demo_gpu", "--home", str(tmp_path / "demo")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)
+def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dagster_home = tmp_path / "demo" / "dagster"
+    dagster_home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    assert demo_gpu.main(["--home", str(tmp_path / "demo")]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert set(summary) == {"training", "teardown"}
 
     eu = summary["training"]["models/eu_readmission_risk"]
