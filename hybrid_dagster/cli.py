@@ -6,6 +6,7 @@ Example:
         hybrid-dagster validate -m clinical_ai.definitions
         hybrid-dagster validate -f pipelines/defs.py -a defs
         hybrid-dagster cdc run --spec job.json --plane plane.json
+        hybrid-dagster audit verify --url sqlite:///$DAGSTER_HOME/hybrid_audit.db
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from types import ModuleType
 
 import dagster as dg
 
+from hybrid_dagster.audit import AuditError, AuditLog
+from hybrid_dagster.audit.checkpoint import latest_checkpoint
 from hybrid_dagster.errors import DefinitionsLoadError as DefinitionsLoadError
 from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions
 
@@ -49,7 +52,39 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_validate(subcommands)
     _add_cdc(subcommands)
+    _add_audit(subcommands)
     return parser
+
+
+def _add_audit(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = subcommands.add_parser("audit", help="The tamper-evident audit log.")
+    actions = audit.add_subparsers(title="audit commands", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="Check the whole hash chain; exit 0 when intact, 1 naming the first broken record.",
+        description="Also compares against the latest audit_checkpoint in DAGSTER_HOME, if any.",
+    )
+    verify.add_argument("--url", help="SQLAlchemy URL of the store (default: $DAGSTER_HOME/hybrid_audit.db).")
+    verify.add_argument(
+        "--no-checkpoint", action="store_true", help="Do not compare against the Dagster event log."
+    )
+    verify.set_defaults(command=_audit_verify)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    try:
+        log = AuditLog(args.url)
+    except AuditError as exc:
+        print(f"hybrid-dagster: {exc}", file=sys.stderr)
+        return EXIT_LOAD_ERROR
+    checkpoint = None
+    if not args.no_checkpoint and os.environ.get("DAGSTER_HOME"):
+        with dg.DagsterInstance.get() as instance:
+            checkpoint = latest_checkpoint(instance)
+    with log:
+        result = log.verify(checkpoint=checkpoint)
+    print(result.describe() + (f" (checked against checkpoint of {checkpoint[0]})" if checkpoint else ""))
+    return EXIT_OK if result.ok else EXIT_VIOLATIONS
 
 
 def _add_cdc(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -139,6 +139,10 @@ class TransferRoute(dg.Config):
         description="Classifications this route covers; data of any other classification may not use it."
     )
     description: str = Field(default="", description="What travels on this route and why.")
+    egress_usd_per_gb: float | None = Field(
+        default=None,
+        description="Egress price per GB (10^9 bytes) on this route; the ledger reports cost.",
+    )
 
     @field_validator("source", "target")
     @classmethod
@@ -150,6 +154,13 @@ class TransferRoute(dg.Config):
     def _non_empty_basis(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("a transfer route needs a legal basis")
+        return value
+
+    @field_validator("egress_usd_per_gb")
+    @classmethod
+    def _non_negative_price(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError("egress_usd_per_gb must not be negative")
         return value
 
     @field_validator("classifications")

@@ -37,6 +37,7 @@ POLICY = ResidencyPolicy(
             legal_basis="GDPR Art. 46(2)(c) standard contractual clauses",
             classifications=["confidential"],
             description="De-identified aggregates only (k >= 10), for the group-wide ward benchmark.",
+            egress_usd_per_gb=0.09,
         )
     ],
     strict=True,

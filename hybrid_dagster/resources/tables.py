@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
+from pyiceberg.io import load_file_io
+from pyiceberg.table import DataScan, Table, Transaction
 
 
-def replace_table(catalog: Catalog, identifier: str, data: pa.Table) -> Table:
+def staged_rows(catalog: Catalog, txn: Transaction, columns: list[str]) -> pa.Table:
+    """The rows of ``txn``'s staged (not yet committed) current snapshot, read back from its data files."""
+    metadata = txn.table_metadata
+    io = load_file_io({**catalog.properties, **metadata.properties}, metadata.location)
+    return DataScan(table_metadata=metadata, io=io, selected_fields=tuple(columns)).to_arrow()
+
+
+def replace_table(
+    catalog: Catalog,
+    identifier: str,
+    data: pa.Table,
+    before_commit: Callable[[pa.Table], None] | None = None,
+) -> Table:
     """Make ``identifier`` hold exactly ``data``: created if missing, else schema evolved by name and
     overwritten, each in a single Iceberg commit (a crash leaves the old table or the new one).
+
+    ``before_commit`` sees the rows as staged - read back from the new snapshot's data files - and may raise
+    to abandon the commit (the transfer integrity check does).
 
     Example:
         >>> table = replace_table(plane.load_catalog(), "analytics.ward_occupancy", occupancy)
@@ -21,7 +39,11 @@ def replace_table(catalog: Catalog, identifier: str, data: pa.Table) -> Table:
             with txn.update_schema() as update:
                 update.union_by_name(data.schema)
             txn.overwrite(data)
+            if before_commit is not None:  # raising here abandons the commit
+                before_commit(staged_rows(catalog, txn, data.column_names))
     else:
         with catalog.create_table_transaction(identifier, schema=data.schema) as txn:
             txn.append(data)
+            if before_commit is not None:
+                before_commit(staged_rows(catalog, txn, data.column_names))
     return catalog.load_table(identifier)
