@@ -133,7 +133,8 @@ def train_models(home: Path, fleet: GpuFleet, planes: dict[str, DataPlane]) -> d
 
 
 def teardown_tick(fleet: GpuFleet, ec2_endpoint: str) -> dict[str, Any]:
-    """Launch the scenario fleet in the US burst pool and run one tick over every pool."""
+    """Launch the scenario fleet in the US burst pool and run one tick over every pool; each teardown goes
+    into the audit log ($DAGSTER_HOME/hybrid_audit.db unless HYBRID_DAGSTER_AUDIT_URL says otherwise)."""
     pool = fleet.us_cloud
     store = pool.store()
     ec2 = boto3.client("ec2", region_name=pool.ec2.region, endpoint_url=ec2_endpoint)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dagster as dg
 
+from hybrid_dagster.audit import AuditConfigError, AuditLog
 from hybrid_dagster.gpu.teardown import Decision, RunState, TickReport, run_tick
 from hybrid_dagster.resources.gpu_pool import GpuPool
 
@@ -94,6 +95,43 @@ def run_statuses(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, d
     return {run.run_id: run.status for run in runs}
 
 
+AUDIT_KIND = "gpu.teardown"
+
+
+def audit_recorder(
+    log: AuditLog, *, actor: str, planes: Mapping[str, str]
+) -> Callable[[Decision, float], None]:
+    """A ``record`` hook appending each teardown to the tamper-evident audit log (kind ``gpu.teardown``).
+
+    ``planes`` maps pool name -> plane name. Details are identifiers, counts and money, never row values.
+
+    Example:
+        >>> record = audit_recorder(AuditLog(), actor="sensor:gpu", planes={"us-cloud-a10g": "us-cloud"})
+    """
+
+    def record(decision: Decision, at: float) -> None:
+        unit = decision.unit
+        log.append(
+            AUDIT_KIND,
+            actor=actor,
+            plane=planes.get(unit.pool),
+            details={
+                "incarnation": unit.incarnation,
+                "name": unit.name,
+                "kind": unit.kind,
+                "pool": unit.pool,
+                "backend": unit.backend,
+                "gpus": unit.gpus,
+                "reason": decision.why,
+                "while_busy": decision.warning,
+                "cost_saved_usd": decision.cost_saved_usd,
+                "at": at,
+            },
+        )
+
+    return record
+
+
 def gpu_teardown_sensor(
     pools: Sequence[GpuPool],
     *,
@@ -102,11 +140,14 @@ def gpu_teardown_sensor(
     max_teardowns_per_tick: int = 20,
     minimum_interval_seconds: int = 300,
     record: Callable[[Decision, float], None] | None = None,
+    audit: bool = True,
+    audit_url: str | None = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
     """A sensor that tears down idle GPU capacity of ``pools`` (all pools must share one lease store).
 
-    ``record`` receives each teardown (e.g. to append it to the audit log) after it happened.
+    Each teardown is appended to the audit log (``audit_url``, default ``$DAGSTER_HOME/hybrid_audit.db`` or
+    ``HYBRID_DAGSTER_AUDIT_URL``) unless ``audit=False``; ``record`` receives each teardown too.
 
     Example:
         >>> sensor = gpu_teardown_sensor([us_cloud_a10g], dry_run=True, max_teardowns_per_tick=5)
@@ -139,6 +180,20 @@ def gpu_teardown_sensor(
                 if status in LIVE_STATUSES | ENDED_STATUSES
             }
 
+        hooks = [record] if record is not None else []
+        if audit and not dry_run:
+            try:
+                log = AuditLog(audit_url)
+            except AuditConfigError as missing:
+                context.log.warning(f"GPU teardowns are not audited: {missing}")
+            else:
+                planes = {pool.name: pool.plane.name for pool in pools}
+                hooks.append(audit_recorder(log, actor=f"sensor:{name}", planes=planes))
+
+        def record_all(decision: Decision, at: float) -> None:
+            for hook in hooks:
+                hook(decision, at)
+
         report = run_tick(
             [pool.facts() for pool in pools],
             {pool.name: pool.capacity_backend() for pool in pools},
@@ -146,7 +201,7 @@ def gpu_teardown_sensor(
             run_states=states,
             dry_run=dry_run,
             max_teardowns=max_teardowns_per_tick,
-            record=record,
+            record=record_all,
         )
         for decision in report.terminated:
             unit = decision.unit

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from hybrid_dagster.audit import AuditLog
 from hybrid_dagster.gpu.backends.local import LocalBackend
 from hybrid_dagster.resources import GpuPool
 from hybrid_dagster.sensors import TeardownCursor, gpu_teardown_sensor
@@ -46,6 +47,7 @@ def _run(instance: dg.DagsterInstance, *, cancelled: bool) -> str:
 
 def test_sensor_releases_ended_runs_and_keeps_live_ones(tmp_path: Path) -> None:
     pool = _pool(tmp_path)
+    audit_url = f"sqlite:///{tmp_path / 'audit.db'}"
     backend = LocalBackend(pool.store())
     past = time.time() - 3600
     live_node = backend.register(pool.name, "dgx-01", gpus=8, launched_at=past)
@@ -73,10 +75,18 @@ def test_sensor_releases_ended_runs_and_keeps_live_ones(tmp_path: Path) -> None:
 
     with dg.instance_for_test() as instance:
         time.sleep(1.0)
-        again = gpu_teardown_sensor([pool])(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        sensor = gpu_teardown_sensor([pool], audit_url=audit_url)
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
     assert isinstance(again, dg.SensorResult) and again.skip_reason is not None
     assert "tore down dgx-02" in (again.skip_reason.skip_message or "")
     assert TeardownCursor.parse(again.cursor).recent[0]["incarnation"] == ended_node.incarnation
+    # the teardown is in the tamper-evident audit log, with its plane and the cost it saved
+    log = AuditLog(audit_url)
+    (entry,) = list(log.records("gpu.teardown"))
+    assert (entry.actor, entry.plane) == ("sensor:gpu_cost_teardown", "eu-onprem")
+    assert entry.details["incarnation"] == ended_node.incarnation and entry.details["name"] == "dgx-02"
+    assert entry.details["cost_saved_usd"] > 0
+    assert log.verify().ok
 
 
 def test_protected_pool_is_never_torn_down(tmp_path: Path) -> None:
