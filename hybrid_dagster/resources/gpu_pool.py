@@ -37,6 +37,9 @@ from hybrid_dagster.gpu.backends.base import (
     RUN_LABEL,
     GpuBackend,
 )
+from hybrid_dagster.gpu.backends.ec2 import Ec2Backend
+from hybrid_dagster.gpu.backends.k8s import KubernetesBackend
+from hybrid_dagster.gpu.backends.local import LocalBackend
 from hybrid_dagster.gpu.leases import DEFAULT_TTL_S, LeaseStore
 from hybrid_dagster.gpu.model import Lease, PoolFacts
 from hybrid_dagster.resources.data_plane import DataPlane
@@ -153,14 +156,10 @@ class GpuPool(dg.ConfigurableResource):
             >>> pool.capacity_backend().list([pool.name]).units
         """
         if self.backend == "ec2":
-            from hybrid_dagster.gpu.backends.ec2 import Ec2Backend
-
             return Ec2Backend(
                 region=self.ec2.region, endpoint_url=self.ec2.endpoint_url, default_gpus={self.name: 1}
             )
         if self.backend == "kubernetes":
-            from hybrid_dagster.gpu.backends.k8s import KubernetesBackend
-
             k8s = self.kubernetes
             return KubernetesBackend(
                 namespace=k8s.namespace,
@@ -168,8 +167,6 @@ class GpuPool(dg.ConfigurableResource):
                 kubeconfig_file=k8s.kubeconfig_file,
                 host=k8s.host,
             )
-        from hybrid_dagster.gpu.backends.local import LocalBackend
-
         return LocalBackend(self.store())
 
     @contextmanager
