@@ -13,6 +13,7 @@ Example:
 """
 
 from hybrid_dagster.audit.canonical import GENESIS_HASH as GENESIS_HASH, canonical_json as canonical_json
+from hybrid_dagster.audit.content_hash import content_sha256 as content_sha256
 from hybrid_dagster.audit.errors import (
     AuditConfigError as AuditConfigError,
     AuditError as AuditError,
@@ -25,4 +26,10 @@ from hybrid_dagster.audit.log import (
     VerifyResult as VerifyResult,
     default_url as default_url,
     safe_url as safe_url,
+)
+from hybrid_dagster.audit.transfers import (
+    Transfer as Transfer,
+    TransferLedger as TransferLedger,
+    check_integrity as check_integrity,
+    record_cdc_commit as record_cdc_commit,
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -235,3 +237,30 @@ def test_safe_url_masks_the_password() -> None:
     from hybrid_dagster.audit import safe_url
 
     assert "s3cret" not in safe_url("postgresql://audit:s3cret@db:5432/audit")
+
+
+def test_a_writer_killed_at_random_points_leaves_a_valid_chain(audit_url: str, tmp_path: Path) -> None:
+    AuditLog(audit_url).close()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    go = tmp_path / "go"
+    go.touch()
+    rng = random.Random(20261202)
+    with AuditLog(audit_url) as log:
+        for round_ in range(2):
+            ready = tmp_path / f"ready-{round_}"
+            writer = subprocess.Popen(
+                [sys.executable, str(WORKER), audit_url, "100000", f"victim-{round_}", str(ready), str(go)],
+                env=env,
+            )
+            deadline = time.monotonic() + 120
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            before = log.head()[0]
+            time.sleep(rng.uniform(0.2, 1.0))
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(timeout=30)
+            result = log.verify()
+            assert result.ok, result.describe()
+            assert result.count > before  # it was killed while appending, not before
+            log.append("test.after_kill", actor="survivor")  # the chain goes on
+        assert log.verify().ok

@@ -1,4 +1,4 @@
-"""Checkpoints in the Dagster event log, and ``hybrid-dagster audit verify`` over a real store."""
+"""`hybrid-dagster audit verify` over a real store, and the audit_checkpoint asset it compares against."""
 
 from __future__ import annotations
 
