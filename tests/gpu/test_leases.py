@@ -3,6 +3,7 @@ ending, expiry of a killed run's lease, disjoint devices."""
 
 import multiprocessing
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -120,3 +121,51 @@ def test_a_run_that_ends_releases_its_lease(tmp_path: Path, ending: str) -> None
     (record,) = [x for x in pool.store().leases_since(0.0) if x.lease_id == lease.lease_id]
     assert record.release_reason == f"run {ending}"
     assert record.heartbeat > record.since  # the heartbeat thread ran
+
+
+def _churn(url: str, seed: int) -> None:
+    """In a child process: take and give back one GPU of pool-k as fast as possible, forever."""
+    rng = random.Random(seed)
+    store = LeaseStore(url, ttl_s=1.0)
+    while True:
+        try:
+            lease = store.acquire("pool-k", gpus=1, capacity=2, run_id=f"churn-{seed}")
+        except PoolFull:
+            time.sleep(0.01)
+            continue
+        time.sleep(rng.uniform(0, 0.02))
+        store.release(lease.lease_id, "run succeeded")
+
+
+def test_sigkill_at_random_points_never_overbooks(lease_url: str) -> None:
+    """Workers are SIGKILLed at random moments (mid-transaction included); the pool is never over-booked,
+    devices never overlap, and every lease a killed worker held expires."""
+    LeaseStore(lease_url).dispose()
+    rng = random.Random(11)
+    store = LeaseStore(lease_url, ttl_s=1.0)
+    workers = [FORK.Process(target=_churn, args=(lease_url, i)) for i in range(3)]
+    for worker in workers:
+        worker.start()
+    kills = 0
+    try:
+        for round_ in range(12):
+            time.sleep(rng.uniform(0.05, 0.4))
+            victim = rng.randrange(len(workers))
+            os.kill(workers[victim].pid, signal.SIGKILL)  # type: ignore[arg-type]
+            workers[victim].join(timeout=10)
+            kills += 1
+            live = store.live_leases()
+            assert sum(x.gpus for x in live) <= 2, live
+            devices = [d for x in live for d in x.devices]
+            assert len(devices) == len(set(devices)) and set(devices) <= {0, 1}, live
+            workers[victim] = FORK.Process(target=_churn, args=(lease_url, 100 + round_))
+            workers[victim].start()
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            worker.join(timeout=10)
+    assert kills == 12
+    time.sleep(1.5)  # every killed worker's lease is past its TTL
+    assert store.live_leases() == []
+    assert store.acquire("pool-k", gpus=2, capacity=2, run_id="after").devices == (0, 1)
