@@ -8,6 +8,7 @@ import pytest
 from examples.clinical_ai import demo_gpu
 
 
+@pytest.mark.slow  # trains both models (two plane subprocesses each for inputs and training) and starts moto
 def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
