@@ -148,6 +148,10 @@ class ExecutorConfig(dg.Config):
         default_factory=dict, description="Node selector pinning pods to the plane's nodes."
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Pod tolerations (snake_case keys of V1Toleration), e.g. for tainted GPU nodes.",
+    )
     service_account_name: str | None = Field(default=None, description="Pod service account.")
     resources: dict[str, dict[str, str]] = Field(
         default_factory=dict,

@@ -146,6 +146,8 @@ class KubernetesLauncher(Launcher):
         spec: dict[str, Any] = {}
         if self.executor.node_selector:
             spec["node_selector"] = dict(self.executor.node_selector)
+        if self.executor.tolerations:
+            spec["tolerations"] = [dict(t) for t in self.executor.tolerations]
         if self.executor.service_account_name:
             spec["service_account_name"] = self.executor.service_account_name
         if self.executor.resources:

@@ -78,6 +78,7 @@ class PlaneWork:
         self.clearance = self.contract.clearance
         self.routes_used: list[TransferRoute] = []
         self.touched_jurisdictions: set[str] = set()
+        self.snapshots_read: dict[tuple[str, str], int | None] = {}
         self.transfers = PlaneTransfers(
             plane_name=self.plane.name,
             jurisdiction=self.plane.jurisdiction,
@@ -148,7 +149,9 @@ class PlaneWork:
         self.routes_used.extend(routes)
         if label.classification.is_regulated:
             self.touched_jurisdictions |= label.data_jurisdictions
-        rows = table.scan().to_arrow()
+        snapshot = table.current_snapshot()
+        self.snapshots_read[(plane, identifier)] = snapshot.snapshot_id if snapshot is not None else None
+        rows = table.scan(snapshot_id=snapshot.snapshot_id if snapshot is not None else None).to_arrow()
         foreign = sorted(label.data_jurisdictions - {self.plane.jurisdiction})
         if foreign:
             self.transfers.note_read(

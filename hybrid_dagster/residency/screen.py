@@ -5,8 +5,8 @@ on every Dagster Pipes message before it leaves (:mod:`hybrid_dagster.plane.laun
 orchestrator, on the reported results (defence in depth).
 
 - Metadata keys must be declared: the standard keys below, or those the asset author names in
-  ``allowed_metadata_keys`` / ``allowed_text_metadata``. An undeclared key is refused without echoing it
-  (a key can carry a value).
+  ``allowed_metadata_keys`` / ``allowed_text_metadata`` (an entry ending in ``*`` declares a family of
+  keys, e.g. ``metric/*``). An undeclared key is refused without echoing it (a key can carry a value).
 - Values: numbers, booleans, timestamps, null and column lineage pass; text, paths, URLs, JSON and
   markdown pass only under text keys; a table schema passes with names and types only (no descriptions,
   constraints or tags); ``data_version`` is refused.
@@ -82,15 +82,24 @@ class ScreenRules:
     ) -> None:
         self.plane = plane
         self.step = step
-        self.text_keys = STANDARD_TEXT_KEYS | set(text_keys)
-        self.keys = STANDARD_KEYS | set(keys) | self.text_keys
+        self.text_keys = STANDARD_TEXT_KEYS | {k for k in text_keys if not k.endswith("*")}
+        self.keys = STANDARD_KEYS | {k for k in keys if not k.endswith("*")} | self.text_keys
+        # A declared key ending in '*' declares a family, e.g. 'metric/*' for metric/roc_auc, metric/f1.
+        self.text_prefixes = tuple(k[:-1] for k in text_keys if k.endswith("*"))
+        self.prefixes = tuple(k[:-1] for k in keys if k.endswith("*")) + self.text_prefixes
+
+    def _declared(self, key: str) -> bool:
+        return key in self.keys or (bool(self.prefixes) and key.startswith(self.prefixes))
+
+    def _textual(self, key: str) -> bool:
+        return key in self.text_keys or (bool(self.text_prefixes) and key.startswith(self.text_prefixes))
 
     def check_metadata(self, metadata: Mapping[str, Any], *, subject: str) -> None:
         """Raise :class:`ResidencyViolation` on the first entry regulated work may not report."""
         for key, value in metadata.items():
             kind, raw = _kind_of(value)
             where = f"plane {self.plane!r}, step {self.step!r}, regulated asset {subject}"
-            if key not in self.keys:
+            if not self._declared(key):
                 raise ResidencyViolation(
                     f"{where}: reported a metadata key that is not declared (the key is withheld: a key can "
                     "carry a value); declare it with allowed_metadata_keys= or allowed_text_metadata="
@@ -100,7 +109,7 @@ class ScreenRules:
             if kind == "table_schema":
                 _check_schema(raw, key, where)
                 continue
-            if kind in _TEXTUAL and key in self.text_keys:
+            if kind in _TEXTUAL and self._textual(key):
                 continue
             raise ResidencyViolation(
                 f"{where}: metadata {key!r} is {kind}, which may carry row values; only counts, timestamps, "

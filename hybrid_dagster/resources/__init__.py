@@ -7,3 +7,8 @@ from hybrid_dagster.plane.config import (
     SecretsConfig as SecretsConfig,
 )
 from hybrid_dagster.resources.data_plane import DataPlane as DataPlane
+from hybrid_dagster.resources.gpu_pool import GPU_POOL_TAG as GPU_POOL_TAG, GpuPool as GpuPool
+from hybrid_dagster.resources.gpu_pool_settings import (
+    Ec2GpuSettings as Ec2GpuSettings,
+    KubernetesGpuSettings as KubernetesGpuSettings,
+)
