@@ -190,14 +190,24 @@ class DatasetNamer:
     def __init__(self, *, planes: Sequence[DataPlane], dagster_namespace: str) -> None:
         self._planes = {plane.name: plane for plane in planes}
         self.dagster_namespace = dagster_namespace
+        self._named: dict[tuple[Any, ...], DatasetName] = {}
+        self._described: dict[tuple[Any, ...], dict[str, DatasetFacet]] = {}
 
     # -- identity --------------------------------------------------------------------------------------
 
     def name(self, key: dg.AssetKey, tags: Mapping[str, str], metadata: Mapping[str, Any]) -> DatasetName:
-        """The physical name of an asset, from its metadata and tags."""
+        """The physical name of an asset, from its metadata and tags (memoized: names are pure)."""
         table = _text(metadata.get("dagster/table_name"))
         plane_name = tags.get("hybrid/plane") or _text(metadata.get("hybrid/plane"))
         uri = _text(metadata.get("dagster/uri"))
+        memo = (key, table, plane_name, uri)
+        if memo not in self._named:
+            self._named[memo] = self._name(key, table, plane_name, uri)
+        return self._named[memo]
+
+    def _name(
+        self, key: dg.AssetKey, table: str | None, plane_name: str | None, uri: str | None
+    ) -> DatasetName:
         located = _location_name(uri) if uri else None
         if table and plane_name and plane_name in self._planes:
             return self._iceberg(self._planes[plane_name], table, located)
@@ -240,11 +250,45 @@ class DatasetNamer:
     # -- datasets ----------------------------------------------------------------------------------------
 
     def dataset_facets(
-        self, info: AssetInfo | None, key: dg.AssetKey, metadata: Mapping[str, Any], named: DatasetName
+        self,
+        info: AssetInfo | None,
+        key: dg.AssetKey,
+        metadata: Mapping[str, Any],
+        named: DatasetName,
+        *,
+        full: bool = True,
     ) -> dict[str, DatasetFacet]:
-        """Facets that describe the data: schema, owners, symlinks, residency, column lineage."""
+        """Facets that describe the data: symlinks, data source and residency; with ``full`` also the
+        catalog, schema and owners.
+        """
+        memo = (
+            key,
+            full,
+            info.owners if info else (),
+            info.tags.get("hybrid/plane") if info else None,
+            info.tags.get("hybrid/classification") if info else None,
+            named.namespace,
+            named.name,
+            _text(metadata.get("hybrid/plane")),
+            _text(metadata.get("hybrid/jurisdiction")),
+            _text(metadata.get("hybrid/classification")),
+            repr(metadata.get("dagster/column_schema")) if full else None,
+        )
+        if memo not in self._described:
+            self._described[memo] = self._facets(info, key, metadata, named, full=full)
+        return dict(self._described[memo])
+
+    def _facets(
+        self,
+        info: AssetInfo | None,
+        key: dg.AssetKey,
+        metadata: Mapping[str, Any],
+        named: DatasetName,
+        *,
+        full: bool,
+    ) -> dict[str, DatasetFacet]:
         tags = info.tags if info else {}
-        facets: dict[str, DatasetFacet] = dict(named.facets)
+        facets: dict[str, DatasetFacet] = {k: v for k, v in named.facets.items() if full or k == "dataSource"}
         identifiers = [
             symlinks_dataset.Identifier(
                 namespace=self.dagster_namespace, name=key.to_user_string(), type="DAGSTER_ASSET"
@@ -253,6 +297,11 @@ class DatasetNamer:
         if named.table is not None:
             identifiers.insert(0, named.table)
         facets["symlinks"] = symlinks_dataset.SymlinksDatasetFacet(identifiers=identifiers, producer=PRODUCER)
+        residency = self._residency(tags, metadata)
+        if residency is not None:
+            facets[RESIDENCY_FACET] = residency
+        if not full:
+            return facets
         schema = metadata.get("dagster/column_schema")
         schema_value = getattr(schema, "schema", None)
         if isinstance(schema_value, dg.TableSchema):
@@ -276,9 +325,6 @@ class DatasetNamer:
                 ],
                 producer=PRODUCER,
             )
-        residency = self._residency(tags, metadata)
-        if residency is not None:
-            facets[RESIDENCY_FACET] = residency
         return facets
 
     def _residency(

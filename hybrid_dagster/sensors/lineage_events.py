@@ -141,22 +141,22 @@ class EventBuilder:
 
     # -- jobs and runs -----------------------------------------------------------------------------------
 
-    def _job(self, job_name: str, step_key: str | None) -> event_v2.Job:
-        facets: dict[str, JobFacet] = {
-            "jobType": job_type_job.JobTypeJobFacet(
+    def _job(self, job_name: str, step_key: str | None, starts: bool) -> event_v2.Job:
+        facets: dict[str, JobFacet] = {}
+        if starts:
+            facets["jobType"] = job_type_job.JobTypeJobFacet(
                 processingType="BATCH",
                 integration="DAGSTER",
                 jobType="JOB" if step_key is None else "TASK",
                 producer=PRODUCER,
             )
-        }
         name = job_name if step_key is None else f"{job_name}.{step_key}"
         return event_v2.Job(namespace=self.job_namespace, name=name, facets=facets)
 
     def _run(
-        self, run_id: str, job_name: str, step_key: str | None, extra: Mapping[str, RunFacet]
+        self, run_id: str, job_name: str, step_key: str | None, extra: Mapping[str, RunFacet], starts: bool
     ) -> event_v2.Run:
-        facets: dict[str, RunFacet] = {"processing_engine": self._engine, **extra}
+        facets: dict[str, RunFacet] = {"processing_engine": self._engine, **extra} if starts else dict(extra)
         if step_key is not None:
             parent = run_uuid(run_id)
             facets["parent"] = parent_run.ParentRunFacet(
@@ -219,11 +219,12 @@ class EventBuilder:
             ]
         else:
             return None
+        starts = state is event_v2.RunState.START
         return event_v2.RunEvent(
             eventType=state,
             eventTime=_event_time(entry.timestamp),
-            run=self._run(entry.run_id, job_name, step_key, run_facets),
-            job=self._job(job_name, step_key),
+            run=self._run(entry.run_id, job_name, step_key, run_facets, starts),
+            job=self._job(job_name, step_key, starts),
             producer=PRODUCER,
             inputs=inputs,
             outputs=outputs,
@@ -250,7 +251,11 @@ class EventBuilder:
         info = self._info(key)
         merged = {**(info.metadata if info else {}), **metadata}
         named = self.namer.name(key, info.tags if info else {}, merged) if metadata else self.resolve(key)
-        dataset = input_dataset(named, self.namer.dataset_facets(info, key, merged, named))
+        # Upstream datasets carry their identity (symlinks, data source, residency); their schema, owners
+        # and catalog come with their own materializations, and consumers merge facets per dataset.
+        dataset = input_dataset(
+            named, self.namer.dataset_facets(info, key, merged, named, full=bool(metadata))
+        )
         if not metadata:
             self._inputs[key] = dataset
         return dataset
