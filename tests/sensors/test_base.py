@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import dagster as dg
 import pytest
 
 from hybrid_dagster.errors import SensorCursorError, ValueFreeError
-from hybrid_dagster.sensors import SensorCursor, TickOutcome, cursored_sensor
+from hybrid_dagster.sensors import SensorCursor, TickOutcome, cursored_sensor, residency_schema
+from tests.conftest import REPO_ROOT
 
 
 class Seen(SensorCursor):
@@ -108,3 +110,15 @@ def test_sensor_runs_under_the_dagster_daemon_code_path() -> None:
     data = sensor.evaluate_tick(dg.build_sensor_context(cursor=None))
     assert [r.run_key for r in data.run_requests or []] == [str(i) for i in ITEMS]
     assert data.cursor == Seen(last_id=9).dump()
+
+
+def test_residency_facet_schema_ships_with_the_package() -> None:
+    schema = residency_schema()
+    assert schema["$id"].endswith("/hybrid_dagster/sensors/schemas/ResidencyDatasetFacet.json")
+    assert set(schema["$defs"]["ResidencyDatasetFacet"]["allOf"][1]["required"]) == {
+        "plane",
+        "jurisdiction",
+        "classification",
+    }
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "sensors/schemas/*.json" in pyproject["tool"]["setuptools"]["package-data"]["hybrid_dagster"]
