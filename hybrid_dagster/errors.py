@@ -89,3 +89,11 @@ class DefinitionsLoadError(HybridDagsterError):
 
 class PostgresUnavailable(HybridDagsterError):
     """A PostgreSQL server for the demo or the tests could not be started."""
+
+
+class SensorCursorError(ValueFreeError):
+    """A sensor's stored cursor cannot be read (names the sensor, the version found and how to reset it)."""
+
+
+class LineageEmitError(ValueFreeError):
+    """OpenLineage events could not be delivered (names the transport, the position and what to do)."""

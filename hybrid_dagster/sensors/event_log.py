@@ -1,0 +1,88 @@
+"""Read Dagster's event log oldest first, without skipping, on every storage Dagster ships.
+
+Two streams, both through public ``DagsterInstance`` methods:
+
+- The run-status stream (run start, success, failure, cancel) in storage-id order across all runs:
+  ``fetch_run_status_changes`` with ``RunStatusChangeRecordsFilter(after_storage_id=...)``, one query per
+  status, merged by storage id. On the default run-sharded SQLite storage these events are mirrored
+  into the index shard, whose ids are global; on PostgreSQL they are rows of the one event table.
+- Each run's own stream (step start/success/failure, asset materializations and observations, asset
+  check evaluations) in that run's order: ``get_records_for_run(run_id, cursor, of_type)``. On the
+  run-sharded SQLite storage step events live only in the run's shard, so a cross-run query by storage
+  id cannot see them; per run they are complete and ordered on every storage.
+
+Correctness rules: merging per-status pages of ``limit`` records each and keeping the ``limit`` smallest
+storage ids yields exactly the first ``limit`` records of the merged stream (each page is sorted, and
+any record among the first ``limit`` overall is among the first ``limit`` of its own status). A run's
+cursor is the opaque string Dagster returns for that run; it is stored as is.
+
+Example:
+    .. code-block:: python
+
+        records = run_status_records(instance, after_storage_id=-1, limit=100)
+        page = run_records(instance, records[0].event_log_entry.run_id, cursor=None, limit=100)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+RUN_STATUS_TYPES: tuple[dg.DagsterEventType, ...] = (
+    dg.DagsterEventType.RUN_START,
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.RUN_CANCELED,
+)
+"""Run-status events the lineage stream follows."""
+
+RUN_END_TYPES = frozenset(RUN_STATUS_TYPES[1:])
+
+RUN_EVENT_TYPES = frozenset(
+    {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.ASSET_OBSERVATION,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+)
+"""Events read from each run's own stream."""
+
+
+def run_status_records(
+    instance: dg.DagsterInstance, *, after_storage_id: int, limit: int
+) -> list[dg.EventLogRecord]:
+    """The first ``limit`` run-status records after ``after_storage_id``, oldest first."""
+    merged: list[dg.EventLogRecord] = []
+    for event_type in RUN_STATUS_TYPES:
+        result = instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after_storage_id),  # type: ignore[arg-type]
+            limit=limit,
+            ascending=True,
+        )
+        merged.extend(result.records)
+    merged.sort(key=lambda record: record.storage_id)
+    return merged[:limit]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """Records of one run after a cursor, the cursor after them, and whether more are waiting."""
+
+    records: list[dg.EventLogRecord]
+    cursor: str | None
+    has_more: bool
+
+
+def run_records(instance: dg.DagsterInstance, run_id: str, *, cursor: str | None, limit: int) -> RunPage:
+    """Up to ``limit`` of the run's lineage-relevant records after ``cursor``, in the run's order."""
+    connection = instance.get_records_for_run(
+        run_id, cursor=cursor, of_type=set(RUN_EVENT_TYPES), limit=limit, ascending=True
+    )
+    records = list(connection.records)
+    return RunPage(
+        records=records, cursor=connection.cursor if records else cursor, has_more=connection.has_more
+    )

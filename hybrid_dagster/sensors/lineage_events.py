@@ -1,0 +1,319 @@
+"""Turn one Dagster event record into one OpenLineage run event.
+
+Mapping (a Dagster run is an OpenLineage job run; each step is a child run with a ``parent`` facet):
+
+========================== ===========================================================================
+Dagster event               OpenLineage run event
+========================== ===========================================================================
+run start / success         ``START`` / ``COMPLETE`` of job ``<job>``
+run failure / cancel        ``FAIL`` (with ``errorMessage``) / ``ABORT``
+step start / success        ``START`` / ``COMPLETE`` of job ``<job>.<step>``
+step failure                ``FAIL`` of the step, with ``errorMessage``
+asset materialization       ``RUNNING`` of the step: the asset as output, its upstream assets as inputs
+asset observation           ``RUNNING`` of the step: the asset as input
+asset check evaluation      ``RUNNING`` of the step: the asset as input, ``dataQualityAssertions`` facet
+========================== ===========================================================================
+
+Correctness rules:
+
+- Run ids are derived, never random: ``uuid5`` of the Dagster run id (and step key), so a re-sent event
+  names the same OpenLineage run and a restart cannot fork one run into two.
+- ``eventTime`` is the Dagster event's own timestamp, not the time of emission.
+- An error message is copied only from errors known to carry no row values (hybrid-dagster's
+  value-free errors and Dagster's own framework errors); any other error is named by its class only,
+  with a pointer to the Dagster run log. No stack trace leaves the event log.
+
+Example:
+    .. code-block:: python
+
+        builder = EventBuilder(namer=DatasetNamer(planes=planes, dagster_namespace="dagster"),
+                               job_namespace="dagster", assets=asset_infos(context.repository_def))
+        event = builder.build(record)  # None for records that carry no lineage
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import dagster as dg
+from openlineage.client import event_v2
+from openlineage.client.facet_v2 import (
+    DatasetFacet,
+    JobFacet,
+    RunFacet,
+    data_quality_assertions_dataset,
+    error_message_run,
+    job_type_job,
+    output_statistics_output_dataset,
+    parent_run,
+    processing_engine_run,
+)
+
+from hybrid_dagster import errors
+from hybrid_dagster.sensors.lineage_datasets import (
+    PRODUCER,
+    AssetInfo,
+    DatasetName,
+    DatasetNamer,
+    input_dataset,
+    output_dataset,
+    source_dataset,
+    unique,
+)
+
+_Assertions = data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet
+
+RUN_ID_NAMESPACE = uuid.UUID("8e0f5c0e-5d4b-4c1e-9a57-4f1b6c3c2d10")
+"""Namespace of the derived OpenLineage run ids (``uuid5``); changing it would fork every run."""
+
+_DT = dg.DagsterEventType
+_RUN_STATES = {
+    _DT.RUN_START: event_v2.RunState.START,
+    _DT.RUN_SUCCESS: event_v2.RunState.COMPLETE,
+    _DT.RUN_FAILURE: event_v2.RunState.FAIL,
+    _DT.RUN_CANCELED: event_v2.RunState.ABORT,
+    _DT.STEP_START: event_v2.RunState.START,
+    _DT.STEP_SUCCESS: event_v2.RunState.COMPLETE,
+    _DT.STEP_FAILURE: event_v2.RunState.FAIL,
+}
+
+
+def _value_free_error_names() -> frozenset[str]:
+    names: set[str] = set()
+    pending: list[type] = [errors.ValueFreeError]
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+def run_uuid(dagster_run_id: str, step_key: str | None = None) -> str:
+    """The OpenLineage run id of a Dagster run, or of one of its steps.
+
+    Example:
+        >>> run_uuid("9b1c...", "patients") == run_uuid("9b1c...", "patients")
+        True
+    """
+    name = dagster_run_id if step_key is None else f"{dagster_run_id}/{step_key}"
+    return str(uuid.uuid5(RUN_ID_NAMESPACE, name))
+
+
+def _event_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
+
+
+class EventBuilder:
+    """Builds OpenLineage run events from Dagster event records.
+
+    Example:
+        .. code-block:: python
+
+            builder = EventBuilder(namer=namer, job_namespace="dagster", assets={})
+            events = [e for r in records if (e := builder.build(r)) is not None]
+    """
+
+    def __init__(
+        self,
+        *,
+        namer: DatasetNamer,
+        job_namespace: str,
+        assets: Mapping[dg.AssetKey, AssetInfo],
+        latest_metadata: Any = None,
+    ) -> None:
+        self.namer = namer
+        self.job_namespace = job_namespace
+        self.assets = assets
+        self._latest_metadata = latest_metadata
+        self._names: dict[dg.AssetKey, DatasetName] = {}
+        self._inputs: dict[dg.AssetKey, event_v2.InputDataset] = {}
+        self._value_free = _value_free_error_names()
+        self._engine = processing_engine_run.ProcessingEngineRunFacet(
+            version=dg.__version__,
+            name="Dagster",
+            openlineageAdapterVersion=_adapter_version(),
+            producer=PRODUCER,
+        )
+
+    # -- jobs and runs -----------------------------------------------------------------------------------
+
+    def _job(self, job_name: str, step_key: str | None, starts: bool) -> event_v2.Job:
+        facets: dict[str, JobFacet] = {}
+        if starts:
+            facets["jobType"] = job_type_job.JobTypeJobFacet(
+                processingType="BATCH",
+                integration="DAGSTER",
+                jobType="JOB" if step_key is None else "TASK",
+                producer=PRODUCER,
+            )
+        name = job_name if step_key is None else f"{job_name}.{step_key}"
+        return event_v2.Job(namespace=self.job_namespace, name=name, facets=facets)
+
+    def _run(
+        self, run_id: str, job_name: str, step_key: str | None, extra: Mapping[str, RunFacet], starts: bool
+    ) -> event_v2.Run:
+        facets: dict[str, RunFacet] = {"processing_engine": self._engine, **extra} if starts else dict(extra)
+        if step_key is not None:
+            parent = run_uuid(run_id)
+            facets["parent"] = parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=parent),
+                job=parent_run.Job(namespace=self.job_namespace, name=job_name),
+                root=parent_run.Root(
+                    run=parent_run.RootRun(runId=parent),
+                    job=parent_run.RootJob(namespace=self.job_namespace, name=job_name),
+                ),
+                producer=PRODUCER,
+            )
+        return event_v2.Run(runId=run_uuid(run_id, step_key), facets=facets)
+
+    # -- records -----------------------------------------------------------------------------------------
+
+    def build(self, record: dg.EventLogRecord) -> event_v2.RunEvent | None:
+        """The OpenLineage event of one record (``None`` for records that carry no lineage)."""
+        entry = record.event_log_entry
+        event = entry.dagster_event
+        if event is None:
+            return None
+        kind = event.event_type
+        job_name = entry.job_name or "runless"
+        step_key = entry.step_key
+        run_facets: dict[str, RunFacet] = {}
+        inputs: list[event_v2.InputDataset] = []
+        outputs: list[event_v2.OutputDataset] = []
+        if kind in _RUN_STATES:
+            state = _RUN_STATES[kind]
+            if kind in (_DT.RUN_START, _DT.RUN_SUCCESS, _DT.RUN_FAILURE, _DT.RUN_CANCELED):
+                step_key = None
+            if state is event_v2.RunState.FAIL:
+                run_facets["errorMessage"] = self._error(event, entry.run_id, step_key)
+        elif kind == _DT.ASSET_MATERIALIZATION and event.asset_key is not None:
+            state = event_v2.RunState.RUNNING
+            materialization = event.step_materialization_data.materialization
+            inputs, outputs = self._materialized(event.asset_key, dict(materialization.metadata))
+        elif kind == _DT.ASSET_OBSERVATION and event.asset_key is not None:
+            state = event_v2.RunState.RUNNING
+            observation = event.asset_observation_data.asset_observation
+            inputs = [self._input(event.asset_key, dict(observation.metadata))]
+        elif kind == _DT.ASSET_CHECK_EVALUATION:
+            state = event_v2.RunState.RUNNING
+            evaluation = event.asset_check_evaluation_data
+            assertion = data_quality_assertions_dataset.Assertion(
+                assertion=evaluation.check_name,
+                success=evaluation.passed,
+                severity=evaluation.severity.value.lower() if evaluation.severity else None,
+            )
+            base = self._input(evaluation.asset_key, {})
+            inputs = [
+                event_v2.InputDataset(
+                    namespace=base.namespace,
+                    name=base.name,
+                    facets=base.facets,
+                    inputFacets={
+                        "dataQualityAssertions": _Assertions(assertions=[assertion], producer=PRODUCER)
+                    },
+                )
+            ]
+        else:
+            return None
+        starts = state is event_v2.RunState.START
+        return event_v2.RunEvent(
+            eventType=state,
+            eventTime=_event_time(entry.timestamp),
+            run=self._run(entry.run_id, job_name, step_key, run_facets, starts),
+            job=self._job(job_name, step_key, starts),
+            producer=PRODUCER,
+            inputs=inputs,
+            outputs=outputs,
+        )
+
+    # -- datasets ------------------------------------------------------------------------------------------
+
+    def _info(self, key: dg.AssetKey) -> AssetInfo | None:
+        return self.assets.get(key)
+
+    def resolve(self, key: dg.AssetKey) -> DatasetName:
+        """The dataset name of an asset that is not the subject of the event (an upstream asset)."""
+        if key not in self._names:
+            info = self._info(key)
+            metadata: dict[str, Any] = dict(info.metadata) if info else {}
+            if "dagster/table_name" not in metadata and self._latest_metadata is not None:
+                metadata = {**self._latest_metadata(key), **metadata}
+            self._names[key] = self.namer.name(key, info.tags if info else {}, metadata)
+        return self._names[key]
+
+    def _input(self, key: dg.AssetKey, metadata: Mapping[str, Any]) -> event_v2.InputDataset:
+        if not metadata and key in self._inputs:
+            return self._inputs[key]
+        info = self._info(key)
+        merged = {**(info.metadata if info else {}), **metadata}
+        named = self.namer.name(key, info.tags if info else {}, merged) if metadata else self.resolve(key)
+        # Upstream datasets carry their identity (symlinks, data source, residency); their schema, owners
+        # and catalog come with their own materializations, and consumers merge facets per dataset.
+        dataset = input_dataset(
+            named, self.namer.dataset_facets(info, key, merged, named, full=bool(metadata))
+        )
+        if not metadata:
+            self._inputs[key] = dataset
+        return dataset
+
+    def _materialized(
+        self, key: dg.AssetKey, metadata: dict[str, Any]
+    ) -> tuple[list[event_v2.InputDataset], list[event_v2.OutputDataset]]:
+        info = self._info(key)
+        merged = {**(info.metadata if info else {}), **metadata}
+        named = self.namer.name(key, info.tags if info else {}, merged)
+        self._names[key] = named
+        facets: dict[str, DatasetFacet] = self.namer.dataset_facets(info, key, merged, named)
+        column_lineage = self.namer.column_lineage(merged, self.resolve)
+        if column_lineage is not None:
+            facets["columnLineage"] = column_lineage
+        output_facets = {}
+        row_count = getattr(merged.get("dagster/row_count"), "value", merged.get("dagster/row_count"))
+        if isinstance(row_count, int) and not isinstance(row_count, bool):
+            output_facets["outputStatistics"] = (
+                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                    rowCount=row_count, producer=PRODUCER
+                )
+            )
+        inputs = [self._input(parent, {}) for parent in (info.parents if info else ())]
+        source = getattr(merged.get("hybrid/source"), "value", merged.get("hybrid/source"))
+        source_name = source_dataset(source) if isinstance(source, str) else None
+        if source_name is not None:
+            inputs.append(input_dataset(source_name, source_name.facets))
+        return unique(inputs), [output_dataset(named, facets, **output_facets)]
+
+    # -- errors --------------------------------------------------------------------------------------------
+
+    def _error(
+        self, event: dg.DagsterEvent, run_id: str, step_key: str | None
+    ) -> error_message_run.ErrorMessageRunFacet:
+        error = None
+        if event.event_type == _DT.STEP_FAILURE:
+            error = event.step_failure_data.error
+        elif event.event_type == _DT.RUN_FAILURE and event.job_failure_data is not None:
+            error = event.job_failure_data.error
+        where = f"Dagster run {run_id}" + (f", step {step_key}" if step_key else "")
+        parts: list[str] = []
+        while error is not None:
+            name = error.cls_name or "Error"
+            if name in self._value_free or name.startswith("Dagster"):
+                parts.append(f"{name}: {error.message.strip()}")
+            else:
+                parts.append(f"{name} (message kept in the event log of {where})")
+            error = error.cause
+        if not parts:
+            parts.append(event.message or f"failed; see the event log of {where}")
+        return error_message_run.ErrorMessageRunFacet(
+            message="\ncaused by ".join(parts)[:4000], programmingLanguage="python", producer=PRODUCER
+        )
+
+
+def _adapter_version() -> str:
+    try:
+        return version("hybrid-dagster")
+    except PackageNotFoundError:
+        return "0+unknown"

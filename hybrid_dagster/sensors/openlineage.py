@@ -1,0 +1,296 @@
+"""The OpenLineage sensor: Dagster's event log, oldest first, as OpenLineage run events.
+
+Each tick reads a bounded batch of records (see :mod:`hybrid_dagster.sensors.event_log`), turns each
+into an OpenLineage run event (:mod:`hybrid_dagster.sensors.lineage_events`) and hands it to an
+openlineage-python client, whose transport (http, file, kafka, console, composite, ...) is configured the
+way openlineage-python is: ``openlineage.yml`` (``OPENLINEAGE_CONFIG``, the working directory or
+``~/.openlineage``) or ``OPENLINEAGE__TRANSPORT__*`` / ``OPENLINEAGE_URL`` environment variables, or a
+``transport`` mapping given to :func:`openlineage_sensor`.
+
+Correctness rules:
+
+- Order: run-status records in storage-id order across runs; each run's own records in the run's
+  order, between its start and its end. A run's end is emitted only after every record of the run.
+- The cursor holds the last run-status record fully handled and, for each run in progress, its position
+  in the run's stream (Dagster's page cursor plus the records of that page already delivered). Each
+  record's position advances only after the transport accepted its event.
+- A transport failure is retried with exponential backoff; after the last attempt the tick raises
+  :class:`~hybrid_dagster.errors.LineageEmitError` (stored cursor unchanged). If earlier records of the
+  same tick were already delivered, the tick instead stores the cursor after them and reports the
+  failure as its skip reason; the next tick starts at the failed record. Nothing is lost, nothing sent
+  twice by the sensor, and run ids are derived (``uuid5``) so even a re-sent event joins its run.
+- A tick handles at most ``batch_size`` records.
+
+Example:
+    .. code-block:: python
+
+        import dagster as dg
+        from hybrid_dagster.sensors import openlineage_sensor
+
+        lineage = openlineage_sensor(planes=[eu_onprem, us_onprem], batch_size=500)
+        defs = dg.Definitions(assets=[...], sensors=[lineage])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import dagster as dg
+from openlineage.client import OpenLineageClient, event_v2
+from pydantic import BaseModel, ConfigDict
+
+from hybrid_dagster.errors import LineageEmitError
+from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.sensors.base import SensorCursor, TickOutcome, cursored_sensor
+from hybrid_dagster.sensors.event_log import RUN_END_TYPES, run_records, run_status_records
+from hybrid_dagster.sensors.lineage_datasets import DatasetNamer, asset_infos
+from hybrid_dagster.sensors.lineage_events import EventBuilder
+
+
+class RunPosition(BaseModel):
+    """Where the sensor stands in one run's stream: Dagster's page cursor and records done after it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cursor: str | None = None
+    done: int = 0
+
+
+class LineageCursor(SensorCursor):
+    """The OpenLineage sensor's cursor.
+
+    Example:
+        >>> LineageCursor().after_storage_id
+        -1
+    """
+
+    VERSION = 1
+
+    after_storage_id: int = -1
+    """The last run-status record whose event was delivered (``-1``: the start of the event log)."""
+    runs: dict[str, RunPosition] = {}
+    """Runs started and not yet ended (by run id), with their positions in their own streams."""
+
+
+class _EmitFailed(Exception):
+    def __init__(self, attempts: int, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.attempts = attempts
+        self.error = error
+
+
+@dataclass
+class RetryingEmitter:
+    """Hands events to an OpenLineage client, retrying each with exponential backoff.
+
+    Example:
+        >>> emitter = RetryingEmitter(OpenLineageClient(config={"transport": {"type": "console"}}))
+    """
+
+    client: OpenLineageClient
+    attempts: int = 4
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    delivered: int = 0
+    retries: int = 0
+
+    def emit(self, event: event_v2.RunEvent) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self.client.emit(event)
+            except Exception as err:
+                if attempt == self.attempts:
+                    raise _EmitFailed(attempt, err) from err
+                self.retries += 1
+                self.sleep(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
+            else:
+                self.delivered += 1
+                return
+
+    @property
+    def transport_kind(self) -> str:
+        return str(getattr(self.client.transport, "kind", type(self.client.transport).__name__))
+
+
+@dataclass
+class _Tick:
+    """Mutable state of one tick; always equal to what the transport accepted."""
+
+    instance: dg.DagsterInstance
+    builder: EventBuilder
+    emitter: RetryingEmitter
+    budget: int
+    after_storage_id: int
+    runs: dict[str, RunPosition]
+    records: int = 0
+    skipped_ids: list[int] = field(default_factory=list)
+
+    def cursor(self) -> LineageCursor:
+        return LineageCursor(after_storage_id=self.after_storage_id, runs=dict(self.runs))
+
+    def deliver(self, record: dg.EventLogRecord) -> None:
+        event = self.builder.build(record)
+        if event is not None:
+            self.emitter.emit(event)
+        self.budget -= 1
+        self.records += 1
+
+    def drain(self, run_id: str) -> bool:
+        """Deliver the run's records in order until none is left (True) or the budget is spent."""
+        while self.budget > 0:
+            position = self.runs.get(run_id, RunPosition())
+            page = run_records(
+                self.instance, run_id, cursor=position.cursor, limit=position.done + self.budget
+            )
+            fresh = page.records[position.done :]
+            for record in fresh:
+                if self.budget <= 0:
+                    return False
+                self.deliver(record)
+                position = RunPosition(cursor=position.cursor, done=position.done + 1)
+                self.runs[run_id] = position
+            self.runs[run_id] = RunPosition(cursor=page.cursor, done=0)
+            if not page.has_more or not page.records:
+                return True
+        return False
+
+    def run(self) -> None:
+        for record in run_status_records(
+            self.instance, after_storage_id=self.after_storage_id, limit=self.budget
+        ):
+            if self.budget <= 0:
+                return
+            entry = record.event_log_entry
+            if entry.dagster_event_type in RUN_END_TYPES:
+                if not self.drain(entry.run_id) or self.budget <= 0:
+                    return
+                self.deliver(record)
+                self.runs.pop(entry.run_id, None)
+            else:
+                self.deliver(record)
+                self.runs.setdefault(entry.run_id, RunPosition())
+            self.after_storage_id = record.storage_id
+        for run_id in list(self.runs):
+            if self.budget <= 0:
+                return
+            self.drain(run_id)
+
+
+def _client_factory(transport: Mapping[str, Any] | None) -> Callable[[], OpenLineageClient]:
+    @lru_cache(maxsize=1)
+    def client() -> OpenLineageClient:
+        if transport is None:
+            return OpenLineageClient()
+        return OpenLineageClient(config={"transport": dict(transport)})
+
+    return client
+
+
+def openlineage_sensor(
+    *,
+    name: str = "openlineage",
+    planes: Sequence[DataPlane] = (),
+    transport: Mapping[str, Any] | None = None,
+    client: Callable[[], OpenLineageClient] | None = None,
+    job_namespace: str = "dagster",
+    dagster_namespace: str = "dagster",
+    batch_size: int = 1000,
+    attempts: int = 4,
+    backoff_seconds: float = 0.5,
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
+    """A sensor that emits the event log as OpenLineage run events, oldest first, losing nothing.
+
+    Args:
+        planes: the data planes, so Iceberg tables are named by their warehouse location and catalog.
+        transport: an openlineage-python transport config (``{"type": "http", "url": ...}``); by
+            default the client reads ``openlineage.yml`` or the ``OPENLINEAGE__*`` environment.
+        client: a factory for the client instead (wins over ``transport``).
+        job_namespace: OpenLineage namespace of the jobs (one per Dagster deployment).
+        dagster_namespace: namespace of the ``DAGSTER_ASSET`` symlinks and of logically named assets.
+        batch_size: most event records one tick handles.
+        attempts, backoff_seconds: delivery attempts per event and the first wait between them
+            (doubling, at most 10 s).
+
+    Example:
+        .. code-block:: python
+
+            lineage = openlineage_sensor(
+                planes=[eu_onprem],
+                transport={"type": "http", "url": "http://marquez:5000"},
+            )
+            defs = dg.Definitions(assets=[patients], sensors=[lineage])
+    """
+    make_client = client or _client_factory(transport)
+    namer = DatasetNamer(planes=planes, dagster_namespace=dagster_namespace)
+
+    def evaluate(
+        context: dg.SensorEvaluationContext, cursor: LineageCursor, budget: int
+    ) -> TickOutcome[LineageCursor]:
+        instance = context.instance
+
+        def latest_metadata(key: dg.AssetKey) -> dict[str, Any]:
+            event = instance.get_latest_materialization_event(key)
+            materialization = event.asset_materialization if event is not None else None
+            return dict(materialization.metadata) if materialization is not None else {}
+
+        builder = EventBuilder(
+            namer=namer,
+            job_namespace=job_namespace,
+            assets=asset_infos(context.repository_def),
+            latest_metadata=latest_metadata,
+        )
+        emitter = RetryingEmitter(make_client(), attempts=attempts, backoff_seconds=backoff_seconds)
+        tick = _Tick(instance, builder, emitter, budget, cursor.after_storage_id, dict(cursor.runs))
+        try:
+            tick.run()
+        except _EmitFailed as failed:
+            problem = (
+                f"OpenLineage sensor {name!r}: the {emitter.transport_kind} transport refused an event after "
+                f"{failed.attempts} attempts ({failed}). Check that the lineage backend is reachable and "
+                "accepts events (openlineage.yml or OPENLINEAGE__TRANSPORT__*); the sensor resumes at "
+                f"this event (after run-status storage id {tick.after_storage_id})."
+            )
+            if emitter.delivered == 0:
+                raise LineageEmitError(problem) from None
+            return TickOutcome.skip(
+                tick.cursor(),
+                f"Delivered {emitter.delivered} events, then: {problem}",
+                events=emitter.delivered,
+            )
+        new = tick.cursor()
+        stats = {"records": tick.records, "events": emitter.delivered, "retries": emitter.retries}
+        if tick.records == 0:
+            waiting = f"; {len(new.runs)} run(s) in progress" if new.runs else ""
+            return TickOutcome.skip(
+                new,
+                f"No new Dagster events after run-status storage id {new.after_storage_id}{waiting}; "
+                "nothing to emit until a run starts, records an asset event or ends.",
+                **stats,
+            )
+        more = " (batch full; the next tick continues)" if tick.budget <= 0 else ""
+        return TickOutcome.skip(
+            new,
+            f"Emitted {emitter.delivered} OpenLineage events for {tick.records} Dagster event records "
+            f"through the {emitter.transport_kind} transport{more}.",
+            **stats,
+        )
+
+    return cursored_sensor(
+        name=name,
+        cursor_type=LineageCursor,
+        evaluate=evaluate,
+        batch_size=batch_size,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=(
+            "Emits Dagster's event log as OpenLineage run events (oldest first; the cursor advances only "
+            "after the transport accepted them)."
+        ),
+        default_status=default_status,
+    )
