@@ -30,7 +30,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_HOOKS: tuple[str, ...] = (
     "examples.clinical_ai.demo_documents",
     "examples.clinical_ai.demo_secrets",
-    "examples.clinical_ai.demo_evidence",  # last: its report covers what the others recorded
+    "examples.clinical_ai.demo_gpu",
+    "examples.clinical_ai.demo_evidence",  # its report covers what the others recorded
+    "examples.clinical_ai.demo_lineage",  # last: the event log of every run above, as OpenLineage
 )
 """Demo steps of further capabilities, run in this order after the CDC stream, while the database runs.
 
