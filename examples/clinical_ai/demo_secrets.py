@@ -160,6 +160,7 @@ def run_demo(home: Path, *, patients: int = 300, database: ClinicalDatabase | No
                 publication_name=CDC_SLOT,
             ),
             plane=eu,
+            source_jurisdiction="EU",
             tables=[CdcTable(name, "restricted") for name in CLINICAL_TABLES],
             namespace="clinical",
             key_prefix=["clinical"],

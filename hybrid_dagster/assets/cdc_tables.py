@@ -93,6 +93,7 @@ def cdc_table_assets(
                 name="clinical_ops_cdc",
                 source=PostgresCdcSource(dsn_env="CLINICAL_DB_DSN", slot_name="clinical_eu"),
                 plane=eu_onprem,
+                source_jurisdiction="EU",
                 tables=[CdcTable("public.patients", "restricted"), CdcTable("public.wards", "internal")],
                 namespace="clinical",
                 owners=["team:clinical-data"],
