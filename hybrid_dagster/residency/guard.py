@@ -362,27 +362,48 @@ def _recorded_residency(
         if isinstance(context, dg.OutputContext | dg.InputContext)
         else context.instance
     )
-    found: dict[dg.AssetKey, tuple[Classification, frozenset[str]]] = {}
     target = ", ".join(repr(k.to_user_string()) for k in keys)
+    found: dict[dg.AssetKey, tuple[Classification, frozenset[str]]] = {}
     for asset in sorted(boundary):
-        event = instance.get_latest_materialization_event(asset)
-        materialization = event.asset_materialization if event is not None else None
-        metadata = materialization.metadata if materialization is not None else {}
-        level = metadata.get(CLASSIFICATION_TAG)
-        places = metadata.get(DATA_JURISDICTIONS_METADATA_KEY)
-        if level is None or places is None:
-            raise ResidencyError(
-                f"asset {asset.to_user_string()!r} reads inputs outside this run's asset graph and its "
-                f"latest materialization has no {CLASSIFICATION_TAG!r} and "
-                f"{DATA_JURISDICTIONS_METADATA_KEY!r} metadata: the write guard cannot tell how sensitive "
-                f"the data of {target} is"
-            )
-        try:
-            parsed = Classification.parse(str(level.value))
-        except ValueError:
-            parsed = Classification.RESTRICTED
-        found[asset] = (parsed, frozenset(p for p in str(places.value).split(",") if p))
+        # What the inputs outside this graph recorded when they were written stands in for them; the
+        # boundary asset's own last record is the fallback (it was written from those inputs).
+        stubs = sorted(p for p in graph.get(asset).parent_keys - {asset} if is_stub_asset(graph.get(p)))
+        records = [_recorded(instance, stub) for stub in stubs]
+        if any(r is None for r in records):
+            own = _recorded(instance, asset)
+            if own is None:
+                missing = ", ".join(
+                    repr(s.to_user_string()) for s, r in zip(stubs, records, strict=True) if r is None
+                )
+                raise ResidencyError(
+                    f"asset {asset.to_user_string()!r} reads inputs outside this run's asset graph "
+                    f"({missing}) whose latest materialization has no {CLASSIFICATION_TAG!r} and "
+                    f"{DATA_JURISDICTIONS_METADATA_KEY!r} metadata: the write guard cannot tell how "
+                    f"sensitive the data of {target} is"
+                )
+            records = [own]
+        known = [r for r in records if r is not None]
+        found[asset] = (
+            Classification.highest([level for level, _ in known]),
+            frozenset().union(*(places for _, places in known)),
+        )
     return found
+
+
+def _recorded(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[Classification, frozenset[str]] | None:
+    """The classification and jurisdictions ``key``'s latest materialization recorded, if any."""
+    event = instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event is not None else None
+    metadata = materialization.metadata if materialization is not None else {}
+    level = metadata.get(CLASSIFICATION_TAG)
+    places = metadata.get(DATA_JURISDICTIONS_METADATA_KEY)
+    if level is None or places is None:
+        return None
+    try:
+        parsed = Classification.parse(str(level.value))
+    except ValueError:
+        parsed = Classification.RESTRICTED
+    return parsed, frozenset(p for p in str(places.value).split(",") if p)
 
 
 def _data_jurisdictions(

@@ -1,6 +1,7 @@
 """The secrets demo step end to end, with a known password: the CDC logs in with it (resolved inside the
 plane from OpenBao), the US plane reads its token from moto, and the known value appears in no file the
-run leaves behind - Dagster's event log storage and compute logs, the planes' logs, the audit log."""
+run leaves behind - Dagster's event log storage and compute logs, the planes' logs, the audit log and
+the OpenLineage events of its runs."""
 
 import json
 import os
@@ -60,5 +61,16 @@ def test_demo_secrets_resolves_inside_the_planes_and_leaks_nothing(short_home: P
     # two audited reads: the CDC password (vault, the CDC step fails without it), the partner token (aws)
     assert KNOWN not in proc.stdout + proc.stderr
     assert (dagster_home / "hybrid_audit.db").is_file()  # the default audit log under DAGSTER_HOME
+    # the lineage of those runs, as OpenLineage events written into the same folder, is scanned too
+    lineage = subprocess.run(
+        [sys.executable, "-m", "examples.clinical_ai.demo_lineage", "--home", str(short_home)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert lineage.returncode == 0, lineage.stderr[-3000:]
+    assert (short_home / "lineage.jsonl").stat().st_size > 0
     leaked = [p for p in short_home.rglob("*") if p.is_file() and KNOWN.encode() in p.read_bytes()]
     assert leaked == []
