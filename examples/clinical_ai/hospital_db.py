@@ -172,9 +172,22 @@ class HospitalDb:
     def _insert_encounter(self, cur: psycopg2.extensions.cursor, patient_id: int, results: int) -> None:
         r = self.rng
         eid = self._id("encounters")
+        # Most encounters ended some time after admission (1-10 days); some patients are still in.
+        admitted_hours_ago = r.randint(1, 2000)
+        stay_hours = r.randint(12, 240)
+        discharged = stay_hours < admitted_hours_ago and r.random() < 0.85
         cur.execute(
-            "INSERT INTO encounters VALUES (%s,%s,%s, now() - make_interval(hours => %s), NULL, %s)",
-            (eid, patient_id, r.choice(WARDS), r.randint(1, 2000), self._notes()),
+            "INSERT INTO encounters VALUES (%s,%s,%s, now() - make_interval(hours => %s), "
+            "CASE WHEN %s THEN now() - make_interval(hours => %s) END, %s)",
+            (
+                eid,
+                patient_id,
+                r.choice(WARDS),
+                admitted_hours_ago,
+                discharged,
+                admitted_hours_ago - stay_hours,
+                self._notes(),
+            ),
         )
         for _ in range(results):
             code, unit = r.choice(TESTS)
