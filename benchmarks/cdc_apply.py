@@ -36,8 +36,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import In, Reference
 from pyiceberg.table import Table
 
-from hybrid_dagster.cdc.apply import IcebergApplier
 from hybrid_dagster.cdc.changes import OP_DELETE, OP_INSERT, OP_UPDATE, TableChanges, change_schema
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
 
 DATA_SCHEMA = pa.schema(
     [

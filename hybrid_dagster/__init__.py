@@ -1,7 +1,7 @@
 """hybrid-dagster: Dagster plugins for hybrid-cloud AI data pipelines that keep data in its jurisdiction."""
 
 from hybrid_dagster.assets.cdc_tables import CdcTable as CdcTable, cdc_table_assets as cdc_table_assets
-from hybrid_dagster.cdc.source_config import (
+from hybrid_dagster.cdc.sources.config import (
     DebeziumFileCdcSource as DebeziumFileCdcSource,
     DebeziumKafkaCdcSource as DebeziumKafkaCdcSource,
     PostgresCdcSource as PostgresCdcSource,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from hybrid_dagster.cdc.pipeline import DeadLetterPolicy
-from hybrid_dagster.cdc.source_config import CdcSourceConfig
+from hybrid_dagster.cdc.sources.config import CdcSourceConfig
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import Classification, Jurisdiction, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane

@@ -17,11 +17,11 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
-from hybrid_dagster.cdc.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
+from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
-from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop
+from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class CdcPipeline:
     Example:
         .. code-block:: python
 
-            source = PostgresSource(dsn, [SourceTable("public.patients")], slot_name="clinical")
+            source = PostgresChangeSource(dsn, [SourceTable("public.patients")], slot_name="clinical")
             applier = IcebergApplier(plane.load_catalog(), source_id=source.source_id)
             pipeline = CdcPipeline(source, applier, [TableMapping("public.patients", "clinical.patients")])
             report = pipeline.run()
@@ -206,43 +206,46 @@ class CdcPipeline:
         for mapping in self.tables.values():
             if self.applier.watermark(mapping.identifier) is not None:
                 continue
-            # No watermark but rows: copying on top would keep rows deleted at the source since then.
-            catalog = self.applier.catalog
-            existing = (
-                catalog.load_table(mapping.identifier) if catalog.table_exists(mapping.identifier) else None
+            self._refuse_unowned_rows(mapping)
+            self._copy_table(mapping, hand_off, report)
+
+    def _refuse_unowned_rows(self, mapping: TableMapping) -> None:
+        """No watermark but rows: copying on top would keep rows deleted at the source since then."""
+        catalog = self.applier.catalog
+        if not catalog.table_exists(mapping.identifier):
+            return
+        snapshot_now = catalog.load_table(mapping.identifier).current_snapshot()
+        summary = snapshot_now.summary if snapshot_now is not None else None
+        rows_now = int(summary["total-records"] or 0) if summary is not None else 0
+        if rows_now:
+            raise MissingWatermarkError(
+                f"Iceberg table {mapping.identifier} holds {rows_now} rows but none of its snapshots "
+                f"records a position of source {self.source.source_id} (snapshots expired after another "
+                f"writer committed, or another tool wrote it). Copying {mapping.source_table} again on "
+                "top would keep rows deleted at the source. To recover: drop or rename the Iceberg table "
+                "so the next run copies the source table afresh, or restore the watermark (commit a "
+                "snapshot recording the source position the table is complete up to, e.g. with "
+                "IcebergApplier.record_position)."
             )
-            snapshot_now = existing.current_snapshot() if existing is not None else None
-            summary = snapshot_now.summary if snapshot_now is not None else None
-            rows_now = int(summary["total-records"] or 0) if summary is not None else 0
-            if rows_now:
-                raise RuntimeError(
-                    f"Iceberg table {mapping.identifier} holds {rows_now} rows but none of its snapshots "
-                    f"records a position of source {self.source.source_id} (snapshots expired after another "
-                    f"writer committed, or another tool wrote it). Copying {mapping.source_table} again on "
-                    "top would keep rows deleted at the source. To recover: drop or rename the Iceberg table "
-                    "so the next run copies the source table afresh, or restore the watermark (commit a "
-                    "snapshot recording the source position the table is complete up to, e.g. with "
-                    "IcebergApplier.record_position)."
-                )
-            chunks = list(self.source.snapshot(mapping.source, hand_off, self.snapshot_chunk_rows))
-            if not chunks:
-                raise RuntimeError(
-                    f"{type(self.source).__name__}.snapshot yielded nothing for {mapping.source_table}"
-                )
-            # One commit for the whole copy: a crash mid-snapshot leaves no watermark, so it reruns.
-            snapshot = TableChanges(
-                table=chunks[-1].table,
-                key_columns=chunks[-1].key_columns,
-                data_schema=chunks[-1].data_schema,
-                rows=pa.concat_tables([c.rows for c in chunks]),
+
+    def _copy_table(self, mapping: TableMapping, hand_off: Position, report: PipelineReport) -> None:
+        """Copy one source table in ONE commit: a crash mid-snapshot leaves no watermark, so it reruns."""
+        chunks = list(self.source.snapshot(mapping.source, hand_off, self.snapshot_chunk_rows))
+        if not chunks:
+            raise RuntimeError(
+                f"{type(self.source).__name__}.snapshot yielded nothing for {mapping.source_table}"
             )
-            if snapshot.count == 0:  # still record the hand-off, so the copy is not redone later
-                self.applier.ensure_table(
-                    mapping.identifier, snapshot.data_schema, list(snapshot.key_columns)
-                )
-                self.applier.record_position(mapping.identifier, hand_off)
-                continue
-            self._apply(mapping, snapshot, report, snapshot=True)
+        snapshot = TableChanges(
+            table=chunks[-1].table,
+            key_columns=chunks[-1].key_columns,
+            data_schema=chunks[-1].data_schema,
+            rows=pa.concat_tables([c.rows for c in chunks]),
+        )
+        if snapshot.count == 0:  # still record the hand-off, so the copy is not redone later
+            self.applier.ensure_table(mapping.identifier, snapshot.data_schema, list(snapshot.key_columns))
+            self.applier.record_position(mapping.identifier, hand_off)
+            return
+        self._apply(mapping, snapshot, report, snapshot=True)
 
     def _handle_dead_letters(self, letters: list[DeadLetter], report: PipelineReport) -> None:
         # Messages name positions and tables only: a reason may quote the payload, and exception text

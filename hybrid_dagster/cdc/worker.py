@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
-from hybrid_dagster.cdc.apply import IcebergApplier
-from hybrid_dagster.cdc.changelog import ChangelogWriter
-from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
-from hybrid_dagster.cdc.source_config import AnyCdcSource
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
+from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
+from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sources.config import AnyCdcSource
 from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.plane.errors import errors_kept_in_plane
 from hybrid_dagster.residency import Classification, ResidencyError, ResidencyPolicy, TransferRoute

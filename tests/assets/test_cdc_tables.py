@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
-from hybrid_dagster.cdc.source_config import SqlTriggerCdcSource
+from hybrid_dagster.cdc.sources.config import SqlTriggerCdcSource
 from hybrid_dagster.residency import ResidencyPolicy
 from hybrid_dagster.resources import DataPlane, ExecutorConfig
 from hybrid_dagster.validation import validate_definitions
@@ -105,7 +105,7 @@ def test_runtime_guard_stops_cdc_into_a_plane_of_another_jurisdiction(ops_db: st
     assert failure is not None and failure.error is not None and failure.error.cause is not None
     # Stopped in the orchestrator, before the plane's work started: no data moved.
     message = failure.error.cause.message
-    assert message.startswith("hybrid_dagster.residency.ResidencyViolation")
+    assert message.startswith("hybrid_dagster.errors.ResidencyViolation")
     assert "'clinic/patients'" in message and "'us-cloud' (US)" in message and "data in EU" in message
     assert not us.load_catalog().table_exists("clinic.patients")
 
