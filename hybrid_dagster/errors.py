@@ -79,6 +79,14 @@ class MissingWatermarkError(ValueFreeError):
     """
 
 
+class CarryForwardError(ValueFreeError):
+    """A value the source did not send (an unchanged TOAST value) cannot be known exactly.
+
+    The Iceberg table does not hold the row the change updates, so the value is never guessed: not taken
+    from another row, not written as NULL. The message names table, column and position, never a value.
+    """
+
+
 class DecoderError(ValueFreeError):
     """A logical-decoding message could not be decoded (names the position and the message type)."""
 

@@ -58,6 +58,7 @@ from hybrid_dagster.cdc.sink.watermark import (
     position_properties,
     read_watermark,
 )
+from hybrid_dagster.errors import CarryForwardError
 
 __all__ = ["ApplyResult", "IcebergApplier", "SchemaEvolutionError"]
 
@@ -303,7 +304,15 @@ class IcebergApplier:
             changelog_paths.extend(self.changelog.write(identifier, replace(changes, rows=pending)))
 
         net = collapse(pending, changes.key_columns)
-        rewrite = rewrite_files(table, metadata, net, changes.key_columns, self.target_file_size_bytes)
+        try:
+            rewrite = rewrite_files(table, metadata, net, changes.key_columns, self.target_file_size_bytes)
+        except CarryForwardError as error:
+            raise CarryForwardError(
+                f"{identifier}: {error}. The table is not the source's state at its watermark (written by "
+                "another tool, or changes were lost). Nothing was written and the source was not "
+                f"acknowledged. To recover, drop or rename the Iceberg table {identifier}: the next run "
+                "copies the source table afresh at a consistent point."
+            ) from None
         position = last_position(pending)
         properties = {
             **position_properties(self.source_id, position),

@@ -8,7 +8,11 @@ The steps, each vectorized with pyarrow/numpy:
    upsert(new key), and keep the last change per key.
 
 Carrying unchanged (TOAST) values forward is the one per-row step, done only for the rows that need
-it (:func:`resolve_unchanged`).
+it (:func:`carry_forward_in_batch`, :func:`apply_carried_values`). Rule: a value is carried only from the
+same row's own history - an earlier change of its key in the batch, following key changes back to the key
+the row had before, and last the table's row at that key as of the watermark (the source's state there).
+When that history ends in a delete or in no row at all, the value cannot be known exactly:
+:class:`~hybrid_dagster.errors.CarryForwardError`, never NULL and never another row's value.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from hybrid_dagster.cdc.changes import (
     UNCHANGED_COL,
     Position,
 )
+from hybrid_dagster.errors import CarryForwardError
 
 ROW_COL = "__row"
 """Index of a change in the ordered, expanded history of the batch."""
@@ -187,6 +192,8 @@ class PendingValue:
     upsert_index: int
     column: str
     key: Key
+    position: Position | None = None
+    """Position of the change that left the value unchanged (for error messages)."""
 
 
 def carry_forward_in_batch(
@@ -219,7 +226,8 @@ def carry_forward_in_batch(
             if done:
                 found[(index, column)] = value
             else:
-                pending.append(PendingValue(index, column, key))
+                where = Position(entry[COMMIT_POS_COL], entry[EVENT_POS_COL])
+                pending.append(PendingValue(index, column, key, where))
     return found, pending
 
 
@@ -299,7 +307,11 @@ def _walk_back(
             return False, None, key
         current = history[key][earlier - 1]
         if current[OP_COL] == OP_DELETE:
-            return True, None, key
+            raise CarryForwardError(
+                f"column {column!r} of the change at {Position(entry[COMMIT_POS_COL], entry[EVENT_POS_COL])} "
+                "was not sent (an unchanged value), but the row it updates was deleted earlier in the batch "
+                "and not inserted again: the changes are not a consistent history of the table"
+            )
         if column not in (current[UNCHANGED_COL] or ()):
             return True, current[column], key
 
@@ -314,9 +326,17 @@ def apply_carried_values(
     values = dict(found)
     if pending:
         existing = lookup(sorted({p.key for p in pending}, key=repr))
+        unknown = [p for p in pending if p.key not in existing]
+        if unknown:
+            columns = sorted({p.column for p in unknown})
+            first = min((p.position for p in unknown if p.position is not None), default=None)
+            raise CarryForwardError(
+                f"{len(unknown)} values of column(s) {columns} were not sent (unchanged values), first in "
+                f"the change at {first or '?'}, and the table does not hold the rows those changes update, "
+                "so they cannot be known exactly"
+            )
         for item in pending:
-            row = existing.get(item.key)
-            values[(item.upsert_index, item.column)] = None if row is None else row.get(item.column)
+            values[(item.upsert_index, item.column)] = existing[item.key].get(item.column)
     if not values:
         return upserts
     by_column: dict[str, dict[int, Any]] = defaultdict(dict)

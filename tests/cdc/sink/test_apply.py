@@ -20,6 +20,7 @@ from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier, SchemaEvolutionError
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.watermark import POSITION_PROPERTY, SOURCE_PROPERTY
+from hybrid_dagster.errors import CarryForwardError
 
 SCHEMA = pa.schema(
     [pa.field("id", pa.int64()), pa.field("name", pa.string()), pa.field("score", pa.float64())]
@@ -89,12 +90,21 @@ def reference_apply(
         previous = state.pop(old_key, None) if op == "u" and old_key != key else state.get(key)
         new = {c: row.get(c) for c in columns}
         for column in row.get("__unchanged") or ():
-            new[column] = previous.get(column) if previous else None
+            # the row's own earlier value; without one it cannot be known (the apply must stop)
+            new[column] = previous.get(column) if previous else UNKNOWN
         state[key] = new
     if ordered:
         last = max((r["__commit_pos"], r["__event_pos"]) for r in ordered)
         watermark = last if watermark is None else max(watermark, last)
     return watermark
+
+
+UNKNOWN = object()
+"""A carried value the history does not hold: the apply raises CarryForwardError instead of guessing."""
+
+
+def unknowable(state: dict[tuple[Any, ...], dict[str, Any]]) -> bool:
+    return any(value is UNKNOWN for row in state.values() for value in row.values())
 
 
 names = st.one_of(st.none(), st.text(max_size=6), st.sampled_from(["Zoë", "東京", "a\u0301", "🙂"]))
@@ -173,6 +183,12 @@ def test_matches_reference_model(tmp_path: Path, composite: bool, file_size: int
         watermark: tuple[int, int] | None = None
         for rows in batches:
             watermark = reference_apply(state, watermark, rows, keys, columns)
+            if unknowable(state):
+                before = catalog.load_table(identifier).current_snapshot()
+                with pytest.raises(CarryForwardError):
+                    applier.apply(identifier, batch(rows, schema, keys))
+                assert catalog.load_table(identifier).current_snapshot() == before  # nothing written
+                return
             result = applier.apply(identifier, batch(rows, schema, keys))
             expected = sorted(state.values(), key=lambda r: tuple(r[k] for k in keys))
             assert content(catalog, identifier, keys) == expected
@@ -263,16 +279,25 @@ def test_truncate_clears_and_later_changes_apply(catalog: SqlCatalog) -> None:
             [
                 change("u", 2, 0, id=0, name="gone"),
                 {"__op": "t", "__commit_pos": 3, "__event_pos": 0},
-                change("c", 4, 0, id=3, name="new"),
-                change("u", 4, 1, id=9, name="upd", unchanged=["score"]),
+                change("c", 4, 0, id=3, name="new", score=1.0),
+                change("u", 4, 1, id=3, name="upd", unchanged=["score"]),
             ]
         ),
     )
     assert result.truncated and result.files_rewritten == 1
-    assert content(catalog, "db.t") == [
-        {"id": 3, "name": "new", "score": None},
-        {"id": 9, "name": "upd", "score": None},
+    assert content(catalog, "db.t") == [{"id": 3, "name": "upd", "score": 1.0}]
+
+
+def test_unchanged_value_after_a_truncate_without_insert_stops(catalog: SqlCatalog) -> None:
+    applier = IcebergApplier(catalog, source_id="pg")
+    applier.apply("db.t", batch([change("c", 1, 0, id=9, name="old", score=5.0)]))
+    changes = [
+        {"__op": "t", "__commit_pos": 3, "__event_pos": 0},
+        change("u", 4, 1, id=9, name="upd", unchanged=["score"]),
     ]
+    with pytest.raises(CarryForwardError, match=r"db\.t"):
+        applier.apply("db.t", batch(changes))
+    assert applier.watermark("db.t") == Position(1, 0)
 
 
 def test_toast_carried_forward_within_the_batch(catalog: SqlCatalog) -> None:
@@ -299,7 +324,6 @@ def test_toast_carried_forward_from_the_table(catalog: SqlCatalog) -> None:
             [
                 change("u", 2, 0, id=1, name=None, score=10.0, unchanged=["name"]),
                 change("u", 2, 1, id=5, name=None, score=50.0, old_key={"id": 2}, unchanged=["name"]),
-                change("u", 2, 2, id=8, name=None, score=80.0, unchanged=["name"]),
             ]
         ),
     )
@@ -307,8 +331,44 @@ def test_toast_carried_forward_from_the_table(catalog: SqlCatalog) -> None:
         {"id": 0, "name": "doc 0", "score": 0.0},
         {"id": 1, "name": "doc 1", "score": 10.0},
         {"id": 5, "name": "doc 2", "score": 50.0},
-        {"id": 8, "name": None, "score": 80.0},
     ]
+
+
+def test_swapped_keys_keep_their_own_unchanged_values(catalog: SqlCatalog) -> None:
+    applier = IcebergApplier(catalog, source_id="pg")
+    applier.apply("db.t", batch([change("c", 1, 0, id=1, name="A"), change("c", 1, 1, id=2, name="B")]))
+    applier.apply(  # one transaction: 1 -> -1, 2 -> 1, -1 -> 2, names not sent
+        "db.t",
+        batch(
+            [
+                change("u", 2, 0, id=-1, score=1.0, old_key={"id": 1}, unchanged=["name"]),
+                change("u", 2, 1, id=1, score=2.0, old_key={"id": 2}, unchanged=["name"]),
+                change("u", 2, 2, id=2, score=3.0, old_key={"id": -1}, unchanged=["name"]),
+            ]
+        ),
+    )
+    assert content(catalog, "db.t") == [
+        {"id": 1, "name": "B", "score": 2.0},
+        {"id": 2, "name": "A", "score": 3.0},
+    ]
+
+
+def test_unchanged_value_of_a_row_the_table_lacks_stops_the_batch(catalog: SqlCatalog) -> None:
+    """Never NULL, never another row's value: the batch stops, naming table, column, position."""
+    applier = IcebergApplier(catalog, source_id="pg")
+    applier.apply("db.t", batch([change("c", 1, 0, id=1, name="secret dossier", score=1.0)]))
+    changes = batch(
+        [
+            change("u", 2, 0, id=3, score=2.0, unchanged=["name"]),  # no row 3 anywhere
+            change("u", 2, 1, id=4, score=3.0, old_key={"id": 5}, unchanged=["name"]),  # nor 5
+        ]
+    )
+    with pytest.raises(CarryForwardError) as raised:
+        applier.apply("db.t", changes)
+    message = str(raised.value)
+    assert "db.t" in message and "'name'" in message and "2:0" in message and "secret" not in message
+    assert content(catalog, "db.t") == [{"id": 1, "name": "secret dossier", "score": 1.0}]
+    assert applier.watermark("db.t") == Position(1, 0)
 
 
 def test_rewrites_only_files_that_can_hold_touched_keys(catalog: SqlCatalog) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.sink.collapse import (
@@ -17,6 +18,7 @@ from hybrid_dagster.cdc.sink.collapse import (
     needs_carry_forward,
     order_changes,
 )
+from hybrid_dagster.errors import CarryForwardError
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
 PAIR = pa.schema([pa.field("a", pa.string()), pa.field("b", pa.int64()), pa.field("v", pa.string())])
@@ -128,10 +130,21 @@ def test_unchanged_values_come_from_earlier_changes_or_are_pending() -> None:
     ]
 
 
-def test_unchanged_after_a_delete_is_null() -> None:
+def test_unchanged_after_a_delete_cannot_be_known() -> None:
     net = collapse(rows([c("d", 1, 0, id=1), c("u", 1, 1, id=1, unchanged=["name"])]), ["id"])
+    with pytest.raises(CarryForwardError, match=r"'name'.*1:1"):
+        carry_forward_in_batch(net, ["id"])
+
+
+def test_a_row_missing_from_the_table_is_never_filled() -> None:
+    net = collapse(rows([c("u", 1, 1, id=2, old_key={"id": 1}, unchanged=["name"])]), ["id"])
     found, pending = carry_forward_in_batch(net, ["id"])
-    assert found == {(0, "name"): None} and pending == []
+    assert found == {} and [(p.key, p.position) for p in pending] == [((1,), Position(1, 1))]
+    with pytest.raises(CarryForwardError, match="'name'"):
+        apply_carried_values(net.upserts, found, pending, lambda keys: {})
+    other_row = {(2,): {"id": 2, "name": "someone else"}}  # a row at the new key is not the moved row
+    with pytest.raises(CarryForwardError):
+        apply_carried_values(net.upserts, found, pending, lambda keys: other_row)
 
 
 def test_many_unchanged_values_carry_forward_per_key() -> None:

@@ -14,27 +14,22 @@ without it: ``setup()`` checks this and says which statement to run.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any, Literal
 from urllib.parse import quote
 
-import numpy as np
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
 from hybrid_dagster.cdc.changes import ChangeBatch, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
+from hybrid_dagster.cdc.sources.postgres.copy import PostgresCopy
 from hybrid_dagster.cdc.sources.postgres.pgoutput import DecodedStream, PgOutputDecoder, read_copy_binary
 from hybrid_dagster.cdc.sources.postgres.types import (
     NUMERIC,
     SESSION_SETTINGS,
-    ConversionError,
     PgColumn,
-    TextSegment,
     build_table_changes,
-    string_array,
-    text_to_arrow,
 )
 from hybrid_dagster.cdc.sources.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
 from hybrid_dagster.errors import PostgresSetupError as PostgresSetupError
@@ -361,69 +356,18 @@ class PostgresChangeSource(ChangeSource):
         """The server's current WAL write position."""
         return Position(int(self._query("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")[0][0]), 0)
 
-    # --- initial snapshot ---
+    # --- initial copy ---
 
-    def snapshot(self, table: SourceTable, position: Position, chunk_rows: int) -> Iterator[TableChanges]:
-        """Current contents of ``table`` as ``r`` rows at ``position``, ``chunk_rows`` at a time.
-
-        Values are read as text and converted like the decoders' (same Arrow types).
-        """
-        columns = self._columns(table)
-        keys = self.key_columns(table)
-        select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in columns),
-            sql.Identifier(*split_table_name(table.name)),
+    def open_copy(self) -> PostgresCopy:
+        """Read the captured tables at a temporary slot's consistent point: an exact hand-off to the stream
+        whether the capture slot is new, left by a killed run or made by hand (see
+        :mod:`hybrid_dagster.cdc.sources.postgres.copy`)."""
+        return PostgresCopy(
+            self.dsn,
+            plugin=self.decoder,
+            source_id=self.source_id,
+            describe=lambda table: (self.key_columns(table), self._columns(table)),
         )
-        conn = psycopg2.connect(self.dsn)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                for statement in SESSION_SETTINGS:
-                    cur.execute(statement)
-            conn.autocommit = False
-            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-            with conn.cursor(name=f"snapshot_{self.slot_name}") as cur:
-                cur.itersize = chunk_rows
-                cur.execute(select)
-                yielded = False
-                while chunk := cur.fetchmany(chunk_rows):
-                    yielded = True
-                    yield self._snapshot_chunk(table.name, keys, columns, chunk, position)
-                if not yielded:
-                    yield self._snapshot_chunk(table.name, keys, columns, [], position)
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _snapshot_chunk(
-        table: str, keys: list[str], columns: list[PgColumn], chunk: list[tuple[Any, ...]], position: Position
-    ) -> TableChanges:
-        n = len(chunk)
-        by_column = list(zip(*chunk, strict=True)) if chunk else [() for _ in columns]
-        values = {c.name: string_array(list(v)) for c, v in zip(columns, by_column, strict=True)}
-        segment = TextSegment(
-            columns=columns,
-            ops=np.full(n, ord("r"), dtype=np.uint8),
-            commit_pos=np.full(n, position.commit, dtype=np.int64),
-            event_pos=np.full(n, position.event, dtype=np.int64),
-            tx_id=None,
-            commit_ts_us=None,
-            values=values,
-        )
-        data_schema, rows, rejected = build_table_changes(table, keys, [segment])
-        if rejected:
-            # Never row values in exception text: it leaves the plane. Name the columns and the count.
-            bad_columns = []
-            for column in columns:
-                try:
-                    text_to_arrow(values[column.name], column)
-                except ConversionError:
-                    bad_columns.append(f"{column.name!r} ({column.arrow_type})")
-            raise ValueError(
-                f"snapshot of {table}: {len(rejected)} rows have values that do not convert, in columns "
-                f"{', '.join(bad_columns) or 'unknown'}"
-            )
-        return TableChanges(table, keys, data_schema, rows)
 
     def close(self) -> None:
         if self._conn is not None:

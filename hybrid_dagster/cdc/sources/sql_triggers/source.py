@@ -56,7 +56,7 @@ from hybrid_dagster.cdc.changes import (
     TableChanges,
     change_schema,
 )
-from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
+from hybrid_dagster.cdc.sources.base import ChangeSource, ConsistentCopy, SourceTable
 from hybrid_dagster.cdc.sources.sql_triggers.convert import (
     Column,
     arrow_converter,
@@ -419,35 +419,79 @@ class SqlTriggerChangeSource(ChangeSource):
         with self.engine.begin() as conn:
             return int(conn.execute(sql).rowcount or 0)
 
-    def snapshot(self, table: SourceTable, position: Position, chunk_rows: int) -> Iterator[TableChanges]:
-        """The current rows of ``table`` as ``r`` changes at ``position``, in chunks, from one transaction."""
+    def open_copy(self) -> ConsistentCopy:
+        """The captured tables' rows and the log's last position, read in one transaction (exact)."""
+        return _TriggerCopy(self)
+
+    def _copy_rows(
+        self, conn: Connection, table: SourceTable, position: Position, chunk_rows: int
+    ) -> Iterator[TableChanges]:
+        """The rows of ``table`` visible to ``conn`` as ``r`` changes at ``position``, in chunks."""
         spec = next((t for t in self.tables if t.name == table.name), table)
         schema, name = _split(spec.name, self.dialect)
-        with self.engine.connect() as conn:
-            info = self._table_info(conn, spec)
-            names = [c.name for c in info.columns]
-            target = sa.table(name, *[sa.column(n) for n in names], schema=schema)
-            result = conn.execution_options(stream_results=True).execute(sa.select(target))
-            change_cols = change_schema(info.data_schema, info.key_columns)
-            yielded = False
-            while (chunk := result.fetchmany(max(chunk_rows, 1))) or not yielded:
-                yielded = True
-                rows = []
-                for values in chunk:
-                    row: dict[str, Any] = {
-                        OP_COL: OP_READ,
-                        COMMIT_POS_COL: position.commit,
-                        EVENT_POS_COL: position.event,
-                    }
-                    for column, value in zip(info.columns, values, strict=True):
-                        row[column.name] = convert_value(column, value)
-                    rows.append(row)
-                yield TableChanges(
-                    spec.name,
-                    info.key_columns,
-                    info.data_schema,
-                    pa.Table.from_pylist(rows, schema=change_cols),
-                )
+        info = self._table_info(conn, spec)
+        names = [c.name for c in info.columns]
+        target = sa.table(name, *[sa.column(n) for n in names], schema=schema)
+        result = conn.execution_options(stream_results=True).execute(sa.select(target))
+        change_cols = change_schema(info.data_schema, info.key_columns)
+        yielded = False
+        while (chunk := result.fetchmany(max(chunk_rows, 1))) or not yielded:
+            yielded = True
+            rows = []
+            for values in chunk:
+                row: dict[str, Any] = {
+                    OP_COL: OP_READ,
+                    COMMIT_POS_COL: position.commit,
+                    EVENT_POS_COL: position.event,
+                }
+                for column, value in zip(info.columns, values, strict=True):
+                    row[column.name] = convert_value(column, value)
+                rows.append(row)
+            yield TableChanges(
+                spec.name,
+                info.key_columns,
+                info.data_schema,
+                pa.Table.from_pylist(rows, schema=change_cols),
+            )
+
+
+class _TriggerCopy(ConsistentCopy):
+    """One read transaction: the log's last position and the tables' rows come from the same snapshot.
+
+    PostgreSQL: ``REPEATABLE READ``; ``commit_seq`` values become visible in order (they are taken under a
+    lock held to commit), so every log row at or below the position is in the copy and none after it.
+    SQLite: an explicit ``BEGIN``; the first read fixes the snapshot until the transaction ends.
+    """
+
+    def __init__(self, source: SqlTriggerChangeSource) -> None:
+        self._source = source
+        conn = source.engine.connect()
+        try:
+            if source.dialect == "sqlite":
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            commit, seq = conn.execute(
+                sa.text(f"SELECT MAX({source._commit_expr()}), MAX(seq) FROM {source.log_table}")
+            ).one()
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: Connection | None = conn
+        self.position = Position(int(commit or 0), int(seq or 0))
+
+    def rows(self, table: SourceTable, chunk_rows: int) -> Iterator[TableChanges]:
+        if self._conn is None:
+            raise RuntimeError("the copy is closed")
+        return self._source._copy_rows(self._conn, table, self.position, chunk_rows)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            if self._source.dialect == "sqlite":
+                self._conn.exec_driver_sql("ROLLBACK")
+            self._conn.close()
+            self._conn = None
 
 
 # -- helpers ----------------------------------------------------------------------------------------------

@@ -127,12 +127,14 @@ def test_snapshot_error_names_columns_not_values(pg_db: Any) -> None:
         "INSERT INTO sn VALUES (1, 'NaN', 'ssn-123-45'), (2, 1.5, 'ok'), (3, 'NaN', 'ssn-987-65')",
     )
     src = PostgresChangeSource(pg_db.dsn, [SourceTable("sn")], slot_name="sn_slot")
-    position = src.setup()
-    assert position is not None
-    with pytest.raises(
-        ValueError, match=r"snapshot of sn: 2 rows .* columns 'n' \(decimal128\(12, 3\)\)"
-    ) as raised:
-        list(src.snapshot(SourceTable("sn"), position, chunk_rows=10))
+    assert src.setup() is not None
+    with (
+        pytest.raises(
+            ValueError, match=r"snapshot of sn: 2 rows .* columns 'n' \(decimal128\(12, 3\)\)"
+        ) as raised,
+        src.open_copy() as copy,
+    ):
+        list(copy.rows(SourceTable("sn"), chunk_rows=10))
     assert "ssn" not in str(raised.value) and "NaN" not in str(raised.value)
     src.teardown()
     src.close()
@@ -306,9 +308,10 @@ def test_snapshot_uses_the_decoders_types(pg_db: Any) -> None:
         " SELECT i, i / 3.0, '\\x01', now(), true FROM generate_series(1, 25) i",
     )
     src = source(pg_db.dsn, "pgoutput")
-    position = src.setup()
-    assert position is not None
-    chunks = list(src.snapshot(SourceTable("t"), position, chunk_rows=10))
+    assert src.setup() is not None
+    with src.open_copy() as copy:
+        chunks = list(copy.rows(SourceTable("t"), chunk_rows=10))
+        position = copy.position
     assert [c.count for c in chunks] == [10, 10, 5]
     run(pg_db.dsn, "INSERT INTO t (id, n, raw, tstz, ok) VALUES (99, 1, '\\x01', now(), true)")
     decoded = src.read(100).tables["t"]
@@ -339,3 +342,48 @@ def test_both_decoders_give_the_same_tables(
             _drop_database(db)
     assert results[0][0] == results[1][0]
     assert results[0][1] == results[1][1]
+
+
+def test_copy_is_read_at_its_own_consistent_point(pg_decoder_db: tuple[str, str]) -> None:
+    """Rows changed after the copy's position are not in it, and the stream has them after it."""
+    dsn, decoder = pg_decoder_db
+    run(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'before')")
+    src = source(dsn, decoder)
+    src.setup()
+    run(dsn, "UPDATE t SET v = 'old slot, before the copy' WHERE id = 1")
+    with src.open_copy() as copy:
+        run(dsn, "UPDATE t SET v = 'after the copy' WHERE id = 1", "INSERT INTO t VALUES (2, 'new')")
+        rows = [r for chunk in copy.rows(SourceTable("t"), chunk_rows=10) for r in chunk.rows.to_pylist()]
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_replication_slots WHERE temporary")
+            assert cur.fetchone() == (1,)  # the copy's slot, while it is open
+    assert [(r["id"], r["v"]) for r in rows] == [(1, "old slot, before the copy")]
+    changes = src.read(100).tables["t"].rows.to_pylist()
+    before = [
+        c
+        for c in changes
+        if (c["__commit_pos"], c["__event_pos"]) <= (copy.position.commit, copy.position.event)
+    ]
+    after = [
+        c
+        for c in changes
+        if (c["__commit_pos"], c["__event_pos"]) > (copy.position.commit, copy.position.event)
+    ]
+    assert [c["v"] for c in before] == ["old slot, before the copy"]  # in the copy: skipped by the apply
+    assert [c["v"] for c in after] == ["after the copy", "new"]
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE temporary")
+        assert cur.fetchone() == (0,)  # gone with the copy
+    src.teardown()
+    src.close()
+
+
+def test_copy_without_a_replication_connection_says_what_to_do(pg_db: Any) -> None:
+    run(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE ROLE plain LOGIN")
+    src = PostgresChangeSource(pg_db.dsn + " user=plain", [SourceTable("t")], slot_name="plain_slot")
+    try:
+        with pytest.raises(PostgresSetupError, match="REPLICATION"):
+            src.open_copy()
+    finally:
+        src.close()
+        run(pg_db.dsn, "DROP ROLE plain")

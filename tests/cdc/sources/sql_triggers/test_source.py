@@ -223,7 +223,9 @@ def test_snapshot_reads_current_rows_in_chunks(engine: sa.Engine) -> None:
     source = SqlTriggerChangeSource(engine, ["patients"])
     hand_off = source.setup()
     assert hand_off == Position(0, 0)
-    chunks = list(source.snapshot(SourceTable("patients"), Position(0, 0), chunk_rows=2))
+    with source.open_copy() as copy:
+        chunks = list(copy.rows(SourceTable("patients"), chunk_rows=2))
+    assert copy.position == Position(0, 0)
     assert [c.count for c in chunks] == [2, 2, 1]
     first = chunks[0].rows.to_pylist()[0]
     assert first["__op"] == "r" and first["id"] == 1 and first["score"] == decimal.Decimal("1.50")
@@ -310,5 +312,20 @@ def test_postgres_update_delete_and_key_change(pg_engine: sa.Engine) -> None:
         ("d", 3, None),
     ]
     assert [r["__commit_pos"] for r in got] == [1, 1, 1, 2, 2]
-    snap = list(source.snapshot(SourceTable("public.items"), Position(0, 0), 10))
+    with source.open_copy() as copy:  # REPEATABLE READ: the log position and the rows of one snapshot
+        snap = list(copy.rows(SourceTable("public.items"), 10))
     assert snap[0].rows.column("name").to_pylist() == ["z"]
+    assert copy.position == batch.ack_position
+
+
+def test_copy_position_is_the_log_position_its_rows_include(engine: sa.Engine) -> None:
+    source = SqlTriggerChangeSource(engine, ["patients"])
+    source.setup()
+    execute(
+        engine,
+        "INSERT INTO patients (id, name) VALUES (7, 'p7')",
+        "UPDATE patients SET name = 'q' WHERE id = 7",
+    )
+    with source.open_copy() as copy:
+        ids = [r["id"] for c in copy.rows(SourceTable("patients"), chunk_rows=10) for r in c.rows.to_pylist()]
+    assert 7 in ids and copy.position == source.read(10).ack_position  # every logged change is in the copy
