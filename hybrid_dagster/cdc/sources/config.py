@@ -60,6 +60,14 @@ class PostgresCdcSource(CdcSourceConfig):
     publication_name: str | None = Field(
         default=None, description="pgoutput publication (default: the slot name; created on first run)."
     )
+    on_malformed: Literal["stop", "dead_letter"] = Field(
+        default="stop",
+        description=(
+            "A logical-decoding message that cannot be decoded: 'stop' fails the run with a DecoderError "
+            "naming its LSN and message type (the slot is not advanced); 'dead_letter' writes it to the "
+            "dead-letter table and continues past it."
+        ),
+    )
 
     @property
     def dagster_kind(self) -> str:
@@ -74,6 +82,7 @@ class PostgresCdcSource(CdcSourceConfig):
             slot_name=self.slot_name,
             decoder=self.decoder,
             publication_name=self.publication_name,
+            on_malformed=self.on_malformed,
         )
 
 

@@ -8,6 +8,17 @@ Message ``M``; TupleData columns are ``n`` null, ``u`` unchanged TOAST, ``t`` te
 All messages are joined into one byte buffer and the tuples of a relation are walked column by column
 with numpy over every row at once, so the Python work is per column and per Relation message, not per
 value. (``pypgoutput`` on PyPI was considered: unmaintained since 2022 and per-message Python objects.)
+
+Bounds rules (a decoder never reads outside the message it decodes):
+
+* Every tuple walk is limited to its own message: a length that is negative, or that runs past the
+  message's end, marks the message bad, and a bad row's position stops advancing, so no read index can
+  leave ``[message start, message end]``. A change message must end exactly where its last tuple ends.
+* A Delete has no new tuple and an Insert no old one: only the tuples a message type has are walked.
+* A message that cannot be decoded stops the read with :class:`~hybrid_dagster.errors.DecoderError` naming
+  its LSN and message type (``on_malformed="stop"``, the default), or becomes a dead letter
+  (``on_malformed="dead_letter"``). Either way the same LSN is never retried in a loop: the error stops
+  the run, and a dead letter lets the slot advance past the message.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +40,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     TextSegment,
     strings_from_slices,
 )
+from hybrid_dagster.errors import DecoderError
 
 MSG_BEGIN, MSG_COMMIT, MSG_ORIGIN, MSG_RELATION, MSG_TYPE = b"BCORY"
 MSG_INSERT, MSG_UPDATE, MSG_DELETE, MSG_TRUNCATE, MSG_MESSAGE = b"IUDTM"
@@ -35,6 +48,8 @@ TUPLE_NEW, TUPLE_KEY, TUPLE_OLD = b"NKO"
 KIND_NULL, KIND_UNCHANGED, KIND_TEXT, KIND_BINARY = b"nutb"
 _CHANGE_TYPES = np.array([MSG_INSERT, MSG_UPDATE, MSG_DELETE], dtype=np.uint8)
 _OP_OF = {MSG_INSERT: ord("c"), MSG_UPDATE: ord("u"), MSG_DELETE: ord("d")}
+_BEGIN_SIZE, _COMMIT_SIZE = 21, 26
+OnMalformed = Literal["stop", "dead_letter"]
 
 
 @dataclass(frozen=True)
@@ -73,27 +88,38 @@ def _be(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:
-    end = data.index(0, pos)
+    end = data.find(0, pos)
+    if end < 0:
+        raise ValueError(f"unterminated string at byte {pos}")
     return data[pos:end].decode(), end + 1
 
 
+def _int(data: bytes, pos: int, size: int, *, signed: bool = False) -> int:
+    """The big-endian integer at ``data[pos : pos + size]``; raises ValueError past the end."""
+    if pos + size > len(data):
+        raise ValueError(f"message ends at byte {len(data)}, inside a {size}-byte integer at byte {pos}")
+    return int.from_bytes(data[pos : pos + size], "big", signed=signed)
+
+
 def parse_relation(data: bytes) -> Relation:
-    """Parse a Relation (``R``) message."""
-    oid = int.from_bytes(data[1:5], "big")
+    """Parse a Relation (``R``) message; raises ValueError when it is truncated or overlong."""
+    oid = _int(data, 1, 4)
     namespace, pos = _cstring(data, 5)
     name, pos = _cstring(data, pos)
-    replica_identity = chr(data[pos])
-    ncols = int.from_bytes(data[pos + 1 : pos + 3], "big")
+    replica_identity = chr(_int(data, pos, 1))
+    ncols = _int(data, pos + 1, 2)
     pos += 3
     columns, key_flags = [], []
     for _ in range(ncols):
-        flags = data[pos]
+        flags = _int(data, pos, 1)
         col_name, pos = _cstring(data, pos + 1)
-        type_oid = int.from_bytes(data[pos : pos + 4], "big")
-        typmod = int.from_bytes(data[pos + 4 : pos + 8], "big", signed=True)
+        type_oid = _int(data, pos, 4)
+        typmod = _int(data, pos + 4, 4, signed=True)
         pos += 8
         columns.append(PgColumn(col_name, type_oid, typmod))
         key_flags.append(bool(flags & 1))
+    if pos != len(data):
+        raise ValueError(f"{len(data) - pos} bytes after the last column")
     return Relation(oid, namespace or "pg_catalog", name, replica_identity, columns, key_flags)
 
 
@@ -108,21 +134,36 @@ class _Tuples:
     bad: np.ndarray
 
 
-def _walk(buf: np.ndarray, pos: np.ndarray, limit: np.ndarray, ncols: int) -> _Tuples:
-    bad = _be(buf, pos, ">u2") != ncols
-    p = pos + 2
+def _walk(buf: np.ndarray, pos: np.ndarray, limit: np.ndarray, ncols: int, active: np.ndarray) -> _Tuples:
+    """Walk the TupleData at ``pos`` of the ``active`` rows, never past ``limit`` (the message end).
+
+    A row turns bad at the first field that does not fit; from then on its position stays put and its
+    fields read as null with length 0, so every start and end stays inside ``[pos, limit]``. Inactive
+    rows are not walked (they end at ``pos``, not bad).
+    """
+    top = len(buf) - 1
+    bad = active & ((pos + 2 > limit) | (_be(buf, pos, ">u2") != ncols))
+    stopped = bad | ~active
+    p = np.where(stopped, pos, pos + 2)
     kinds, starts, lengths = [], [], []
     for _ in range(ncols):
-        bad |= p >= limit
-        kind = buf[np.minimum(p, len(buf) - 1)]
-        has_data = (kind == KIND_TEXT) | (kind == KIND_BINARY)
+        bad |= ~stopped & (p + 1 > limit)
+        stopped |= bad
+        kind = np.where(stopped, KIND_NULL, buf[np.clip(p, 0, top)]).astype(np.uint8)
+        bad |= ~stopped & ~np.isin(kind, (KIND_NULL, KIND_UNCHANGED, KIND_TEXT, KIND_BINARY))
+        has_data = ~stopped & ((kind == KIND_TEXT) | (kind == KIND_BINARY))
+        bad |= has_data & (p + 5 > limit)
+        stopped |= bad
+        has_data &= ~stopped
         length = np.where(has_data, _be(buf, p + 1, ">i4"), 0)
-        bad |= ~np.isin(kind, (KIND_NULL, KIND_UNCHANGED, KIND_TEXT, KIND_BINARY)) | (length < 0)
-        kinds.append(kind)
-        starts.append(p + 5)
+        bad |= has_data & ((length < 0) | (length > limit - (p + 5)))
+        stopped |= bad
+        has_data &= ~stopped
+        length = np.where(has_data, length, 0)
+        kinds.append(np.where(stopped, KIND_NULL, kind).astype(np.uint8))
+        starts.append(np.where(has_data, p + 5, pos))
         lengths.append(length)
-        p = p + 1 + np.where(has_data, 4 + length, 0)
-        bad |= p > limit
+        p = np.where(stopped, p, p + 1 + np.where(has_data, 4 + length, 0))
     return _Tuples(kinds, starts, lengths, p, bad)
 
 
@@ -139,11 +180,19 @@ class PgOutputDecoder:
     """
 
     def __init__(
-        self, source: str, tables: dict[tuple[str, str], str], key_columns: dict[str, list[str]]
+        self,
+        source: str,
+        tables: dict[tuple[str, str], str],
+        key_columns: dict[str, list[str]],
+        *,
+        on_malformed: OnMalformed = "stop",
     ) -> None:
+        if on_malformed not in ("stop", "dead_letter"):
+            raise ValueError(f"on_malformed must be 'stop' or 'dead_letter', not {on_malformed!r}")
         self.source = source
         self.tables = tables
         self.key_columns = key_columns
+        self.on_malformed = on_malformed
 
     def decode(
         self, lsns: Sequence[int] | np.ndarray, payloads: Sequence[bytes | memoryview]
@@ -173,10 +222,18 @@ class PgOutputDecoder:
         mtype = np.where(sizes > 0, buf[np.minimum(starts, max(len(buf) - 1, 0))], 0).astype(np.uint8)
 
         def dead(i: int, reason: str, table: str | None = None) -> None:
+            if self.on_malformed == "stop":
+                where = f", table {table}" if table else ""
+                raise DecoderError(
+                    f"{self.source}: pgoutput message {_type_name(int(mtype[i]))} at LSN {_lsn(int(lsn[i]))} "
+                    f"({int(sizes[i])} bytes{where}) cannot be decoded: {reason}. "
+                    "The slot was not advanced. Report it with the LSN; to move such messages to the "
+                    "dead-letter table and continue, set on_malformed='dead_letter' on the source."
+                )
             raw = joined[starts[i] : ends[i]].hex()
             out.dead_letters.append(DeadLetter(self.source, raw, reason, table, str(int(lsn[i]))))
 
-        is_begin = (mtype == MSG_BEGIN) & (sizes >= 21)
+        is_begin = (mtype == MSG_BEGIN) & (sizes == _BEGIN_SIZE)
         tx_of = np.maximum.accumulate(np.where(is_begin, np.arange(n), -1))
         begin_pos = starts[np.maximum(tx_of, 0)]
         final_lsn = _be(buf, begin_pos + 1, ">u8")
@@ -188,7 +245,7 @@ class PgOutputDecoder:
         event = self._event_positions(lsn, tx_of, is_change | (mtype == MSG_TRUNCATE))
 
         relations: dict[int, list[tuple[int, Relation]]] = {}
-        handled = is_change | (mtype == MSG_BEGIN) | np.isin(mtype, (MSG_ORIGIN, MSG_TYPE, MSG_MESSAGE))
+        handled = is_change | is_begin | np.isin(mtype, (MSG_ORIGIN, MSG_TYPE, MSG_MESSAGE))
         for i in (int(k) for k in np.nonzero(~handled)[0]):
             data = joined[starts[i] : ends[i]]
             kind = mtype[i]
@@ -197,8 +254,10 @@ class PgOutputDecoder:
                     relations.setdefault(int.from_bytes(data[1:5], "big"), []).append(
                         (i, parse_relation(data))
                     )
-                elif kind == MSG_COMMIT and len(data) >= 26:
+                elif kind == MSG_COMMIT and len(data) == _COMMIT_SIZE:
                     out.last_end_lsn = int.from_bytes(data[10:18], "big")
+                elif kind in (MSG_BEGIN, MSG_COMMIT):
+                    dead(i, f"{len(data)} bytes, not {_BEGIN_SIZE if kind == MSG_BEGIN else _COMMIT_SIZE}")
                 elif kind == MSG_TRUNCATE and tx_of[i] >= 0:
                     self._truncate(out, data, relations, i, final_lsn, event, xid, commit_ts)
                 elif kind in _CHANGE_TYPES:
@@ -226,6 +285,13 @@ class PgOutputDecoder:
                 if table is None:
                     continue
                 group = idx[version_of == v]
+                missing = [
+                    k for k in self.key_columns.get(table, []) if k not in {c.name for c in rel.columns}
+                ]
+                if missing:
+                    for i in group:
+                        dead(int(i), f"key column(s) {missing} are not in the relation's columns", table)
+                    continue
                 segment, bad = self._decode_group(buf, starts[group], ends[group], rel, table)
                 for i in group[bad]:
                     dead(int(i), "malformed tuple data", table)
@@ -270,9 +336,11 @@ class PgOutputDecoder:
         xid: np.ndarray,
         commit_ts: np.ndarray,
     ) -> None:
-        nrels = int.from_bytes(data[1:5], "big")
+        nrels = _int(data, 1, 4)
+        if len(data) != 6 + 4 * nrels:
+            raise ValueError(f"{len(data)} bytes for {nrels} relations (expected {6 + 4 * nrels})")
         for k in range(nrels):
-            relid = int.from_bytes(data[6 + 4 * k : 10 + 4 * k], "big")
+            relid = _int(data, 6 + 4 * k, 4)
             known = [rel for pos, rel in relations.get(relid, []) if pos < i]
             if not known:
                 raise ValueError(f"truncate of relation {relid} without a preceding Relation message")
@@ -304,15 +372,18 @@ class PgOutputDecoder:
         has_old = (is_update | is_delete) & ((marker == TUPLE_KEY) | (marker == TUPLE_OLD))
         bad = (is_delete & ~has_old) | ((is_insert | (is_update & ~has_old)) & (marker != TUPLE_NEW))
 
-        old = _walk(buf, starts + 6, ends, ncols)
-        old.bad &= has_old
+        old = _walk(buf, starts + 6, ends, ncols, has_old & ~bad)
         bad |= old.bad
         new_marker_at = np.where(has_old, old.end, starts + 5)
-        has_new = is_insert | is_update
-        bad |= has_new & (buf[np.clip(new_marker_at, 0, len(buf) - 1)] != TUPLE_NEW)
-        new = _walk(buf, new_marker_at + 1, ends, ncols)
-        new.bad &= has_new
+        has_new = (is_insert | is_update) & ~bad
+        bad |= has_new & (
+            (new_marker_at >= ends) | (buf[np.clip(new_marker_at, 0, len(buf) - 1)] != TUPLE_NEW)
+        )
+        has_new &= ~bad
+        new = _walk(buf, new_marker_at + 1, ends, ncols, has_new)
         bad |= new.bad
+        # A change message ends exactly where its last tuple ends: trailing bytes mean a misread.
+        bad |= np.where(is_delete, old.end, new.end) != ends
 
         values: dict[str, pa.Array] = {}
         unchanged: dict[str, np.ndarray] = {}
@@ -362,6 +433,26 @@ class PgOutputDecoder:
             old_key_mask=old_key_mask[keep] if old_key else None,
         )
         return segment, bad
+
+
+def _lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _type_name(code: int) -> str:
+    names = {
+        MSG_BEGIN: "Begin",
+        MSG_COMMIT: "Commit",
+        MSG_ORIGIN: "Origin",
+        MSG_RELATION: "Relation",
+        MSG_TYPE: "Type",
+        MSG_INSERT: "Insert",
+        MSG_UPDATE: "Update",
+        MSG_DELETE: "Delete",
+        MSG_TRUNCATE: "Truncate",
+        MSG_MESSAGE: "Message",
+    }
+    return f"{names.get(code, 'unknown')} ({code:#04x})"
 
 
 def _strings(

@@ -24,7 +24,12 @@ from psycopg2 import sql
 from hybrid_dagster.cdc.changes import ChangeBatch, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
 from hybrid_dagster.cdc.sources.postgres.copy import PostgresCopy
-from hybrid_dagster.cdc.sources.postgres.pgoutput import DecodedStream, PgOutputDecoder, read_copy_binary
+from hybrid_dagster.cdc.sources.postgres.pgoutput import (
+    DecodedStream,
+    OnMalformed,
+    PgOutputDecoder,
+    read_copy_binary,
+)
 from hybrid_dagster.cdc.sources.postgres.types import (
     NUMERIC,
     SESSION_SETTINGS,
@@ -32,7 +37,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     build_table_changes,
 )
 from hybrid_dagster.cdc.sources.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
-from hybrid_dagster.errors import PostgresSetupError as PostgresSetupError
+from hybrid_dagster.errors import DecoderError, PostgresSetupError as PostgresSetupError
 
 Decoder = Literal["pgoutput", "wal2json"]
 
@@ -83,6 +88,7 @@ class PostgresChangeSource(ChangeSource):
         slot_name: str,
         decoder: Decoder = "pgoutput",
         publication_name: str | None = None,
+        on_malformed: OnMalformed = "stop",
     ) -> None:
         if decoder not in ("pgoutput", "wal2json"):
             raise ValueError(f"decoder must be 'pgoutput' or 'wal2json', not {decoder!r}")
@@ -93,6 +99,7 @@ class PostgresChangeSource(ChangeSource):
         self.slot_name = slot_name
         self.decoder = decoder
         self.publication_name = publication_name or slot_name
+        self.on_malformed: OnMalformed = on_malformed
         params = psycopg2.extensions.parse_dsn(dsn)
         host = params.get("host") or "localhost"
         self._source_id = (
@@ -299,9 +306,9 @@ class PostgresChangeSource(ChangeSource):
                 cur.copy_expert(peek.decode(), sink)
             buf, starts, sizes, lsns = read_copy_binary(sink.getvalue())
             messages = len(starts)
-            decoded = PgOutputDecoder(self.source_id, table_names, keys).decode_buffer(
-                buf, starts, sizes, lsns
-            )
+            decoded = PgOutputDecoder(
+                self.source_id, table_names, keys, on_malformed=self.on_malformed
+            ).decode_buffer(buf, starts, sizes, lsns)
         else:
             catalog = {t.name: self._columns(t) for t in self.tables}
             add_tables = ",".join(f"{_escape_wal2json(s)}.{_escape_wal2json(t)}" for s, t in table_names)
@@ -312,13 +319,16 @@ class PostgresChangeSource(ChangeSource):
                 f"%s, NULL, %s, {placeholders})",
                 (self.slot_name, max_events, *options),
             )
-            decoder = Wal2JsonDecoder(self.source_id, table_names, keys, catalog)
+            decoder = Wal2JsonDecoder(
+                self.source_id, table_names, keys, catalog, on_malformed=self.on_malformed
+            )
             decoded = decoder.decode([r[0] for r in rows], [r[1] for r in rows])
             messages = len(rows)
         if messages and decoded.transactions == 0 and decoded.dead_letters:
-            raise RuntimeError(
+            raise DecoderError(
                 f"{self.source_id}: none of the {messages} messages from slot {self.slot_name} decode as "
-                f"{self.decoder}: {decoded.dead_letters[0].reason}"
+                f"{self.decoder} (first at LSN {decoded.dead_letters[0].position}): is the slot's plugin "
+                f"{self.decoder}? Drop the slot or set decoder to the slot's plugin."
             )
         batch = self._batch(decoded, keys)
         batch.source_position = self.current_position()

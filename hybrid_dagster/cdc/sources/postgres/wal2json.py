@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hybrid_dagster.cdc.changes import DeadLetter
-from hybrid_dagster.cdc.sources.postgres.pgoutput import DecodedStream
+from hybrid_dagster.cdc.sources.postgres.pgoutput import DecodedStream, OnMalformed
 from hybrid_dagster.cdc.sources.postgres.types import BYTEA, PgColumn, TextSegment, typmod_from_type_name
+from hybrid_dagster.errors import DecoderError
 
 WAL2JSON_OPTIONS = (
     ("format-version", "2"),
@@ -132,7 +133,12 @@ class Wal2JsonDecoder:
         tables: dict[tuple[str, str], str],
         key_columns: dict[str, list[str]],
         catalog: dict[str, list[PgColumn]],
+        *,
+        on_malformed: OnMalformed = "stop",
     ) -> None:
+        if on_malformed not in ("stop", "dead_letter"):
+            raise ValueError(f"on_malformed must be 'stop' or 'dead_letter', not {on_malformed!r}")
+        self.on_malformed = on_malformed
         self.source = source
         self.tables = tables
         self.key_columns = key_columns
@@ -183,7 +189,14 @@ class Wal2JsonDecoder:
                 a.event_pos.append(event)
                 a.tx_id.append(xid)
                 a.commit_ts.append(ts)
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+                if self.on_malformed == "stop":
+                    raise DecoderError(
+                        f"{self.source}: wal2json change at LSN {lsn} cannot be decoded "
+                        f"({type(err).__name__}). "
+                        "The slot was not advanced. To move such changes to the dead-letter table and "
+                        "continue, set on_malformed='dead_letter' on the source."
+                    ) from None
                 out.dead_letters.append(
                     DeadLetter(
                         self.source, str(payload), f"undecodable wal2json change: {err!r}", None, str(lsn)
@@ -219,9 +232,17 @@ class Wal2JsonDecoder:
                 flush(table)
                 a = acc[table] = _Accumulator(layout)
             layout_cache[(table, signature)] = layout
+        # Everything is read before anything is appended: a change that fails half-way must not leave the
+        # accumulator's columns of unequal length (later rows would land in the wrong row).
+        present = {c["name"]: _value(c) for c in cols}
+        old_key: dict[str, str | None] | None = None
+        if action == "U" and change.get("identity"):
+            old = {c["name"]: _value(c) for c in change["identity"]}
+            keys = self.key_columns.get(table) or list(old)
+            if any(old.get(k) != present.get(k) for k in keys):
+                old_key = {k: old.get(k) for k in keys}
         row = len(a.ops)
         a.ops.append(_OPS[action])
-        present = {c["name"]: _value(c) for c in cols}
         for name, column_values in a.values.items():
             if name in present:
                 column_values.append(present[name])
@@ -229,11 +250,8 @@ class Wal2JsonDecoder:
                 column_values.append(None)
                 if action == "U":
                     a.unchanged.setdefault(name, []).append(row)
-        if action == "U" and change.get("identity"):
-            old = {c["name"]: _value(c) for c in change["identity"]}
-            keys = self.key_columns.get(table) or list(old)
-            if any(old.get(k) != present.get(k) for k in keys):
-                a.old_key[row] = {k: old.get(k) for k in keys}
+        if old_key is not None:
+            a.old_key[row] = old_key
 
     @staticmethod
     def _layout(current: list[PgColumn], signature: tuple[tuple[str, int, str], ...]) -> list[PgColumn]:

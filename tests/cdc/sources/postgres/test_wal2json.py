@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 
 import pyarrow as pa
+import pytest
+from hypothesis import given, settings, strategies as st
 
 from hybrid_dagster.cdc.sources.postgres.types import (
     INT4,
@@ -16,6 +19,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     numeric_typmod,
 )
 from hybrid_dagster.cdc.sources.postgres.wal2json import Wal2JsonDecoder, parse_lsn
+from hybrid_dagster.errors import DecoderError
 
 SOURCE = "postgres://test:5432/db#slot"
 TS = "2024-01-02 03:04:05.5+00"
@@ -35,9 +39,10 @@ def decode(rows: list[tuple[int, str]]) -> tuple[pa.Table | None, list[str]]:
     catalog = {
         "t": [PgColumn("id", INT4), PgColumn("n", NUMERIC, numeric_typmod(10, 2)), PgColumn("big", TEXT)]
     }
-    out = Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, catalog).decode(
-        [r[0] for r in rows], [r[1] for r in rows]
+    decoder = Wal2JsonDecoder(
+        SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, catalog, on_malformed="dead_letter"
     )
+    out = decoder.decode([r[0] for r in rows], [r[1] for r in rows])
     reasons = [d.reason for d in out.dead_letters]
     if "t" not in out.segments:
         return None, reasons
@@ -116,3 +121,52 @@ def test_malformed_rows_become_dead_letters() -> None:
     )
     assert rows is not None and rows.column("id").to_pylist() == [1]
     assert len(reasons) == 2 and any("unknown wal2json action" in r for r in reasons)
+
+
+def test_undecodable_change_stops_with_its_lsn_by_default() -> None:
+    decoder = Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, {})
+    with pytest.raises(DecoderError, match=r"LSN 110 .*on_malformed='dead_letter'"):
+        decoder.decode(
+            [90, 110], ['{"action":"B","xid":9,"lsn":"0/200","timestamp":"' + TS + '"}', '{"action":"I"']
+        )
+
+
+def test_a_change_failing_half_way_leaves_no_partial_row() -> None:
+    # "value" is missing in the second column: nothing of that change may stay in the accumulator.
+    half = change(
+        "I", "0/6E", columns=[col("id", "integer", 23, 2), {"name": "n", "type": "text", "typeoid": 25}]
+    )
+    rows, reasons = decode(
+        [
+            (90, '{"action":"B","xid":9,"lsn":"0/200","timestamp":"' + TS + '"}'),
+            (100, change("I", "0/64", columns=[col("id", "integer", 23, 1)])),
+            (110, half),
+            (120, change("I", "0/78", columns=[col("id", "integer", 23, 3)])),
+            (130, '{"action":"C","xid":9,"lsn":"0/200","nextlsn":"0/220"}'),
+        ]
+    )
+    assert rows is not None and rows.column("id").to_pylist() == [1, 3] and len(reasons) == 1
+
+
+VALID = [
+    '{"action":"B","xid":9,"lsn":"0/200","timestamp":"' + TS + '"}',
+    change("I", "0/64", columns=[col("id", "integer", 23, 1)]),
+    change("U", "0/65", columns=[col("id", "integer", 23, 2)], identity=[col("id", "integer", 23, 1)]),
+    change("D", "0/66", identity=[col("id", "integer", 23, 2)]),
+    '{"action":"C","xid":9,"lsn":"0/200","nextlsn":"0/220"}',
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=60), st.sampled_from(VALID).map(lambda s: s[: len(s) // 2])), max_size=8
+    )
+)
+def test_random_or_truncated_rows_decode_or_raise_decoder_error(payloads: list[str]) -> None:
+    lsns = list(range(100, 100 + len(payloads)))
+    with contextlib.suppress(DecoderError):
+        Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, {}).decode(lsns, payloads)
+    Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, {}, on_malformed="dead_letter").decode(
+        lsns, payloads
+    )
