@@ -294,7 +294,9 @@ class IcebergApplier:
         changelog_paths: list[str],
     ) -> ApplyResult:
         """One attempt; the changelog files it writes are added to ``changelog_paths``."""
-        plan = plan_schema_evolution(identifier, table.schema(), changes.data_schema, changes.key_columns)
+        plan = plan_schema_evolution(
+            identifier, table.schema(), changes.data_schema, changes.key_columns, changes.column_defaults
+        )
         txn = table.transaction()
         if not plan.empty:
             with txn.update_schema() as update:

@@ -7,8 +7,9 @@ null in new rows). Anything else raises :class:`SchemaEvolutionError` before the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from pyiceberg.schema import Schema
@@ -38,6 +39,8 @@ class SchemaPlan:
     """
 
     additions: list[NestedField] = field(default_factory=list)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Initial default of an added column: the value rows written before it hold."""
     widenings: list[tuple[str, IcebergType, IcebergType]] = field(default_factory=list)
 
     @property
@@ -45,20 +48,30 @@ class SchemaPlan:
         return not self.additions and not self.widenings
 
     def describe(self) -> list[str]:
-        added = [f"added column {f.name!r} ({f.field_type})" for f in self.additions]
+        added = [
+            f"added column {f.name!r} ({f.field_type})"
+            + (" with a default" if f.name in self.defaults else "")
+            for f in self.additions
+        ]
         widened = [f"widened column {name!r} from {old} to {new}" for name, old, new in self.widenings]
         return added + widened
 
     def apply(self, update: UpdateSchema) -> None:
         """Stage the changes on a schema update (of a transaction or a table)."""
         for added in self.additions:
-            update.add_column(added.name, added.field_type, doc=added.doc)
+            update.add_column(
+                added.name, added.field_type, doc=added.doc, default_value=self.defaults.get(added.name)
+            )
         for name, _old, new in self.widenings:
             update.update_column(name, field_type=new)
 
 
 def plan_schema_evolution(
-    identifier: str, table_schema: Schema, data_schema: pa.Schema, key_columns: Sequence[str]
+    identifier: str,
+    table_schema: Schema,
+    data_schema: pa.Schema,
+    key_columns: Sequence[str],
+    column_defaults: Mapping[str, Any] | None = None,
 ) -> SchemaPlan:
     """Compare the source's row schema with the table's and decide what may change.
 
@@ -84,6 +97,8 @@ def plan_schema_evolution(
         old_field = existing.get(new_field.name)
         if old_field is None:
             plan.additions.append(new_field)
+            if column_defaults and column_defaults.get(new_field.name) is not None:
+                plan.defaults[new_field.name] = column_defaults[new_field.name]
             continue
         old_type, new_type = old_field.field_type, new_field.field_type
         if _same_type(old_type, new_type):

@@ -73,6 +73,8 @@ class DecodedStream:
     last_end_lsn: int | None = None
     """End LSN of the last complete transaction (what the slot may be advanced to)."""
     transactions: int = 0
+    ambiguous_nulls: dict[str, int] = field(default_factory=dict)
+    """``table.column`` -> float/numeric nulls that may stand for NaN/Infinity (wal2json < 2.4 only)."""
 
     def add(self, table: str, segment: TextSegment) -> None:
         if len(segment):

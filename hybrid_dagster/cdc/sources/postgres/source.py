@@ -14,11 +14,14 @@ without it: ``setup()`` checks this and says which statement to run.
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any, Literal
 from urllib.parse import quote
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
+import pyarrow as pa
 from psycopg2 import sql
 
 from hybrid_dagster.cdc.changes import ChangeBatch, DeadLetter, Position, TableChanges
@@ -33,13 +36,16 @@ from hybrid_dagster.cdc.sources.postgres.pgoutput import (
 from hybrid_dagster.cdc.sources.postgres.types import (
     NUMERIC,
     SESSION_SETTINGS,
+    ConversionError,
     PgColumn,
     build_table_changes,
+    text_to_arrow,
 )
-from hybrid_dagster.cdc.sources.postgres.wal2json import WAL2JSON_OPTIONS, Wal2JsonDecoder
+from hybrid_dagster.cdc.sources.postgres.wal2json import NUMERIC_AS_STRING, WAL2JSON_OPTIONS, Wal2JsonDecoder
 from hybrid_dagster.errors import DecoderError, PostgresSetupError as PostgresSetupError
 
 Decoder = Literal["pgoutput", "wal2json"]
+log = logging.getLogger(__name__)
 
 
 def format_lsn(lsn: int) -> str:
@@ -100,6 +106,7 @@ class PostgresChangeSource(ChangeSource):
         self.decoder = decoder
         self.publication_name = publication_name or slot_name
         self.on_malformed: OnMalformed = on_malformed
+        self._numeric_strings: bool | None = None
         params = psycopg2.extensions.parse_dsn(dsn)
         host = params.get("host") or "localhost"
         self._source_id = (
@@ -312,7 +319,9 @@ class PostgresChangeSource(ChangeSource):
         else:
             catalog = {t.name: self._columns(t) for t in self.tables}
             add_tables = ",".join(f"{_escape_wal2json(s)}.{_escape_wal2json(t)}" for s, t in table_names)
-            options = [v for pair in (*WAL2JSON_OPTIONS, ("add-tables", add_tables)) for v in pair]
+            numbers_as_strings = self._wal2json_has_numeric_strings()
+            extra = (NUMERIC_AS_STRING,) if numbers_as_strings else ()
+            options = [v for pair in (*WAL2JSON_OPTIONS, *extra, ("add-tables", add_tables)) for v in pair]
             placeholders = ", ".join(["%s"] * len(options))
             rows = self._query(
                 "SELECT (lsn - '0/0'::pg_lsn)::int8, data FROM pg_logical_slot_peek_changes("
@@ -320,9 +329,21 @@ class PostgresChangeSource(ChangeSource):
                 (self.slot_name, max_events, *options),
             )
             decoder = Wal2JsonDecoder(
-                self.source_id, table_names, keys, catalog, on_malformed=self.on_malformed
+                self.source_id,
+                table_names,
+                keys,
+                catalog,
+                on_malformed=self.on_malformed,
+                numbers_as_strings=numbers_as_strings,
             )
             decoded = decoder.decode([r[0] for r in rows], [r[1] for r in rows])
+            if decoded.ambiguous_nulls:
+                log.warning(
+                    "%s: this wal2json writes float/numeric NaN, Infinity and NULL alike as null; %s read as "
+                    "NULL may be NaN or Infinity at the source (upgrade wal2json to 2.4+, or use pgoutput)",
+                    self.source_id,
+                    ", ".join(f"{n} value(s) of {c}" for c, n in sorted(decoded.ambiguous_nulls.items())),
+                )
             messages = len(rows)
         if messages and decoded.transactions == 0 and decoded.dead_letters:
             raise DecoderError(
@@ -338,13 +359,49 @@ class PostgresChangeSource(ChangeSource):
         batch = ChangeBatch(self.source_id, dead_letters=list(decoded.dead_letters))
         for table, segments in decoded.segments.items():
             data_schema, rows, rejected = build_table_changes(table, keys[table], segments)
-            batch.tables[table] = TableChanges(table, keys[table], data_schema, rows)
+            defaults = self._missing_values(table, segments[-1].columns)
+            batch.tables[table] = TableChanges(table, keys[table], data_schema, rows, defaults)
             batch.dead_letters.extend(
                 DeadLetter(self.source_id, r.raw, r.reason, table, r.position) for r in rejected
             )
         if decoded.last_end_lsn is not None:
             batch.ack_position = Position(decoded.last_end_lsn, 0)
         return batch
+
+    def _wal2json_has_numeric_strings(self) -> bool:
+        """Whether the server's wal2json accepts ``numeric-data-types-as-string`` (asked once)."""
+        if self._numeric_strings is None:
+            try:
+                self._query(
+                    "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, '0/1'::pg_lsn, NULL, %s, %s)",
+                    (self.slot_name, *NUMERIC_AS_STRING),
+                )
+                self._numeric_strings = True
+            except psycopg2.errors.InvalidParameterValue:
+                self._numeric_strings = False
+        return self._numeric_strings
+
+    def _missing_values(self, table: str, columns: list[PgColumn]) -> dict[str, Any]:
+        """Values rows hold for columns added after them (``ADD COLUMN ... DEFAULT``, PostgreSQL 11+).
+
+        PostgreSQL keeps that value in ``pg_attribute.attmissingval`` instead of rewriting the rows, and no
+        change event carries it. It becomes the Iceberg column's initial default. (A volatile default,
+        e.g. ``now()``, rewrites the table without change events: copy the table again in that case.)
+        """
+        rows = self._query(
+            "SELECT attname, (attmissingval::text::text[])[1] FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND atthasmissing AND NOT attisdropped",
+            (self._regclass(SourceTable(table)),),
+        )
+        by_name = {c.name: c for c in columns}
+        out: dict[str, Any] = {}
+        for name, text in rows:
+            if name in by_name and text is not None:
+                try:
+                    out[name] = text_to_arrow(pa.array([text], pa.string()), by_name[name])[0].as_py()
+                except ConversionError:
+                    continue  # not representable (e.g. 'infinity'): rows before the column read NULL
+        return out
 
     def ack(self, position: Position) -> None:
         """Advance the slot to ``position.commit`` (an end LSN); never moves it backwards."""

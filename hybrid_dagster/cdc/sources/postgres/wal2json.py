@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,11 @@ WAL2JSON_OPTIONS = (
     ("include-type-oids", "1"),
     ("include-typmod", "1"),
 )
+NUMERIC_AS_STRING = ("numeric-data-types-as-string", "1")
+"""Added when the server's wal2json has it (>= 2.4). Without it wal2json writes float/numeric NaN and
++-Infinity as JSON null, the same as SQL NULL; as strings they arrive in PostgreSQL's text form and convert
+exactly like pgoutput's."""
+_FLOAT_OIDS = frozenset({700, 701, 1700})
 _OPS = {"I": ord("c"), "U": ord("u"), "D": ord("d")}
 
 
@@ -135,10 +140,14 @@ class Wal2JsonDecoder:
         catalog: dict[str, list[PgColumn]],
         *,
         on_malformed: OnMalformed = "stop",
+        numbers_as_strings: bool = True,
+        ambiguous_nulls: Literal["count", "dead_letter"] = "count",
     ) -> None:
         if on_malformed not in ("stop", "dead_letter"):
             raise ValueError(f"on_malformed must be 'stop' or 'dead_letter', not {on_malformed!r}")
         self.on_malformed = on_malformed
+        self.numbers_as_strings = numbers_as_strings
+        self.ambiguous_nulls = ambiguous_nulls
         self.source = source
         self.tables = tables
         self.key_columns = key_columns
@@ -181,6 +190,23 @@ class Wal2JsonDecoder:
                 table = self.tables.get((change["schema"], change["table"]))
                 if table is None:
                     continue
+                ambiguous = self._ambiguous_nulls(action, change)
+                for name in ambiguous:
+                    key = f"{table}.{name}"
+                    out.ambiguous_nulls[key] = out.ambiguous_nulls.get(key, 0) + 1
+                if ambiguous and self.ambiguous_nulls == "dead_letter":
+                    out.dead_letters.append(
+                        DeadLetter(
+                            self.source,
+                            str(payload),
+                            f"column(s) {ambiguous}: this wal2json writes NaN, Infinity and NULL alike as "
+                            "null, so the value is unknown and the change is not applied; upgrade wal2json "
+                            "to 2.4 or later (numeric-data-types-as-string) or use pgoutput",
+                            table,
+                            str(lsn),
+                        )
+                    )
+                    continue
                 event = max(int(lsn), prev_event + 1)
                 prev_event = event
                 self._change(acc, layout_cache, flush, table, action, change)
@@ -205,6 +231,16 @@ class Wal2JsonDecoder:
         for table in list(acc):
             flush(table)
         return out
+
+    def _ambiguous_nulls(self, action: str, change: dict[str, Any]) -> list[str]:
+        """Float/numeric columns holding null where null may stand for NaN or +-Infinity."""
+        if self.numbers_as_strings or action not in ("I", "U"):
+            return []
+        return [
+            c["name"]
+            for c in change.get("columns") or []
+            if c.get("value") is None and int(c["typeoid"]) in _FLOAT_OIDS
+        ]
 
     def _change(
         self,

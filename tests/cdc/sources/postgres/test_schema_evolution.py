@@ -75,3 +75,28 @@ def test_incompatible_change_stops_with_a_clear_error(pg_decoder_db, tmp_path: P
         cdc.run()
     after = applier.catalog.load_table("clinic.visits").current_snapshot()
     assert before is not None and after is not None and after.snapshot_id == before.snapshot_id
+
+
+def test_add_column_not_null_default_backfills_the_existing_rows(pg_decoder_db, tmp_path: Path) -> None:
+    dsn, decoder = pg_decoder_db
+    execute(dsn, "CREATE TABLE visits (id integer PRIMARY KEY, ward text)")
+    execute(dsn, "INSERT INTO visits VALUES (1, 'icu'), (2, 'er')")
+    cdc, applier = pipeline(dsn, decoder, tmp_path / "w")
+    cdc.run()
+
+    execute(
+        dsn,
+        "ALTER TABLE visits ADD COLUMN status text NOT NULL DEFAULT 'active', ADD COLUMN beds int DEFAULT 4",
+        "INSERT INTO visits VALUES (3, 'icu', 'closed', 9)",
+        "UPDATE visits SET ward = 'ward b' WHERE id = 2",
+    )
+    report = cdc.run()
+    assert any("'status'" in c and "default" in c for c in report.tables["clinic.visits"].schema_changes)
+    rows = sorted(
+        applier.catalog.load_table("clinic.visits").scan().to_arrow().to_pylist(), key=lambda r: r["id"]
+    )
+    assert [(r["id"], r["status"], r["beds"]) for r in rows] == [
+        (1, "active", 4),  # never changed since the ALTER: the Iceberg initial default, as in PostgreSQL
+        (2, "active", 4),
+        (3, "closed", 9),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -387,3 +388,30 @@ def test_copy_without_a_replication_connection_says_what_to_do(pg_db: Any) -> No
     finally:
         src.close()
         run(pg_db.dsn, "DROP ROLE plain")
+
+
+def test_float_nan_and_infinity_are_values_never_silent_nulls(pg_decoder_db: tuple[str, str]) -> None:
+    dsn, decoder = pg_decoder_db
+    run(dsn, "CREATE TABLE f (id int PRIMARY KEY, r real, d double precision, n numeric(6, 2))")
+    src = source(dsn, decoder, "f")
+    src.setup()
+    run(
+        dsn,
+        "INSERT INTO f VALUES (1, 'NaN', 'NaN', 1.5), (2, 'Infinity', '-Infinity', 2.25),"
+        " (3, NULL, NULL, NULL), (4, '-Infinity', 'Infinity', 'NaN')",
+    )
+    batch = src.read(100)
+    rows = {r["id"]: r for r in batch.tables["f"].rows.to_pylist()} if "f" in batch.tables else {}
+    if decoder == "wal2json" and not src._wal2json_has_numeric_strings():
+        # This wal2json (< 2.4) writes NaN, Infinity and NULL alike as null: the run warns, naming the columns
+        # (docs/cdc.md documents the loss; upgrade wal2json or use pgoutput).
+        assert {r["r"] for r in rows.values()} == {None}
+        pytest.skip("wal2json < 2.4 on this server: NaN/Infinity arrive as null (warned, documented)")
+    assert math.isnan(rows[1]["r"]) and math.isnan(rows[1]["d"]) and rows[1]["n"] == Decimal("1.50")
+    assert (rows[2]["r"], rows[2]["d"]) == (math.inf, -math.inf)
+    assert (rows[3]["r"], rows[3]["d"], rows[3]["n"]) == (None, None, None)
+    # numeric NaN has no decimal128 value: the row is a dead letter naming the column, on both decoders.
+    assert 4 not in rows
+    assert [d.table for d in batch.dead_letters] == ["f"], [d.reason for d in batch.dead_letters]
+    src.teardown()
+    src.close()

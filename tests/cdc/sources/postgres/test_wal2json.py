@@ -170,3 +170,49 @@ def test_random_or_truncated_rows_decode_or_raise_decoder_error(payloads: list[s
     Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, {}, on_malformed="dead_letter").decode(
         lsns, payloads
     )
+
+
+def test_numbers_as_strings_keep_nan_and_infinity_and_old_wal2json_nulls_are_flagged() -> None:
+    catalog = {"t": [PgColumn("id", INT4), PgColumn("f", 701)]}
+    rows = [
+        (90, '{"action":"B","xid":9,"lsn":"0/200","timestamp":"' + TS + '"}'),
+        (
+            100,
+            change(
+                "I", "0/64", columns=[col("id", "integer", 23, "1"), col("f", "double precision", 701, "NaN")]
+            ),
+        ),
+        (
+            110,
+            change(
+                "I",
+                "0/6E",
+                columns=[col("id", "integer", 23, "2"), col("f", "double precision", 701, "-Infinity")],
+            ),
+        ),
+        (
+            120,
+            change(
+                "I", "0/78", columns=[col("id", "integer", 23, "3"), col("f", "double precision", 701, None)]
+            ),
+        ),
+        (130, '{"action":"C","xid":9,"lsn":"0/200","nextlsn":"0/220"}'),
+    ]
+    out = Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, catalog).decode(
+        *zip(*rows, strict=True)
+    )  # type: ignore[arg-type]
+    _, table, _ = build_table_changes("t", ["id"], out.segments["t"])
+    values = table.column("f").to_pylist()
+    assert values[0] != values[0] and values[1:] == [float("-inf"), None] and out.ambiguous_nulls == {}
+
+    old = Wal2JsonDecoder(SOURCE, {("public", "t"): "t"}, {"t": ["id"]}, catalog, numbers_as_strings=False)
+    assert old.decode(*zip(*rows, strict=True)).ambiguous_nulls == {"t.f": 1}  # type: ignore[arg-type]
+    strict = Wal2JsonDecoder(
+        SOURCE,
+        {("public", "t"): "t"},
+        {"t": ["id"]},
+        catalog,
+        numbers_as_strings=False,
+        ambiguous_nulls="dead_letter",
+    )
+    assert ["'f'" in d.reason for d in strict.decode(*zip(*rows, strict=True)).dead_letters] == [True]  # type: ignore[arg-type]
