@@ -94,3 +94,16 @@ def test_missing_data_jurisdictions_says_what_to_write(tmp_path: Path) -> None:
     result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert f'"data_jurisdictions": ["{plane.jurisdiction}"]' in result.stderr and "ops.wards" in result.stderr
+
+
+def test_docs_show_the_same_spec_and_plane_that_validate() -> None:
+    from hybrid_dagster.cdc.worker import SPEC_EXAMPLE, CdcJobSpec
+    from hybrid_dagster.resources import DataPlane
+
+    text = (REPO_ROOT / "docs" / "cdc.md").read_text(encoding="utf-8")
+    blocks = text.split("```json\n")[1:]
+    spec, plane = (json.loads(block.split("```")[0]) for block in blocks[:2])
+    assert (
+        spec == SPEC_EXAMPLE and CdcJobSpec.model_validate(spec).dead_letter_table == "clinical._dead_letters"
+    )
+    assert DataPlane.from_config(plane).name == "eu-onprem"
