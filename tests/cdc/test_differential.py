@@ -47,11 +47,11 @@ NAMESPACE = "diff"
 DSN_ENV = "HD_DIFF_DSN"
 KEYS = {"public.patients": ["id"], "public.notes": ["site", "n"]}
 
-# Value classes the decoders keep exactly today. Issue 8 ("type fidelity", another helper's part) covers:
-# float NaN/Infinity through wal2json (they arrive as JSON null), and a column added with a DEFAULT (old
-# rows are NULL in Iceberg). Switch these on when those land.
+# Value classes every decoder keeps exactly. A wal2json without numeric-data-types-as-string (2.5, Debian's
+# build, lacks it) writes float NaN/Infinity as JSON null: the source warns (issue 8, type fidelity), so they
+# stay out of its workload; pgoutput keeps them.
 SPECIAL_FLOATS = {"pgoutput": True, "wal2json": False}
-ADD_COLUMN_WITH_DEFAULT = False
+ADD_COLUMN_WITH_DEFAULT = True  # old rows read the default (Iceberg initial default), as in PostgreSQL
 
 SCHEMA = """
 CREATE TABLE patients (
