@@ -169,6 +169,56 @@ def _walk(buf: np.ndarray, pos: np.ndarray, limit: np.ndarray, ncols: int, activ
     return _Tuples(kinds, starts, lengths, p, bad)
 
 
+@dataclass
+class _Frame:
+    """One peek's messages in one buffer, with each message's transaction (Begin) fields."""
+
+    joined: bytes
+    buf: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+    ends: np.ndarray
+    lsn: np.ndarray
+    mtype: np.ndarray
+    is_begin: np.ndarray
+    tx_of: np.ndarray
+    final_lsn: np.ndarray
+    commit_ts: np.ndarray
+    xid: np.ndarray
+    event: np.ndarray
+
+    @classmethod
+    def of(
+        cls, joined: bytes, starts: np.ndarray, sizes: np.ndarray, lsns: Sequence[int] | np.ndarray
+    ) -> _Frame:
+        starts = np.asarray(starts, dtype=np.int64)
+        sizes = np.asarray(sizes, dtype=np.int64)
+        lsn = np.asarray(lsns, dtype=np.int64)
+        buf = np.frombuffer(joined, dtype=np.uint8)
+        mtype = np.where(sizes > 0, buf[np.minimum(starts, max(len(buf) - 1, 0))], 0).astype(np.uint8)
+        is_begin = (mtype == MSG_BEGIN) & (sizes == _BEGIN_SIZE)
+        tx_of = np.maximum.accumulate(np.where(is_begin, np.arange(len(starts)), -1))
+        begin_pos = starts[np.maximum(tx_of, 0)]
+        return cls(
+            joined=joined,
+            buf=buf,
+            starts=starts,
+            sizes=sizes,
+            ends=starts + sizes,
+            lsn=lsn,
+            mtype=mtype,
+            is_begin=is_begin,
+            tx_of=tx_of,
+            final_lsn=_be(buf, begin_pos + 1, ">u8"),
+            commit_ts=_be(buf, begin_pos + 9, ">i8") + PG_EPOCH_US,
+            xid=_be(buf, begin_pos + 17, ">u4"),
+            event=lsn.copy(),
+        )
+
+    def message(self, i: int) -> bytes:
+        return self.joined[self.starts[i] : self.ends[i]]
+
+
 class PgOutputDecoder:
     """Decode pgoutput messages into :class:`TextSegment` per captured table.
 
@@ -213,100 +263,105 @@ class PgOutputDecoder:
         :func:`read_copy_binary`, which returns it so).
         """
         out = DecodedStream()
-        n = len(starts)
-        if n == 0:
+        if len(starts) == 0:
             return out
-        lsn = np.asarray(lsns, dtype=np.int64)
-        starts = np.asarray(starts, dtype=np.int64)
-        sizes = np.asarray(sizes, dtype=np.int64)
-        ends = starts + sizes
-        buf = np.frombuffer(joined, dtype=np.uint8)
-        mtype = np.where(sizes > 0, buf[np.minimum(starts, max(len(buf) - 1, 0))], 0).astype(np.uint8)
+        frame = _Frame.of(joined, starts, sizes, lsns)
+        out.transactions = int(frame.is_begin.sum())
+        is_change = np.isin(frame.mtype, _CHANGE_TYPES) & (frame.sizes >= 6) & (frame.tx_of >= 0)
+        frame.event = self._event_positions(frame.lsn, frame.tx_of, is_change | (frame.mtype == MSG_TRUNCATE))
+        handled = is_change | frame.is_begin | np.isin(frame.mtype, (MSG_ORIGIN, MSG_TYPE, MSG_MESSAGE))
+        relations = self._control_messages(frame, out, np.nonzero(~handled)[0])
+        self._change_messages(frame, out, relations, np.nonzero(is_change)[0])
+        for segments in out.segments.values():
+            segments.sort(key=lambda s: (int(s.commit_pos[0]), int(s.event_pos[0])))
+        return out
 
-        def dead(i: int, reason: str, table: str | None = None) -> None:
-            if self.on_malformed == "stop":
-                where = f", table {table}" if table else ""
-                raise DecoderError(
-                    f"{self.source}: pgoutput message {_type_name(int(mtype[i]))} at LSN {_lsn(int(lsn[i]))} "
-                    f"({int(sizes[i])} bytes{where}) cannot be decoded: {reason}. "
-                    "The slot was not advanced. Report it with the LSN; to move such messages to the "
-                    "dead-letter table and continue, set on_malformed='dead_letter' on the source."
-                )
-            raw = joined[starts[i] : ends[i]].hex()
-            out.dead_letters.append(DeadLetter(self.source, raw, reason, table, str(int(lsn[i]))))
+    def _dead(self, frame: _Frame, out: DecodedStream, i: int, reason: str, table: str | None = None) -> None:
+        """Message ``i`` does not decode: raise :class:`DecoderError`, or add a dead letter."""
+        if self.on_malformed == "stop":
+            where = f", table {table}" if table else ""
+            raise DecoderError(
+                f"{self.source}: pgoutput message {_type_name(int(frame.mtype[i]))} at LSN "
+                f"{_lsn(int(frame.lsn[i]))} ({int(frame.sizes[i])} bytes{where}) cannot be decoded: "
+                f"{reason}. "
+                "The slot was not advanced. Report it with the LSN; to move such messages to the "
+                "dead-letter table and continue, set on_malformed='dead_letter' on the source."
+            )
+        raw = frame.message(i).hex()
+        out.dead_letters.append(DeadLetter(self.source, raw, reason, table, str(int(frame.lsn[i]))))
 
-        is_begin = (mtype == MSG_BEGIN) & (sizes == _BEGIN_SIZE)
-        tx_of = np.maximum.accumulate(np.where(is_begin, np.arange(n), -1))
-        begin_pos = starts[np.maximum(tx_of, 0)]
-        final_lsn = _be(buf, begin_pos + 1, ">u8")
-        commit_ts = _be(buf, begin_pos + 9, ">i8") + PG_EPOCH_US
-        xid = _be(buf, begin_pos + 17, ">u4")
-        out.transactions = int(is_begin.sum())
-
-        is_change = np.isin(mtype, _CHANGE_TYPES) & (sizes >= 6) & (tx_of >= 0)
-        event = self._event_positions(lsn, tx_of, is_change | (mtype == MSG_TRUNCATE))
-
+    def _control_messages(
+        self, frame: _Frame, out: DecodedStream, indexes: np.ndarray
+    ) -> dict[int, list[tuple[int, Relation]]]:
+        """Relation, Commit and Truncate messages (and anything unknown); returns the Relation versions."""
         relations: dict[int, list[tuple[int, Relation]]] = {}
-        handled = is_change | is_begin | np.isin(mtype, (MSG_ORIGIN, MSG_TYPE, MSG_MESSAGE))
-        for i in (int(k) for k in np.nonzero(~handled)[0]):
-            data = joined[starts[i] : ends[i]]
-            kind = mtype[i]
+        for i in (int(k) for k in indexes):
+            data = frame.message(i)
+            kind = frame.mtype[i]
             try:
                 if kind == MSG_RELATION:
-                    relations.setdefault(int.from_bytes(data[1:5], "big"), []).append(
-                        (i, parse_relation(data))
-                    )
+                    relations.setdefault(_int(data, 1, 4), []).append((i, parse_relation(data)))
                 elif kind == MSG_COMMIT and len(data) == _COMMIT_SIZE:
                     out.last_end_lsn = int.from_bytes(data[10:18], "big")
                 elif kind in (MSG_BEGIN, MSG_COMMIT):
-                    dead(i, f"{len(data)} bytes, not {_BEGIN_SIZE if kind == MSG_BEGIN else _COMMIT_SIZE}")
-                elif kind == MSG_TRUNCATE and tx_of[i] >= 0:
-                    self._truncate(out, data, relations, i, final_lsn, event, xid, commit_ts)
+                    expected = _BEGIN_SIZE if kind == MSG_BEGIN else _COMMIT_SIZE
+                    self._dead(frame, out, i, f"{len(data)} bytes, not {expected}")
+                elif kind == MSG_TRUNCATE and frame.tx_of[i] >= 0:
+                    self._truncate(out, data, relations, i, frame)
                 elif kind in _CHANGE_TYPES:
-                    dead(i, "change message outside a transaction or too short")
+                    self._dead(frame, out, i, "change message outside a transaction or too short")
                 else:
-                    dead(i, f"unknown or malformed pgoutput message type {chr(kind)!r}")
+                    self._dead(frame, out, i, f"unknown or malformed pgoutput message type {chr(kind)!r}")
             except (ValueError, IndexError, UnicodeDecodeError) as err:
-                dead(i, f"malformed pgoutput message {chr(kind)!r}: {err}")
+                self._dead(frame, out, i, f"malformed pgoutput message {chr(kind)!r}: {err}")
+        return relations
 
-        change_idx = np.nonzero(is_change)[0]
-        relids = _be(buf, starts[change_idx] + 1, ">u4")
+    def _change_messages(
+        self,
+        frame: _Frame,
+        out: DecodedStream,
+        relations: dict[int, list[tuple[int, Relation]]],
+        change_idx: np.ndarray,
+    ) -> None:
+        """Insert/Update/Delete messages, decoded per relation version, vectorized."""
+        relids = _be(frame.buf, frame.starts[change_idx] + 1, ">u4")
         for relid in np.unique(relids):
             idx = change_idx[relids == relid]
             versions = relations.get(int(relid))
             if not versions:
                 for i in idx:
-                    dead(int(i), f"change of relation {relid} without a preceding Relation message")
+                    self._dead(
+                        frame, out, int(i), f"change of relation {relid} without a preceding Relation message"
+                    )
                 continue
             version_of = np.searchsorted(np.array([v[0] for v in versions]), idx) - 1
             for i in idx[version_of < 0]:
-                dead(int(i), f"change of relation {relid} before its Relation message")
+                self._dead(frame, out, int(i), f"change of relation {relid} before its Relation message")
             for v in np.unique(version_of[version_of >= 0]):
                 rel = versions[int(v)][1]
                 table = self.tables.get((rel.namespace, rel.name))
-                if table is None:
-                    continue
-                group = idx[version_of == v]
-                missing = [
-                    k for k in self.key_columns.get(table, []) if k not in {c.name for c in rel.columns}
-                ]
-                if missing:
-                    for i in group:
-                        dead(int(i), f"key column(s) {missing} are not in the relation's columns", table)
-                    continue
-                segment, bad = self._decode_group(buf, starts[group], ends[group], rel, table)
-                for i in group[bad]:
-                    dead(int(i), "malformed tuple data", table)
-                keep = ~bad
-                g = group[keep]
-                segment.commit_pos = final_lsn[g]
-                segment.event_pos = event[g]
-                segment.tx_id = xid[g]
-                segment.commit_ts_us = commit_ts[g]
-                out.add(table, segment)
-        for segments in out.segments.values():
-            segments.sort(key=lambda s: (int(s.commit_pos[0]), int(s.event_pos[0])))
-        return out
+                if table is not None:
+                    self._relation_changes(frame, out, idx[version_of == v], rel, table)
+
+    def _relation_changes(
+        self, frame: _Frame, out: DecodedStream, group: np.ndarray, rel: Relation, table: str
+    ) -> None:
+        missing = [k for k in self.key_columns.get(table, []) if k not in {c.name for c in rel.columns}]
+        if missing:
+            for i in group:
+                self._dead(
+                    frame, out, int(i), f"key column(s) {missing} are not in the relation's columns", table
+                )
+            return
+        segment, bad = self._decode_group(frame.buf, frame.starts[group], frame.ends[group], rel, table)
+        for i in group[bad]:
+            self._dead(frame, out, int(i), "malformed tuple data", table)
+        g = group[~bad]
+        segment.commit_pos = frame.final_lsn[g]
+        segment.event_pos = frame.event[g]
+        segment.tx_id = frame.xid[g]
+        segment.commit_ts_us = frame.commit_ts[g]
+        out.add(table, segment)
 
     @staticmethod
     def _event_positions(lsn: np.ndarray, tx_of: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -333,11 +388,9 @@ class PgOutputDecoder:
         data: bytes,
         relations: dict[int, list[tuple[int, Relation]]],
         i: int,
-        final_lsn: np.ndarray,
-        event: np.ndarray,
-        xid: np.ndarray,
-        commit_ts: np.ndarray,
+        frame: _Frame,
     ) -> None:
+        final_lsn, event, xid, commit_ts = frame.final_lsn, frame.event, frame.xid, frame.commit_ts
         nrels = _int(data, 1, 4)
         if len(data) != 6 + 4 * nrels:
             raise ValueError(f"{len(data)} bytes for {nrels} relations (expected {6 + 4 * nrels})")
