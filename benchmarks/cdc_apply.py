@@ -41,8 +41,8 @@ from pyiceberg.expressions import In, Reference
 from pyiceberg.table import Table
 
 from benchmarks import cdc_e2e
-from hybrid_dagster.cdc.apply import IcebergApplier
 from hybrid_dagster.cdc.changes import OP_DELETE, OP_INSERT, OP_UPDATE, TableChanges, change_schema
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
 
 DATA_SCHEMA = pa.schema(
     [

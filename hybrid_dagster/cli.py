@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ import dagster as dg
 from hybrid_dagster._dagster_compat import LazyDefinitions, load_python_file, load_python_module
 from hybrid_dagster.audit import AuditError, AuditLog
 from hybrid_dagster.audit.checkpoint import latest_checkpoint
+from hybrid_dagster.cdc.worker import DEFAULT_MAX_SECONDS, SPEC_EXAMPLE
 from hybrid_dagster.errors import DefinitionsLoadError as DefinitionsLoadError
 from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions
 
@@ -175,10 +177,33 @@ def _add_cdc(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "run",
         help="Stream a source into its Iceberg tables until drained; print the report as JSON.",
         description="The same work the CDC assets start through Dagster Pipes, from a JSON job spec.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_CDC_RUN_EPILOG.format(
+            spec=json.dumps(SPEC_EXAMPLE, indent=2), max_seconds=DEFAULT_MAX_SECONDS
+        ),
     )
-    run.add_argument("--spec", required=True, help="JSON job spec (hybrid_dagster.cdc.worker.CdcJobSpec).")
+    run.add_argument("--spec", required=True, help="JSON job spec file (example below).")
     run.add_argument("--plane", help="JSON plane config (default: HYBRID_DAGSTER_PLANE in the environment).")
     run.set_defaults(command=_cdc_run)
+
+
+_CDC_RUN_EPILOG = """\
+job spec example (job.json):
+{spec}
+
+  source        one of kind postgres | debezium | debezium_kafka | sql_triggers (see docs/cdc.md);
+                secrets come from environment variables inside the plane (dsn_env, url_env)
+  tables        data_jurisdictions is required: where the source rows are (never assumed)
+  defaults      dead_letter_table <namespace>._dead_letters ("dead_letter_table": null for none),
+                dead_letter_policy continue, max_seconds {max_seconds:g} (null: until drained),
+                changelog true, batch_events 50000
+
+plane (--plane plane.json, or the JSON in $HYBRID_DAGSTER_PLANE):
+  {{"name": "eu-onprem", "jurisdiction": "EU", "region": "fra-dc2", "location": "on_prem",
+   "warehouse": "file:///srv/eu/warehouse"}}
+
+read the tables back: DataPlane.from_config(plane).load_catalog().load_table("clinical.patients")
+"""
 
 
 def _cdc_run(args: argparse.Namespace) -> int:

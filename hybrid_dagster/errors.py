@@ -71,6 +71,22 @@ class DeadLetterStop(ValueFreeError):
     """Malformed change events were found and the dead-letter policy is ``stop``."""
 
 
+class MissingWatermarkError(ValueFreeError):
+    """An Iceberg table holds rows but none of its snapshots records a position of the CDC source.
+
+    Copying the source table again on top would keep rows deleted at the source since; the message says
+    how to recover (drop or rename the table, or record the position it is complete up to).
+    """
+
+
+class CarryForwardError(ValueFreeError):
+    """A value the source did not send (an unchanged TOAST value) cannot be known exactly.
+
+    The Iceberg table does not hold the row the change updates, so the value is never guessed: not taken
+    from another row, not written as NULL. The message names table, column and position, never a value.
+    """
+
+
 class DecoderError(ValueFreeError):
     """A logical-decoding message could not be decoded (names the position and the message type)."""
 

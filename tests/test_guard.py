@@ -6,7 +6,6 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from hybrid_dagster.guard import WriteIntent, check_write, write_intent_for
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import (
     Classification,
@@ -15,6 +14,7 @@ from hybrid_dagster.residency import (
     ResidencyViolation,
     TransferRoute,
 )
+from hybrid_dagster.residency.guard import WriteIntent, check_write, write_intent_for
 from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.resources.iceberg_io_manager import PlaneIcebergIOManager
 from hybrid_dagster.validation import validate_definitions

@@ -21,7 +21,7 @@ from examples.clinical_ai.planes import (
     US_ONPREM,
 )
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
-from hybrid_dagster.cdc.source_config import PostgresCdcSource
+from hybrid_dagster.cdc.sources.config import PostgresCdcSource
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import ResidencyPolicy
 from hybrid_dagster.resources import DataPlane

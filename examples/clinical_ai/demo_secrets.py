@@ -28,7 +28,7 @@ from hybrid_dagster.access import apply_vault, iam_policy, load_access
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
 from hybrid_dagster.audit import AuditLog
 from hybrid_dagster.audit.log import AUDIT_URL_ENV
-from hybrid_dagster.cdc.source_config import PostgresCdcSource
+from hybrid_dagster.cdc.sources.config import PostgresCdcSource
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import Classification
 from hybrid_dagster.resources import DataPlane, SecretsConfig

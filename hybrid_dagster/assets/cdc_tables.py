@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from hybrid_dagster.cdc.pipeline import DeadLetterPolicy
-from hybrid_dagster.cdc.source_config import CdcSourceConfig
+from hybrid_dagster.cdc.sources.config import CdcSourceConfig
 from hybrid_dagster.errors import ResidencyError
 from hybrid_dagster.keys import (
     POLICY_RESOURCE_KEY,

@@ -114,6 +114,10 @@ class TableChanges:
     key_columns: list[str]
     data_schema: pa.Schema
     rows: pa.Table
+    column_defaults: dict[str, Any] = field(default_factory=dict)
+    """Per column added after rows existed: the value those rows hold at the source (PostgreSQL's
+    ``attmissingval`` after ``ADD COLUMN ... DEFAULT``). It becomes the Iceberg column's initial default,
+    so rows written before the column read it, as in PostgreSQL."""
 
     @property
     def count(self) -> int:

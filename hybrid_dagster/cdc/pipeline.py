@@ -3,6 +3,12 @@
 Exactly-once rests on three rules: the source is read without consuming it; every Iceberg commit records
 the last applied source position in its snapshot summary, and changes at or below it are skipped on
 replay; the source is acknowledged only after every table of the batch has committed.
+
+A table without a watermark is first copied through :meth:`ChangeSource.open_copy`, which reads it at one
+exact stream position (for PostgreSQL a temporary slot's consistent point), in one commit recording that
+position: the stream then applies exactly the changes after the copy. Never a copy read at one moment and
+labelled with another position: changes would apply twice and unchanged TOAST values would be carried
+forward from rows that have since moved.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hybrid_dagster.cdc.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
-from hybrid_dagster.cdc.dead_letters import DeadLetterTable
-from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
-from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop
+from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
+from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sources.base import ChangeSource, ConsistentCopy, SourceTable
+from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ class CdcPipeline:
     Example:
         .. code-block:: python
 
-            source = PostgresSource(dsn, [SourceTable("public.patients")], slot_name="clinical")
+            source = PostgresChangeSource(dsn, [SourceTable("public.patients")], slot_name="clinical")
             applier = IcebergApplier(plane.load_catalog(), source_id=source.source_id)
             pipeline = CdcPipeline(source, applier, [TableMapping("public.patients", "clinical.patients")])
             report = pipeline.run()
@@ -139,8 +145,8 @@ class CdcPipeline:
             source_id=self.source.source_id,
             tables={m.identifier: TableProgress(m.identifier) for m in self.tables.values()},
         )
-        consistent_point = self.source.setup()
-        self._snapshot_new_tables(consistent_point, report)
+        self.source.setup()
+        self._snapshot_new_tables(report)
         while max_batches is None or report.batches < max_batches:
             if deadline_s is not None and time.monotonic() - started > deadline_s:
                 break
@@ -196,53 +202,56 @@ class CdcPipeline:
             result.watermark,
         )
 
-    def _snapshot_new_tables(self, consistent_point: Position | None, report: PipelineReport) -> None:
-        # A table without a watermark from this source has never been loaded: copy it first. Stream
-        # changes at or after the hand-off position are applied on top; apply is idempotent per key,
-        # so the overlap converges to the source's state.
+    def _snapshot_new_tables(self, report: PipelineReport) -> None:
+        # A table without a watermark from this source has never been loaded: copy it first, at the exact
+        # position its copy gives (ConsistentCopy). That position is its watermark: the stream applies
+        # exactly the changes after it, and values carried forward from the copy are the row's own.
         if not self.source.copies_tables:
             return
-        hand_off = Position(max(consistent_point.commit - 1, 0), 0) if consistent_point else Position(0, 0)
-        for mapping in self.tables.values():
-            if self.applier.watermark(mapping.identifier) is not None:
-                continue
-            # No watermark but rows: copying on top would keep rows deleted at the source since then.
-            catalog = self.applier.catalog
-            existing = (
-                catalog.load_table(mapping.identifier) if catalog.table_exists(mapping.identifier) else None
+        new = [m for m in self.tables.values() if self.applier.watermark(m.identifier) is None]
+        if not new:
+            return
+        for mapping in new:
+            self._refuse_unowned_rows(mapping)
+        with self.source.open_copy() as copy:
+            for mapping in new:
+                self._copy_table(mapping, copy, report)
+
+    def _refuse_unowned_rows(self, mapping: TableMapping) -> None:
+        """No watermark but rows: copying on top would keep rows deleted at the source since then."""
+        catalog = self.applier.catalog
+        if not catalog.table_exists(mapping.identifier):
+            return
+        snapshot_now = catalog.load_table(mapping.identifier).current_snapshot()
+        summary = snapshot_now.summary if snapshot_now is not None else None
+        rows_now = int(summary["total-records"] or 0) if summary is not None else 0
+        if rows_now:
+            raise MissingWatermarkError(
+                f"Iceberg table {mapping.identifier} holds {rows_now} rows but none of its snapshots "
+                f"records a position of source {self.source.source_id} (snapshots expired after another "
+                f"writer committed, or another tool wrote it). Copying {mapping.source_table} again on "
+                "top would keep rows deleted at the source. To recover: drop or rename the Iceberg table "
+                "so the next run copies the source table afresh, or restore the watermark (commit a "
+                "snapshot recording the source position the table is complete up to, e.g. with "
+                "IcebergApplier.record_position)."
             )
-            snapshot_now = existing.current_snapshot() if existing is not None else None
-            summary = snapshot_now.summary if snapshot_now is not None else None
-            rows_now = int(summary["total-records"] or 0) if summary is not None else 0
-            if rows_now:
-                raise RuntimeError(
-                    f"Iceberg table {mapping.identifier} holds {rows_now} rows but none of its snapshots "
-                    f"records a position of source {self.source.source_id} (snapshots expired after another "
-                    f"writer committed, or another tool wrote it). Copying {mapping.source_table} again on "
-                    "top would keep rows deleted at the source. To recover: drop or rename the Iceberg table "
-                    "so the next run copies the source table afresh, or restore the watermark (commit a "
-                    "snapshot recording the source position the table is complete up to, e.g. with "
-                    "IcebergApplier.record_position)."
-                )
-            chunks = list(self.source.snapshot(mapping.source, hand_off, self.snapshot_chunk_rows))
-            if not chunks:
-                raise RuntimeError(
-                    f"{type(self.source).__name__}.snapshot yielded nothing for {mapping.source_table}"
-                )
-            # One commit for the whole copy: a crash mid-snapshot leaves no watermark, so it reruns.
-            snapshot = TableChanges(
-                table=chunks[-1].table,
-                key_columns=chunks[-1].key_columns,
-                data_schema=chunks[-1].data_schema,
-                rows=pa.concat_tables([c.rows for c in chunks]),
-            )
-            if snapshot.count == 0:  # still record the hand-off, so the copy is not redone later
-                self.applier.ensure_table(
-                    mapping.identifier, snapshot.data_schema, list(snapshot.key_columns)
-                )
-                self.applier.record_position(mapping.identifier, hand_off)
-                continue
-            self._apply(mapping, snapshot, report, snapshot=True)
+
+    def _copy_table(self, mapping: TableMapping, copy: ConsistentCopy, report: PipelineReport) -> None:
+        """Copy one source table in ONE commit: a crash mid-copy leaves no watermark, so it reruns."""
+        chunks = list(copy.rows(mapping.source, self.snapshot_chunk_rows))
+        if not chunks:
+            raise RuntimeError(f"{type(self.source).__name__} copied nothing for {mapping.source_table}")
+        snapshot = TableChanges(
+            table=chunks[-1].table,
+            key_columns=chunks[-1].key_columns,
+            data_schema=chunks[-1].data_schema,
+            rows=pa.concat_tables([c.rows for c in chunks]),
+        )
+        if snapshot.count == 0:  # still record the hand-off, so the copy is not redone later
+            self.applier.ensure_table(mapping.identifier, snapshot.data_schema, list(snapshot.key_columns))
+            self.applier.record_position(mapping.identifier, copy.position)
+            return
+        self._apply(mapping, snapshot, report, snapshot=True)
 
     def _handle_dead_letters(self, letters: list[DeadLetter], report: PipelineReport) -> None:
         # Messages name positions and tables only: a reason may quote the payload, and exception text

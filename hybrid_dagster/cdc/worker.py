@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from hybrid_dagster.cdc.apply import IcebergApplier
-from hybrid_dagster.cdc.changelog import ChangelogWriter
-from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
-from hybrid_dagster.cdc.source_config import AnyCdcSource
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
+from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
+from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sources.config import AnyCdcSource
 from hybrid_dagster.errors import ResidencyError
 from hybrid_dagster.plane.contract import ResidencyExtras
 from hybrid_dagster.plane.errors import errors_kept_in_plane
@@ -48,8 +48,39 @@ class CdcTableSpec(BaseModel):
     data_jurisdictions: list[str] = Field(default_factory=list)
 
 
+DEFAULT_MAX_SECONDS = 900.0
+"""Time limit of one run, the same for the asset factory and ``hybrid-dagster cdc run``."""
+DEAD_LETTER_TABLE = "_dead_letters"
+"""Name of the dead-letter table inside the namespace of the first table, unless the spec names one."""
+
+SPEC_EXAMPLE: dict[str, Any] = {
+    "source": {"kind": "postgres", "dsn_env": "CLINICAL_DB_DSN", "slot_name": "clinical_eu"},
+    "tables": [
+        {
+            "source_table": "public.patients",
+            "identifier": "clinical.patients",
+            "key_columns": ["patient_id"],
+            "classification": "restricted",
+            "data_jurisdictions": ["EU"],
+        }
+    ],
+    "dead_letter_policy": "continue",
+    "max_seconds": DEFAULT_MAX_SECONDS,
+}
+"""A complete job spec (shown by ``hybrid-dagster cdc run --help``; checked by the tests)."""
+
+
 class CdcJobSpec(BaseModel):
-    """Everything the plane-side worker needs; no secrets (the DSN comes from the plane's environment)."""
+    """Everything the plane-side worker needs; no secrets (the DSN comes from the plane's environment).
+
+    Defaults match :func:`~hybrid_dagster.assets.cdc_tables.cdc_table_assets`: dead letters go to
+    ``<namespace of the first table>._dead_letters`` (give ``"dead_letter_table": null`` to have none,
+    which stops the run at the first malformed event), and a run stops after 900 s.
+
+    Example:
+        >>> CdcJobSpec.model_validate(SPEC_EXAMPLE).dead_letter_table
+        'clinical._dead_letters'
+    """
 
     source: AnyCdcSource
     tables: list[CdcTableSpec]
@@ -58,8 +89,15 @@ class CdcJobSpec(BaseModel):
     dead_letter_policy: DeadLetterPolicy = "continue"
     changelog: bool = True
     batch_events: int = 50_000
-    max_seconds: float | None = None
+    max_seconds: float | None = DEFAULT_MAX_SECONDS
     max_lag_seconds: float = 900.0
+
+    @model_validator(mode="after")
+    def _default_dead_letter_table(self) -> CdcJobSpec:
+        if "dead_letter_table" not in self.model_fields_set and self.tables:
+            namespace = self.tables[0].identifier.rsplit(".", 1)[0]
+            self.dead_letter_table = f"{namespace}.{DEAD_LETTER_TABLE}"
+        return self
 
     def mappings(self) -> list[TableMapping]:
         return [TableMapping(t.source_table, t.identifier, tuple(t.key_columns)) for t in self.tables]
@@ -69,7 +107,12 @@ def spec_intents(spec: CdcJobSpec, plane: DataPlane) -> dict[str, WriteIntent]:
     """Write intents as the job spec states them (standalone mode: the operator's spec is trusted)."""
     unplaced = [t.identifier for t in spec.tables if not t.data_jurisdictions]
     if unplaced:  # the guard fails closed: where the data lives must be stated, never assumed
-        raise ResidencyError(f"CDC job spec gives no data_jurisdictions for {', '.join(unplaced)}")
+        raise ResidencyError(
+            f"CDC job spec gives no data_jurisdictions for {', '.join(unplaced)}: add to each of these "
+            'tables the jurisdictions its source rows are in, e.g. "data_jurisdictions": '
+            f'["{plane.jurisdiction}"] when the source database sits in this plane\'s jurisdiction. '
+            "It is never assumed: the residency guard checks it before every write."
+        )
     return {
         t.identifier: WriteIntent(
             asset=t.asset_key or t.identifier,

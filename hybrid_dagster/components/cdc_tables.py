@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
-from hybrid_dagster.cdc.source_config import (
+from hybrid_dagster.cdc.sources.config import (
     CdcSourceConfig,
     DebeziumFileCdcSource,
     DebeziumKafkaCdcSource,

@@ -27,10 +27,10 @@ from pydantic import BaseModel, Field
 from hybrid_dagster.documents.errors import DocumentError
 from hybrid_dagster.documents.ingest import IngestConfig, IngestReport, ingest
 from hybrid_dagster.documents.tables import CHUNKS_SCHEMA, DEAD_LETTERS_SCHEMA, DOCUMENTS_SCHEMA
-from hybrid_dagster.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.plane.contract import ResidencyExtras
 from hybrid_dagster.plane.errors import errors_kept_in_plane
 from hybrid_dagster.residency import Classification, ResidencyPolicy, TransferRoute
+from hybrid_dagster.residency.guard import WriteIntent, check_write, recorded_residency_metadata
 from hybrid_dagster.residency.labels import label_for_write
 from hybrid_dagster.resources.data_plane import DataPlane
 

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
-from hybrid_dagster.cdc.source_config import SqlTriggerCdcSource
+from hybrid_dagster.cdc.sources.config import SqlTriggerCdcSource
 from hybrid_dagster.residency import ResidencyPolicy
 from hybrid_dagster.resources import DataPlane, ExecutorConfig
 from hybrid_dagster.validation import validate_definitions

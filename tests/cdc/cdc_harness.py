@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import psycopg2.extras
@@ -16,6 +13,7 @@ from examples.clinical_ai.hospital_db import TABLES
 from hybrid_dagster.cdc.changes import Position
 from hybrid_dagster.cdc.worker import CdcJobSpec, CdcTableSpec
 from hybrid_dagster.resources import DataPlane
+from tests.cdc.strict import diff_tables
 from tests.planes import make_plane
 
 KEYS = {
@@ -57,43 +55,15 @@ def write_job_files(tmp_path: Path, spec: CdcJobSpec, plane: DataPlane) -> tuple
     return spec_path, plane_path
 
 
-def _normalize(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
-
-
-def source_rows(dsn: str, table: str) -> dict[Any, dict[str, Any]]:
-    key = KEYS[table]
-    with psycopg2.connect(dsn) as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f"SELECT * FROM {table}")
-        rows = cur.fetchall()
-    conn.close()
-    return {r[key]: {k: _normalize(v) for k, v in r.items()} for r in rows}
-
-
-def iceberg_rows(plane: DataPlane, table: str) -> dict[Any, dict[str, Any]]:
-    key = KEYS[table]
-    identifier = f"clinical.{table.split('.')[1]}"
-    data = plane.load_catalog().load_table(identifier).scan().to_arrow()
-    rows = data.to_pylist()
-    keys = [r[key] for r in rows]
-    assert len(keys) == len(set(keys)), f"{identifier} has duplicate keys"
-    return {r[key]: {k: _normalize(v) for k, v in r.items()} for r in rows}
-
-
 def assert_equal_to_source(dsn: str, plane: DataPlane) -> None:
+    """Every clinical table equals ``SELECT *`` strictly (:mod:`tests.cdc.strict`): columns, documented
+    types, keys, and every value with its type, decimal scale, instant and float bits."""
+    catalog = plane.load_catalog()
+    problems: list[str] = []
     for table in TABLES:
-        expected, actual = source_rows(dsn, table), iceberg_rows(plane, table)
-        assert expected.keys() == actual.keys(), (
-            f"{table}: missing {sorted(expected.keys() - actual.keys())[:10]}, "
-            f"extra {sorted(actual.keys() - expected.keys())[:10]}"
-        )
-        for key, row in expected.items():
-            got = {c: actual[key].get(c) for c in row}
-            assert got == row, f"{table} key {key}: iceberg {got} != source {row}"
+        identifier = f"clinical.{table.split('.')[1]}"
+        problems += diff_tables(dsn, table, catalog.load_table(identifier).scan().to_arrow(), [KEYS[table]])
+    assert not problems, "\n".join(problems)
 
 
 def table_watermarks(plane: DataPlane) -> dict[str, Position | None]:

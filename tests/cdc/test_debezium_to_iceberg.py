@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hybrid_dagster.cdc.apply import IcebergApplier
-from hybrid_dagster.cdc.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterStop, TableMapping
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
+from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.sources.base import SourceTable
-from hybrid_dagster.cdc.sources.debezium import DebeziumFileSource
+from hybrid_dagster.cdc.sources.debezium.files import DebeziumFileChangeSource
 from tests.cdc.cdc_harness import plane_at
 from tests.conftest import SHARED_DIR
 
@@ -53,7 +53,7 @@ def make_pipeline(
     inbox: Path, warehouse: Path, policy: str = "continue"
 ) -> tuple[CdcPipeline, IcebergApplier]:
     catalog = plane_at(warehouse).load_catalog()
-    source = DebeziumFileSource(inbox, tables=[SourceTable("public.wards", ("id",))])
+    source = DebeziumFileChangeSource(inbox, tables=[SourceTable("public.wards", ("id",))])
     applier = IcebergApplier(catalog, source_id=source.source_id)
     pipeline = CdcPipeline(
         source,

@@ -8,21 +8,22 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from hybrid_dagster.cdc.apply import IcebergApplier
 from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
-from hybrid_dagster.cdc.sources.sql_triggers import SqlTriggerSource
-from tests.cdc.test_apply import make_catalog
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
+from hybrid_dagster.cdc.sources.sql_triggers.source import SqlTriggerChangeSource
+from hybrid_dagster.errors import MissingWatermarkError
+from tests.cdc.sink.test_apply import make_catalog
 
 
-def sqlite_source(tmp_path: Path) -> tuple[sa.Engine, SqlTriggerSource]:
+def sqlite_source(tmp_path: Path) -> tuple[sa.Engine, SqlTriggerChangeSource]:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE patients (id INTEGER PRIMARY KEY, name TEXT)")
         conn.exec_driver_sql("INSERT INTO patients VALUES (1, 'Ann'), (2, 'Bo'), (3, 'Cy')")
-    return engine, SqlTriggerSource(engine, ["patients"])
+    return engine, SqlTriggerChangeSource(engine, ["patients"])
 
 
-def pipeline(tmp_path: Path, source: SqlTriggerSource) -> CdcPipeline:
+def pipeline(tmp_path: Path, source: SqlTriggerChangeSource) -> CdcPipeline:
     applier = IcebergApplier(make_catalog(tmp_path / "catalog"), source_id=source.source_id)
     return CdcPipeline(source, applier, [TableMapping("patients", "clinical.patients")])
 
@@ -48,9 +49,9 @@ def test_a_table_with_rows_but_no_watermark_is_not_copied_again(tmp_path: Path) 
         older = [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id != current.snapshot_id]
         table.maintenance.expire_snapshots().by_ids(older).commit()
 
-        again = pipeline(tmp_path, SqlTriggerSource(engine, ["patients"]))
+        again = pipeline(tmp_path, SqlTriggerChangeSource(engine, ["patients"]))
         assert again.applier.watermark("clinical.patients") is None
-        with pytest.raises(RuntimeError, match=r"clinical\.patients holds 4 rows") as raised:
+        with pytest.raises(MissingWatermarkError, match=r"clinical\.patients holds 4 rows") as raised:
             again.run()
         message = str(raised.value)
         assert source.source_id in message and "drop or rename" in message and "record_position" in message

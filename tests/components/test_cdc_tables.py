@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from hybrid_dagster.cdc.source_config import DebeziumFileCdcSource, SqlTriggerCdcSource
+from hybrid_dagster.cdc.sources.config import DebeziumFileCdcSource, SqlTriggerCdcSource
 from hybrid_dagster.components import CdcTablesComponent, DataPlanesComponent
 from hybrid_dagster.resources import DataPlane
 from hybrid_dagster.validation import validate_definitions

@@ -12,8 +12,8 @@ import pytest
 from hybrid_dagster.documents.ingest import IngestConfig, document_id_of, ingest
 from hybrid_dagster.documents.tables import BATCH_PROPERTY, CHUNKS_SCHEMA, DocumentTables, batch_of
 from hybrid_dagster.errors import ResidencyViolation
-from hybrid_dagster.guard import WriteIntent, check_write
 from hybrid_dagster.residency import Classification, ResidencyPolicy
+from hybrid_dagster.residency.guard import WriteIntent, check_write
 from tests.documents.files import LOG, PAGES, SRT, VTT, config_for, make_pdf, table_rows
 from tests.planes import make_plane
 

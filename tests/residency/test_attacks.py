@@ -323,7 +323,7 @@ def test_asset_check_additional_deps_are_walked(world: World) -> None:
 
 def test_cdc_source_jurisdiction_is_part_of_the_check(world: World) -> None:
     from hybrid_dagster.assets.cdc_tables import CdcTable, cdc_table_assets
-    from hybrid_dagster.cdc.source_config import PostgresCdcSource
+    from hybrid_dagster.cdc.sources.config import PostgresCdcSource
 
     def defs(**kwargs: Any) -> dg.Definitions:
         assets = cdc_table_assets(

@@ -1,9 +1,15 @@
-"""CDC sources: PostgreSQL logical decoding, Debezium envelopes, SQL triggers. One layout for all."""
+"""CDC sources, one sub-package per kind: ``postgres`` (logical decoding), ``debezium``, ``sql_triggers``.
 
-from hybrid_dagster.cdc.sources.base import ChangeSource as ChangeSource, SourceTable as SourceTable
-from hybrid_dagster.cdc.sources.debezium import (
-    DebeziumFileSource as DebeziumFileSource,
-    DebeziumKafkaSource as DebeziumKafkaSource,
+Each reads changes into one :class:`~hybrid_dagster.cdc.changes.ChangeBatch` layout and implements
+:class:`ChangeSource`; :mod:`.config` holds the Dagster config classes that build them.
+"""
+
+from hybrid_dagster.cdc.sources.base import (
+    ChangeSource as ChangeSource,
+    ConsistentCopy as ConsistentCopy,
+    SourceTable as SourceTable,
 )
-from hybrid_dagster.cdc.sources.postgres import PostgresSource as PostgresSource
-from hybrid_dagster.cdc.sources.sql_triggers import SqlTriggerSource as SqlTriggerSource
+from hybrid_dagster.cdc.sources.debezium.files import DebeziumFileChangeSource as DebeziumFileChangeSource
+from hybrid_dagster.cdc.sources.debezium.kafka import DebeziumKafkaChangeSource as DebeziumKafkaChangeSource
+from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource as PostgresChangeSource
+from hybrid_dagster.cdc.sources.sql_triggers.source import SqlTriggerChangeSource as SqlTriggerChangeSource

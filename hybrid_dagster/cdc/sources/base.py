@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 from hybrid_dagster.cdc.changes import ChangeBatch, Position, TableChanges
 
@@ -15,6 +16,42 @@ class SourceTable:
 
     name: str
     key_columns: tuple[str, ...] = ()
+
+
+class ConsistentCopy(ABC):
+    """The rows of captured tables as of one position of the change stream (the initial copy).
+
+    Correctness rule: ``position`` is exact. The copy holds every change the stream carries at or below
+    ``position`` and none after it, so the copied table's watermark is ``position``, the stream applies
+    exactly the changes after it, and a value carried forward from the copied table (an unchanged TOAST
+    value) is that row's own value at that position. A copy read at some later moment, labelled with an
+    earlier position, breaks all three.
+
+    Example:
+        >>> with source.open_copy() as copy:  # doctest: +SKIP
+        ...     chunks = list(copy.rows(SourceTable("public.patients"), chunk_rows=100_000))
+        ...     hand_off = copy.position
+    """
+
+    position: Position
+
+    @abstractmethod
+    def rows(self, table: SourceTable, chunk_rows: int) -> Iterator[TableChanges]:
+        """The rows of ``table`` as ``r`` changes at :attr:`position`, ``chunk_rows`` at a time.
+
+        Yields at least one chunk, an empty one for an empty table, so that its schema is known.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the copy holds (connections, temporary slots)."""
+
+    def __enter__(self) -> ConsistentCopy:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class ChangeSource(ABC):
@@ -28,7 +65,7 @@ class ChangeSource(ABC):
     """Dagster kind of the source system: 'postgres', 'debezium' or 'sqlite'."""
 
     copies_tables: bool = False
-    """Whether :meth:`snapshot` can copy a table's current rows. Debezium snapshots arrive in the
+    """Whether :meth:`open_copy` can copy a table's current rows. Debezium snapshots arrive in the
     stream itself (``r`` events), so its sources leave this False."""
 
     @property
@@ -40,8 +77,8 @@ class ChangeSource(ABC):
     def setup(self) -> Position | None:
         """Create what the source needs (slot, publication, triggers) if missing.
 
-        Returns the consistent point of a newly created stream (the position a snapshot hands off at),
-        or None if it already existed.
+        Returns the position of a newly created stream, or None if it already existed. (The initial
+        copy does not hand off there: :meth:`open_copy` gives its own exact position.)
         """
 
     @abstractmethod
@@ -52,10 +89,10 @@ class ChangeSource(ABC):
     def ack(self, position: Position) -> None:
         """Acknowledge everything up to ``position``; called only after the Iceberg commit succeeded."""
 
-    def snapshot(self, table: SourceTable, position: Position, chunk_rows: int) -> Iterator[TableChanges]:
-        """Copy the current contents of ``table`` as ``r`` changes at ``position`` (initial load).
+    def open_copy(self) -> ConsistentCopy:
+        """Start reading the current rows of captured tables at one exact stream position.
 
-        Yields at least one chunk, an empty one for an empty table, so that its schema is known.
+        Only sources with ``copies_tables``; see :class:`ConsistentCopy` for the rule it must keep.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot copy tables (copies_tables is False)")
 

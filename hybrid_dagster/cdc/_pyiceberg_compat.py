@@ -1,0 +1,138 @@
+"""The only module that uses pyiceberg internals: names pyiceberg does not document as public API.
+
+Rules:
+
+* Everything else in :mod:`hybrid_dagster.cdc` imports these wrappers, never ``pyiceberg.io.pyarrow``
+  write/scan helpers or an underscore name of pyiceberg directly.
+* :data:`CHECKED_SIGNATURES` lists the parameters each internal had when this module was last checked
+  (pyiceberg 0.12); ``tests/cdc/test_pyiceberg_compat.py`` compares them with the installed pyiceberg, so
+  an upgrade that changes one fails there, by name, instead of deep inside an apply.
+* The wrappers pass arguments by keyword where the internal allows it, so a reordering cannot swap them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io import FileIO
+from pyiceberg.io.pyarrow import (
+    ArrowScan,
+    _dataframe_to_data_files,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    schema_to_pyarrow,
+    write_file,
+)
+from pyiceberg.manifest import DataFile
+from pyiceberg.schema import Schema
+from pyiceberg.table import FileScanTask, WriteTask
+from pyiceberg.table.metadata import TableMetadata
+
+CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+    "pyiceberg.io.pyarrow.ArrowScan": (
+        ArrowScan.__init__,
+        ("self", "table_metadata", "io", "projected_schema", "row_filter", "case_sensitive", "limit"),
+    ),
+    "pyiceberg.io.pyarrow.ArrowScan.to_table": (ArrowScan.to_table, ("self", "tasks")),
+    "pyiceberg.io.pyarrow._dataframe_to_data_files": (
+        _dataframe_to_data_files,
+        ("table_metadata", "df", "io", "write_uuid", "counter"),
+    ),
+    "pyiceberg.io.pyarrow.bin_pack_arrow_table": (bin_pack_arrow_table, ("tbl", "target_file_size")),
+    "pyiceberg.io.pyarrow.write_file": (write_file, ("io", "table_metadata", "tasks")),
+    "pyiceberg.io.pyarrow.pyarrow_to_schema": (
+        pyarrow_to_schema,
+        ("schema", "name_mapping", "downcast_ns_timestamp_to_us", "format_version"),
+    ),
+    "pyiceberg.io.pyarrow.schema_to_pyarrow": (
+        schema_to_pyarrow,
+        ("schema", "metadata", "include_field_ids", "file_format"),
+    ),
+    "pyiceberg.table.FileScanTask": (
+        FileScanTask.__init__,
+        ("self", "data_file", "delete_files", "residual"),
+    ),
+    "pyiceberg.table.WriteTask": (
+        WriteTask,
+        ("write_uuid", "task_id", "schema", "record_batches", "sort_order_id", "partition_key"),
+    ),
+    "pyiceberg.catalog.Catalog._convert_schema_if_needed": (
+        Catalog._convert_schema_if_needed,
+        ("schema", "format_version"),
+    ),
+}
+"""Internal name -> (the object, its parameter names in order, as checked)."""
+
+
+def iceberg_schema_of(data_schema: pa.Schema) -> Schema:
+    """The Iceberg schema (field ids not yet assigned) of an Arrow schema, as ``create_table`` builds it.
+
+    Example:
+        >>> iceberg_schema_of(pa.schema([pa.field("id", pa.int64())])).find_field("id").field_type
+        LongType()
+    """
+    return Catalog._convert_schema_if_needed(data_schema)
+
+
+def arrow_schema_of(schema: Schema) -> pa.Schema:
+    """The Arrow schema of a table's rows, with the regular string and binary types that scans return.
+
+    Example:
+        >>> arrow_schema_of(table.schema()).names  # doctest: +SKIP
+        ['id', 'name']
+    """
+    smaller = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+    arrow = schema_to_pyarrow(schema, include_field_ids=False)
+    return pa.schema([f.with_type(smaller.get(f.type, f.type)) for f in arrow], metadata=arrow.metadata)
+
+
+def read_data_files(metadata: TableMetadata, io: FileIO, files: list[DataFile]) -> pa.Table:
+    """All rows of ``files`` (data files of the table ``metadata`` describes), in its current schema.
+
+    Example:
+        >>> rows = read_data_files(table.metadata, table.io, files)  # doctest: +SKIP
+    """
+    scan = ArrowScan(metadata, io, metadata.schema(), AlwaysTrue())
+    return scan.to_table([FileScanTask(data_file) for data_file in files])
+
+
+def write_data_files(
+    metadata: TableMetadata, io: FileIO, parts: list[pa.Table], target_file_size: int
+) -> list[DataFile]:
+    """Write each part into data files of its own (never mixing two parts in one file), uncommitted.
+
+    A partitioned table goes through pyiceberg's own partitioned writer per part; an unpartitioned one is
+    bin-packed to ``target_file_size`` bytes per file.
+
+    Example:
+        >>> files = write_data_files(table.metadata, table.io, [rows], 64 * 2**20)  # doctest: +SKIP
+    """
+    write_uuid = uuid.uuid4()
+    counter = itertools.count(0)
+    if not metadata.spec().is_unpartitioned():
+        return [
+            data_file for part in parts for data_file in _partitioned(metadata, part, io, write_uuid, counter)
+        ]
+    task_schema = pyarrow_to_schema(
+        parts[0].schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
+    )
+    tasks = [
+        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, schema=task_schema)
+        for part in parts
+        for batches in bin_pack_arrow_table(part, target_file_size)
+    ]
+    return list(write_file(io, metadata, iter(tasks)))
+
+
+def _partitioned(
+    metadata: TableMetadata, part: pa.Table, io: FileIO, write_uuid: uuid.UUID, counter: itertools.count[int]
+) -> Iterable[DataFile]:
+    return _dataframe_to_data_files(
+        table_metadata=metadata, df=part, io=io, write_uuid=write_uuid, counter=counter
+    )
