@@ -26,7 +26,7 @@ from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource
 from hybrid_dagster.resources import DataPlane
-from hybrid_dagster.servers.postgres import PostgresServer, start_debian_postgres, start_embedded_postgres
+from hybrid_dagster.testing.postgres import PostgresServer, start_debian_postgres, start_embedded_postgres
 
 TABLE = "public.bench_events"
 DDL = """

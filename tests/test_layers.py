@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"validation", "cdc", "documents", "access"},
     {"assets", "sensors"},
     {"components"},
-    {"cli", "testing", "servers", "__init__"},
+    {"cli", "testing", "__init__"},
 ]
 
 

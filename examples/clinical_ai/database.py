@@ -19,7 +19,7 @@ from fasteners import InterProcessLock
 
 from examples.clinical_ai.hospital_db import HospitalDb, Workload
 from examples.clinical_ai.planes import EU_DB_DSN_ENV
-from hybrid_dagster.servers.postgres import PostgresServer, start_embedded_postgres
+from hybrid_dagster.testing.postgres import PostgresServer, start_embedded_postgres
 
 DATABASE = "meridian_eu"
 

@@ -33,9 +33,9 @@ from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import Classification
 from hybrid_dagster.resources import DataPlane, SecretsConfig
 from hybrid_dagster.secrets import READ_KIND, SecretRef
-from hybrid_dagster.servers.moto import start_moto_server
-from hybrid_dagster.servers.openbao import start_openbao_dev
-from hybrid_dagster.servers.postgres import add_password_role
+from hybrid_dagster.testing.moto import start_moto_server
+from hybrid_dagster.testing.openbao import start_openbao_dev
+from hybrid_dagster.testing.postgres import add_password_role
 
 ACCESS_YAML = Path(__file__).parent / "defs" / "access" / "defs.yaml"
 PASSWORD_ENV = "HYBRID_DAGSTER_DEMO_DB_PASSWORD"

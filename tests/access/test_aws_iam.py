@@ -11,7 +11,7 @@ import pytest
 from hybrid_dagster.access import iam_policy
 from hybrid_dagster.residency import Classification
 from hybrid_dagster.secrets import AwsSecretsManagerBackend, SecretAccessDenied, SecretRef
-from hybrid_dagster.servers.moto import MotoProcess
+from hybrid_dagster.testing.moto import MotoProcess
 from tests.access.declaration import declaration
 
 

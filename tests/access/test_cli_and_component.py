@@ -8,7 +8,7 @@ import pytest
 
 from hybrid_dagster.cli import main
 from hybrid_dagster.components import AccessTiersComponent
-from hybrid_dagster.servers.openbao import OpenBaoServer
+from hybrid_dagster.testing.openbao import OpenBaoServer
 from tests.components import example_tree
 
 EXAMPLE_YAML = "examples/clinical_ai/defs/access/defs.yaml"

@@ -11,7 +11,7 @@ import pytest
 from hybrid_dagster.access import AccessTiers, apply_vault, plan_vault
 from hybrid_dagster.residency import Classification
 from hybrid_dagster.secrets import SecretAccessDenied, SecretAuthError, SecretRef, VaultAuth, VaultBackend
-from hybrid_dagster.servers.openbao import OpenBaoServer
+from hybrid_dagster.testing.openbao import OpenBaoServer
 from tests.access.declaration import declaration
 from tests.fixtures.tokenreview import TokenReviewTestServer
 

@@ -15,8 +15,8 @@ from hybrid_dagster.audit import AuditLog
 from hybrid_dagster.cdc.worker import CdcJobSpec, run_job
 from hybrid_dagster.resources import SecretsConfig
 from hybrid_dagster.secrets import SecretRef
-from hybrid_dagster.servers.openbao import OpenBaoServer
-from hybrid_dagster.servers.postgres import add_password_role
+from hybrid_dagster.testing.openbao import OpenBaoServer
+from hybrid_dagster.testing.postgres import add_password_role
 from tests.cdc.cdc_harness import assert_equal_to_source, job_spec
 from tests.fixtures.postgres import PgDatabase
 from tests.planes import make_plane

@@ -15,7 +15,7 @@ from hybrid_dagster.secrets import (
     SecretNotFound,
     SecretRef,
 )
-from hybrid_dagster.servers.moto import MotoProcess
+from hybrid_dagster.testing.moto import MotoProcess
 
 TOKEN_V1 = "claims-token-v1-61d0"
 TOKEN_V2 = "claims-token-v2-9e44"

@@ -12,7 +12,7 @@ from hybrid_dagster.audit import AuditLog
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.resources import DataPlane, SecretsConfig
 from hybrid_dagster.secrets import SecretRef
-from hybrid_dagster.servers.openbao import OpenBaoServer
+from hybrid_dagster.testing.openbao import OpenBaoServer
 from tests.planes import make_plane
 from tests.secrets.vault_setup import approle, read_policy, unique
 

@@ -18,7 +18,7 @@ from hybrid_dagster.secrets import (
     VaultAuth,
     VaultBackend,
 )
-from hybrid_dagster.servers.openbao import OpenBaoServer, start_openbao_dev
+from hybrid_dagster.testing.openbao import OpenBaoServer, start_openbao_dev
 from tests.secrets.vault_setup import approle, read_policy, unique
 
 VALUE_1 = "first-Pw-7f3b9c"

@@ -16,7 +16,7 @@ import pytest
 from hybrid_dagster.cdc.changes import SYSTEM_COLUMNS, Position
 from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource, PostgresSetupError
-from hybrid_dagster.servers.postgres import PostgresServer, start_plain_embedded_postgres
+from hybrid_dagster.testing.postgres import PostgresServer, start_plain_embedded_postgres
 
 BIG = "(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i)"  # 32 kB, stored out of line
 

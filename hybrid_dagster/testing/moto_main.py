@@ -1,4 +1,4 @@
-"""``python -m hybrid_dagster.servers.moto_main``: moto's server, with Secrets Manager calls authorized
+"""``python -m hybrid_dagster.testing.moto_main``: moto's server, with Secrets Manager calls authorized
 against the secret's ARN.
 
 moto's IAM enforcement checks resource ARNs for S3, SQS, IAM and STS only; every other service is

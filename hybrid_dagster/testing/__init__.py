@@ -1,6 +1,6 @@
 """Real services started on this machine: PostgreSQL with logical decoding for the demo and the tests."""
 
-from hybrid_dagster.servers.postgres import (
+from hybrid_dagster.testing.postgres import (
     PostgresServer as PostgresServer,
     PostgresUnavailable as PostgresUnavailable,
     debian_unavailable_reason as debian_unavailable_reason,

@@ -4,7 +4,7 @@ With ``enforce_iam=True`` the server is started with ``INITIAL_NO_AUTH_ACTION_CO
 calls (create an admin user, give it ``*``, create its access key) run unauthenticated, and every call
 after them is checked against the caller's IAM policies - a denied call really is denied by the policy.
 Real HTTP on loopback; boto3 is never patched. The server runs through
-:mod:`hybrid_dagster.servers.moto_main`, which lets moto authorize Secrets Manager calls against the
+:mod:`hybrid_dagster.testing.moto_main`, which lets moto authorize Secrets Manager calls against the
 secret's ARN (moto does so for S3 already).
 """
 
@@ -116,7 +116,7 @@ def start_moto_server(
     env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(BOOTSTRAP_CALLS) if enforce_iam else "inf"
     log = open(log_file, "ab") if log_file is not None else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "hybrid_dagster.servers.moto_main", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "hybrid_dagster.testing.moto_main", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
