@@ -123,7 +123,7 @@ def document_assets(
             group_name=group_name,
             owners=list(owners),
             **pinned(
-                plane.name,
+                plane,
                 classification,
                 kinds=kinds,
                 metadata={"dagster/table_name": f"{plane.name}.{namespace}.{documents_name}"},
@@ -140,7 +140,7 @@ def document_assets(
             group_name=group_name,
             owners=list(owners),
             **pinned(
-                plane.name,
+                plane,
                 classification,
                 kinds={"iceberg", "pyarrow"},
                 metadata={"dagster/table_name": f"{plane.name}.{namespace}.{chunks_name}"},

@@ -119,7 +119,7 @@ def training_asset(
     primary = pools[0]
     model_lineage = lineage or name
     by_name = {pool.name: pool for pool in pools}
-    args = pinned(primary.plane.name, classification, kinds=kinds, tags={GPU_POOL_TAG: primary.name})
+    args = pinned(primary.plane, classification, kinds=kinds, tags={GPU_POOL_TAG: primary.name})
     known_planes = [*{p.plane.name: p.plane for p in pools}.values(), *[i.plane for i in inputs]]
 
     @dg.asset(
