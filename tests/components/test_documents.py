@@ -92,7 +92,8 @@ def test_an_s3_source_and_an_inline_plane(tmp_path: Path) -> None:
     (assets,) = dg.build_defs_for_component(component).assets or []
     assert isinstance(assets, dg.AssetsDefinition)
     spec = assets.specs_by_key[dg.AssetKey("documents")]
-    assert spec.kinds == {"iceberg", "pdf", "s3", "us-cloud", "US"} and spec.tags["hybrid/plane"] == "us-cloud"
+    assert spec.kinds == {"iceberg", "pdf", "s3", "us-cloud", "US"}
+    assert spec.tags["hybrid/plane"] == "us-cloud"
     assert {"us_cloud", "residency_policy"} <= assets.required_resource_keys
 
 
