@@ -352,6 +352,7 @@ class Harness:
             name="diff_cdc",
             source=PostgresCdcSource(dsn_env=DSN_ENV, slot_name=self.slot, decoder=decoder),
             plane=self.plane,
+            source_jurisdiction="EU",
             tables=[CdcTable(t, "restricted") for t in KEYS],
             namespace=NAMESPACE,
             batch_events=300,
