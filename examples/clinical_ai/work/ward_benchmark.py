@@ -11,7 +11,14 @@ def benchmark(eu_occupancy: pa.Table, us_totals: pa.Table) -> pa.Table:
         .aggregate([("admissions", "sum")])
         .rename_columns(["ward", "eu_admissions"])
     )
-    return eu.join(us_totals, "ward", join_type="full outer").sort_by("ward")
+    # pyiceberg reads strings as string or large_string depending on the files; join on one type
+    eu = _ward_as_string(eu)
+    return eu.join(_ward_as_string(us_totals), "ward", join_type="full outer").sort_by("ward")
+
+
+def _ward_as_string(table: pa.Table) -> pa.Table:
+    index = table.schema.get_field_index("ward")
+    return table.set_column(index, "ward", table.column("ward").cast(pa.string()))
 
 
 if __name__ == "__main__":
