@@ -33,6 +33,7 @@ def secret_asset(classification: str, extras: dict[str, object]) -> dg.AssetsDef
             command=[sys.executable, str(WORK)],
             extras={"asset": "cohort", **extras},
             allowed_text_metadata=["dsn"],  # declared text: it still may not carry the value
+            allowed_metadata_keys=["same"],
         ).get_materialize_result()
 
     return cohort
