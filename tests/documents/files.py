@@ -24,7 +24,7 @@ PAGES = [
 def font() -> Path:
     found = unicode_font()
     if found is None:
-        pytest.fail("these tests need a Unicode TrueType font: apt-get install fonts-dejavu-core")
+        pytest.skip("needs a Unicode TrueType font (DejaVu Sans): apt-get install fonts-dejavu-core")
     return found
 
 
