@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 "key_changes": workload.key_changes,
             },
         }
+        # `assets`, `checks` and `runs` describe the example's own runs; each hook reports its own section.
+        example_runs = demo_run_ids(instance, started_at)
         for hook in DEMO_HOOKS:
             print(f"[+] {hook}")
             run_demo = importlib.import_module(hook).run_demo
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = build_summary(
             instance,
             defs,
-            demo_run_ids(instance, started_at),
+            example_runs,
             elapsed_s=time.monotonic() - started,
             extra=sections,
         )
