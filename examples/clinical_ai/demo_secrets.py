@@ -163,8 +163,9 @@ def run_demo(home: Path, *, patients: int = 300, database: ClinicalDatabase | No
             source_jurisdiction="EU",
             tables=[CdcTable(name, "restricted") for name in CLINICAL_TABLES],
             namespace="clinical",
-            key_prefix=["clinical"],
-            group_name="eu_clinical",
+            # its own asset keys: the example's clinical tables keep their lineage and freshness
+            key_prefix=["secrets_demo", "clinical"],
+            group_name="secrets_demo",
             owners=["team:clinical-data"],
         )
         token_ref = SecretRef(backend="aws", path=token_path, key="token")
