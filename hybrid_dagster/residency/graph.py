@@ -360,9 +360,7 @@ def _declared_classification(node: BaseAssetNode, problems: list[Violation]) -> 
 def _declassification(node: BaseAssetNode, problems: list[Violation]) -> str | None:
     if DECLASSIFIED_METADATA_KEY not in node.metadata:
         return None
-    value = node.metadata[DECLASSIFIED_METADATA_KEY]
-    if isinstance(value, dg.TextMetadataValue):
-        value = value.value
+    value = _metadata(node, DECLASSIFIED_METADATA_KEY)
     if isinstance(value, str) and value.strip():
         return value
     problems.append(
@@ -377,12 +375,16 @@ def _declassification(node: BaseAssetNode, problems: list[Violation]) -> str | N
     return None
 
 
+def _metadata(node: BaseAssetNode, key: str) -> object:
+    """An asset's metadata value as written (text values unwrapped)."""
+    value = node.metadata[key]
+    return value.value if isinstance(value, dg.TextMetadataValue) else value
+
+
 def _source_jurisdiction(node: BaseAssetNode, problems: list[Violation]) -> str | None:
     if SOURCE_JURISDICTION_METADATA_KEY not in node.metadata:
         return None
-    value = node.metadata[SOURCE_JURISDICTION_METADATA_KEY]
-    if isinstance(value, dg.TextMetadataValue):
-        value = value.value
+    value = _metadata(node, SOURCE_JURISDICTION_METADATA_KEY)
     if value in (None, "", "undeclared"):
         problems.append(
             Violation(
