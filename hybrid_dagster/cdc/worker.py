@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -351,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.spec:
+        # one line per applied batch (table, counts, watermark; never row values) on stderr
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
         spec = CdcJobSpec.model_validate_json(Path(args.spec).read_text())
         plane = (
             DataPlane.from_config(json.loads(Path(args.plane).read_text()))

@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,11 +107,16 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(pg_decoder_db, tm
     progress: set[tuple] = set()
     for _ in range(40):
         worker = subprocess.Popen(
-            argv, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        time.sleep(rng.uniform(0.8, 4.0))
+        # Kill at a random point once batches are being applied (start-up time varies with load):
+        # after a random number of applied batches, a random moment into the next one.
+        if not _wait_for_applied_batches(worker, rng.randint(0, 2), timeout_s=120):
+            assert worker.wait() == 0, "".join(worker.stderr or [])
+            break
+        time.sleep(rng.uniform(0.0, 0.6))
         if worker.poll() is not None:
-            assert worker.returncode == 0, worker.stderr.read().decode() if worker.stderr else ""
+            assert worker.returncode == 0
             break
         worker.send_signal(signal.SIGKILL)
         worker.wait()
@@ -135,6 +141,25 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(pg_decoder_db, tm
         logged = changelog_positions(plane, identifier)
         assert len(logged) == len(set(logged)), f"{identifier}: the change log repeats changes after crashes"
         assert watermark is not None and max(logged) == (watermark.commit, watermark.event)
+
+
+def _wait_for_applied_batches(worker: subprocess.Popen, batches: int, *, timeout_s: float) -> bool:
+    """Wait until the worker logged ``batches`` + 1 applied batches; False if it exited first."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if "watermark" in line:
+                seen.append(line)
+                if len(seen) > batches:
+                    done.set()
+        done.set()  # end of stream: the worker exited
+
+    threading.Thread(target=read, daemon=True).start()
+    done.wait(timeout_s)
+    return len(seen) > batches and worker.poll() is None
 
 
 def _check_slot_not_ahead(dsn: str, plane, tx_ends: list[int]) -> None:  # type: ignore[no-untyped-def]
