@@ -137,11 +137,12 @@ def replicate_plane(
         ['clinical.encounters', 'clinical.lab_results', 'clinical.patients']
     """
     result = PlaneReplication(plane=primary.name, secondary=secondary.name, started_at=time.time())
-    source, target, target_io = open_catalogs(primary, secondary)
+    storage.check_catalog_access(primary.spec())
+    source = storage.open_catalog(primary.spec())
     chosen = list(tables) if tables is not None else plane_tables(source)
-    result.routes = sorted(
-        {r.describe() for r in check_plane_target(primary, secondary, source, chosen, policy)}
-    )
+    routes = check_plane_target(primary, secondary, source, chosen, policy)  # before the secondary is touched
+    result.routes = sorted({r.describe() for r in routes})
+    _, target, target_io = open_catalogs(primary, secondary)
     refs = [parse_secret_ref(r) for r in secret_refs]
     state: dict[str, Any] = {}
     for identifier in chosen:
