@@ -25,7 +25,9 @@ def eu_plane(root: Path, secondary: DrSecondaryConfig | None = None, name: str =
         location="on_prem",
         warehouse=f"file://{root / name}",
         dr_secondary=secondary
-        or DrSecondaryConfig(jurisdiction="EU", warehouse=f"file://{root / (name + '-dr')}", rpo_objective_s=3600),
+        or DrSecondaryConfig(
+            jurisdiction="EU", warehouse=f"file://{root / (name + '-dr')}", rpo_objective_s=3600
+        ),
     )
 
 
@@ -64,7 +66,8 @@ class ClinicalPlane:
                 label = label_for_write(
                     identifier.replace(".", "/"), Classification.RESTRICTED, frozenset({"EU"}), plane
                 )
-                self.catalog.create_table(identifier, schema=_rows(identifier, 0, 1).schema, properties=label.properties())
+                schema = _rows(identifier, 0, 1).schema
+                self.catalog.create_table(identifier, schema=schema, properties=label.properties())
 
     def commit(self, identifier: str, changes: int, rows: int = 3) -> None:
         """One CDC-like snapshot applying ``changes`` source changes (appending ``rows`` rows)."""

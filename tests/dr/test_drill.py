@@ -45,7 +45,8 @@ def test_drill_behind_by_known_changes_reports_exact_rpo_and_fails(
     # the primary moves on by 2 + 3 + 4 = 9 source changes that are not replicated
     for table, changes in (("clinical.patients", 2), ("clinical.encounters", 3), ("clinical.patients", 4)):
         clinical.commit(table, changes)
-    drilled = defs.resolve_job_def("dr_drill_eu_onprem").execute_in_process(instance=instance, raise_on_error=False)
+    job = defs.resolve_job_def("dr_drill_eu_onprem")
+    drilled = job.execute_in_process(instance=instance, raise_on_error=False)
     drill = _metadata(drilled, dg.AssetKey(["dr", "eu_onprem", "drill"]))
     assert drill["dr/rpo_changes"] == 9
     assert drill["dr/rpo_s"] > 0

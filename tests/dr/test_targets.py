@@ -34,7 +34,7 @@ def test_static_check_refuses_a_cross_jurisdiction_dr_target(tmp_path: Path) -> 
     assert "restricted data may not move from EU to US" in refused[0].message
 
     lawful = ResidencyPolicy(
-        routes=[TransferRoute(source="EU", target="US", legal_basis="test basis", classifications=["restricted"])]
+        routes=[TransferRoute(source="EU", target="US", legal_basis="basis", classifications=["restricted"])]
     )
     allowed = validate_definitions(
         dg.Definitions(assets=[patients], resources={"eu_onprem": plane, "residency_policy": lawful})
