@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ from pyiceberg.io import FileIO
 from pyiceberg.manifest import (
     DataFile,
     ManifestContent,
+    ManifestEntry,
     ManifestEntryStatus,
     ManifestFile,
     write_manifest,
@@ -147,40 +148,53 @@ class _Replicator:
         )
         self.result = TableReplication(identifier="", primary_snapshot_id=None)
 
-    def copy_data_files(self, files: Iterable[DataFile]) -> None:
-        todo: dict[str, DataFile] = {}
-        for data_file in files:
-            todo.setdefault(data_file.file_path, data_file)
-
-        def one(data_file: DataFile) -> int:
-            target = self.paths(data_file.file_path)
-            if present(self.target_io, target, data_file.file_size_in_bytes):
-                return -1
-            return copy_file(self.source_io, data_file.file_path, self.target_io, target)
-
+    def replicate(self, snapshots: list[Snapshot]) -> list[Snapshot]:
+        """Copy what ``snapshots`` need and write their rewritten manifests and manifest lists."""
+        listed = {s.snapshot_id: list(s.manifests(self.source_io)) for s in snapshots}
+        pending: dict[str, ManifestFile] = {}
+        for manifests in listed.values():
+            for manifest in manifests:
+                relative = self.paths.relative(manifest.manifest_path)
+                if relative not in self.manifests:
+                    pending.setdefault(relative, manifest)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for written in pool.map(one, todo.values()):
+            entries = list(pool.map(self._entries, pending.values()))
+            live = {
+                e.data_file.file_path: e.data_file
+                for found in entries
+                for e in found
+                if e.status != ManifestEntryStatus.DELETED
+            }
+            for written in pool.map(self._copy_data_file, live.values()):
                 if written >= 0:
                     self.result.data_files_copied += 1
                     self.result.bytes_copied += written
+            rewritten = pool.map(self._write_manifest, pending.values(), entries)
+            self.manifests.update(zip(pending, rewritten, strict=True))
+            self.result.manifests_written += len(pending)
+            lists = list(pool.map(self._write_list, snapshots, [listed[s.snapshot_id] for s in snapshots]))
+        self.result.snapshots_copied += len(snapshots)
+        return lists
 
-    def rewrite_manifest(self, manifest: ManifestFile) -> ManifestFile:
-        relative = self.paths.relative(manifest.manifest_path)
-        known = self.manifests.get(relative)
-        if known is not None:
-            return known
+    def _entries(self, manifest: ManifestFile) -> list[ManifestEntry]:
         if manifest.content != ManifestContent.DATA:
             raise ReplicationError(
                 f"table {self.result.identifier}: manifest {manifest.manifest_path} holds delete files, "
                 "whose rows name data file paths; rewrite the table without deletes before replicating"
             )
-        entries = manifest.fetch_manifest_entry(self.source_io, discard_deleted=False)
-        self.copy_data_files(e.data_file for e in entries if e.status != ManifestEntryStatus.DELETED)
-        spec = self.metadata.specs()[manifest.partition_spec_id]
+        return manifest.fetch_manifest_entry(self.source_io, discard_deleted=False)
+
+    def _copy_data_file(self, data_file: DataFile) -> int:
+        target = self.paths(data_file.file_path)
+        if present(self.target_io, target, data_file.file_size_in_bytes):
+            return -1
+        return copy_file(self.source_io, data_file.file_path, self.target_io, target)
+
+    def _write_manifest(self, manifest: ManifestFile, entries: list[ManifestEntry]) -> ManifestFile:
         target = self.paths(manifest.manifest_path)
         writer = write_manifest(
             format_version=self.metadata.format_version,
-            spec=spec,
+            spec=self.metadata.specs()[manifest.partition_spec_id],
             schema=self.metadata.schema(),
             output_file=self.target_io.new_output(target),
             snapshot_id=int(manifest.added_snapshot_id or 0),
@@ -193,16 +207,13 @@ class _Replicator:
         rewritten = ManifestFile(*[manifest[i] for i in range(len(manifest))])  # the read one is cached
         rewritten[0] = target  # manifest_path
         rewritten[1] = len(self.target_io.new_input(target))  # manifest_length
-        self.manifests[relative] = rewritten
-        self.result.manifests_written += 1
         return rewritten
 
-    def rewrite_snapshot(self, snapshot: Snapshot) -> Snapshot:
+    def _write_list(self, snapshot: Snapshot, manifests: list[ManifestFile]) -> Snapshot:
         if snapshot.manifest_list is None:
             raise ReplicationError(
                 f"table {self.result.identifier}: snapshot {snapshot.snapshot_id} has no manifest list"
             )
-        manifests = [self.rewrite_manifest(m) for m in snapshot.manifests(self.source_io)]
         target = self.paths(snapshot.manifest_list)
         with write_manifest_list(
             format_version=self.metadata.format_version,
@@ -212,8 +223,7 @@ class _Replicator:
             sequence_number=snapshot.sequence_number,
             avro_compression=self.compression,
         ) as writer:
-            writer.add_manifests(manifests)
-        self.result.snapshots_copied += 1
+            writer.add_manifests([self.manifests[self.paths.relative(m.manifest_path)] for m in manifests])
         return snapshot.model_copy(update={"manifest_list": target})
 
 
@@ -289,7 +299,7 @@ def replicate_table(
         (s for s in metadata.snapshots if s.snapshot_id not in have),
         key=lambda s: (s.sequence_number or 0, s.timestamp_ms),
     )
-    rewritten = [replicator.rewrite_snapshot(s) for s in todo]
+    rewritten = replicator.replicate(todo)
     result = replicator.result
     if existing is None:
         new_metadata = metadata.model_copy(
