@@ -25,6 +25,7 @@ import dagster as dg
 from hybrid_dagster.dr.drill import DrillResult
 from hybrid_dagster.dr.errors import DrillError
 from hybrid_dagster.dr.isolation import isolated_argv
+from hybrid_dagster.dr.local import hidden_paths
 from hybrid_dagster.dr.targets import dr_config, secondary_plane
 from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency.model import ResidencyPolicy
@@ -159,7 +160,7 @@ def plane_dr_definitions(
     )
     def drill_failover(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         target: DataPlane = getattr(context.resources, sec_key)
-        hidden = _hidden(plane)
+        hidden = hidden_paths(plane)
         argv, mode = isolated_argv([target.executor.python, "-m", WORKER], hidden)
         job = {
             **job_base,
@@ -266,13 +267,6 @@ def plane_dr_definitions(
         ],
         resources={key: plane, sec_key: secondary},
     )
-
-
-def _hidden(plane: DataPlane) -> list[str]:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(plane.warehouse)
-    return [parsed.path] if parsed.scheme == "file" else []
 
 
 def drill_metadata(result: DrillResult) -> dict[str, Any]:

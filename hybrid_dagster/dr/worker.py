@@ -18,6 +18,7 @@ from typing import Any
 from hybrid_dagster.dr.drill import capture, failover, verify
 from hybrid_dagster.dr.isolation import AUDIT_HOOK, HIDDEN_ENV, install_audit_hook
 from hybrid_dagster.dr.plane import replicate_plane
+from hybrid_dagster.plane.work import open_plane_work
 from hybrid_dagster.residency.model import ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
 
@@ -53,8 +54,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pipes() -> None:
-    from hybrid_dagster.plane.work import open_plane_work
-
     with open_plane_work() as work:
         job = dict(work.pipes.extras[EXTRAS_KEY])
         result = run_job(job)
