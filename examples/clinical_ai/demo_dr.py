@@ -40,6 +40,8 @@ def run_demo(home: Path) -> dict[str, Any]:
 
     work_dir = Path(home).resolve() / "dr"
     work_dir.mkdir(parents=True, exist_ok=True)
+    # moto keeps the bucket in memory: a secondary catalog left by an earlier run points at nothing
+    (work_dir / "eu-dr-catalog.db").unlink(missing_ok=True)
     moto = start_moto_server(enforce_iam=False, log_file=work_dir / "moto.log")
     try:
         os.environ[KEY_ID_ENV] = moto.admin.access_key_id

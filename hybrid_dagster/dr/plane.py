@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog
@@ -161,7 +162,8 @@ def replicate_plane(
     for done in result.tables:  # commits that landed while copying are the lag left behind
         now = ancestry(source.load_table(done.identifier).metadata)
         result.lags.append(table_lag(done.identifier, now, done.secondary_snapshot_id))
-    result.models_copied, result.models_present = copy_models(primary, secondary)
+    tables_at = [source.load_table(t).location() for t in chosen]
+    result.models_copied, result.models_present = copy_models(primary, secondary, skip=tables_at)
     result.secrets_present, result.secrets_missing = check_secret_refs(secondary, refs)
     result.finished_at = time.time()
     write_json(
@@ -207,8 +209,12 @@ def check_secret_refs(secondary: DataPlane, refs: Sequence[SecretRef]) -> tuple[
     return present, missing
 
 
-def copy_models(primary: DataPlane, secondary: DataPlane) -> tuple[int, int]:
-    """Copy the warehouse's ``models/`` folder (skops artifacts); returns (copied, already present)."""
+def copy_models(primary: DataPlane, secondary: DataPlane, skip: Sequence[str] = ()) -> tuple[int, int]:
+    """Copy the warehouse's ``models/`` folder (skops artifacts); returns (copied, already present).
+
+    Files under an Iceberg table's location (``skip``, e.g. a model registry table kept in ``models/``)
+    are left to the table replication, which rewrites their paths - a verbatim copy would undo that."""
+    skipped = tuple(_fs_path(uri).rstrip("/") + "/" for uri in skip)
     source_fs, source_root = storage.filesystem(primary.spec())
     target_fs, target_root = storage.filesystem(secondary.spec())
     base = f"{source_root.rstrip('/')}/{MODELS_DIR}"
@@ -216,7 +222,7 @@ def copy_models(primary: DataPlane, secondary: DataPlane) -> tuple[int, int]:
         return 0, 0
     copied = present = 0
     for info in source_fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-        if info.type != pafs.FileType.File:
+        if info.type != pafs.FileType.File or info.path.lstrip("/").startswith(skipped):
             continue
         target = f"{target_root.rstrip('/')}/{MODELS_DIR}/{info.path[len(base) + 1 :]}"
         existing = target_fs.get_file_info(target)
@@ -227,6 +233,13 @@ def copy_models(primary: DataPlane, secondary: DataPlane) -> tuple[int, int]:
         pafs.copy_files(info.path, target, source_filesystem=source_fs, destination_filesystem=target_fs)
         copied += 1
     return copied, present
+
+
+def _fs_path(uri: str) -> str:
+    """``uri`` as a path on its pyarrow filesystem, without a leading slash."""
+    parsed = urlparse(uri)
+    path = parsed.path if parsed.scheme in ("file", "") else f"{parsed.netloc}{parsed.path}"
+    return path.lstrip("/")
 
 
 def write_json(plane: DataPlane, relative: str, body: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ is incremental; S3 secondaries work over real HTTP (moto); watermarks travel in 
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from hybrid_dagster.dr import replicate_plane, secondary_plane
@@ -26,8 +27,19 @@ def test_secondary_alone_serves_every_table_row_for_row(tmp_path: Path) -> None:
     secondary = secondary_plane(primary)
     clinical = ClinicalPlane(primary)
     clinical.fill(4)
+    # a model registry table kept under models/, beside an artifact: the artifact copy must leave the
+    # table's rewritten metadata alone (as in the example, where training writes both there)
+    registry = clinical.catalog.create_table(
+        "clinical.model_registry",
+        schema=pa.schema([("version", pa.string())]),
+        location=f"{primary.warehouse}/models/registry",
+    )
+    registry.append(pa.table({"version": ["run-1"]}))
+    (tmp_path / "eu-onprem" / "models" / "readmission").mkdir(parents=True)
+    (tmp_path / "eu-onprem" / "models" / "readmission" / "run-1.skops").write_bytes(b"model-bytes")
     first = replicate_plane(primary, secondary, ResidencyPolicy())
-    assert [t.identifier for t in first.tables] == sorted(TABLES)
+    assert [t.identifier for t in first.tables] == sorted([*TABLES, "clinical.model_registry"])
+    assert first.models_copied == 1
     assert all(t.registered for t in first.tables)
 
     clinical.commit("clinical.patients", changes=5)  # one new snapshot on one table
@@ -44,6 +56,9 @@ def test_secondary_alone_serves_every_table_row_for_row(tmp_path: Path) -> None:
     _no_primary_paths(tmp_path / "eu-onprem-dr", tmp_path / "eu-onprem")
     catalog = storage.open_catalog(secondary.spec())
     got = {t: catalog.load_table(t).scan().to_arrow().sort_by("id") for t in TABLES}
+    assert catalog.load_table("clinical.model_registry").scan().to_arrow().column("version").to_pylist() == [
+        "run-1"
+    ]
     for table in TABLES:
         assert got[table].equals(want[table]), table
         # watermarks and change counts travel inside the snapshot summaries
