@@ -113,7 +113,8 @@ def failover(secondary: DataPlane, drill_id: str, hidden: list[str]) -> Failover
                 f"drill {drill_id}: table {identifier} is not at secondary {secondary.name!r}; replicate the "
                 "plane before drilling"
             ) from None
-        rows += table.scan().to_arrow().num_rows  # every replicated row is read at the secondary
+        # every replicated row is read at the secondary, batch by batch
+        rows += sum(batch.num_rows for batch in table.scan().to_arrow_batch_reader())
         snapshot = table.current_snapshot()
         lags.append(
             table_lag(identifier, primary_entries, None if snapshot is None else snapshot.snapshot_id)
