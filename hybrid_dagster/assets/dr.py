@@ -35,7 +35,7 @@ from hybrid_dagster.resources.data_plane import DataPlane
 EXTRAS_KEY = "hybrid_dr"
 WORKER = "hybrid_dagster.dr.worker"
 DR_KEYS = ["dr/*"]
-DR_TEXT_KEYS = ["dr/table_names"]
+DR_TEXT_KEYS = ["dr/table_names", "dr/primary_position/*", "dr/secondary_position/*"]
 REPORT_KEY = dg.AssetKey("dr_drill_report")
 AUDIT_KIND = "dr.drill"
 OWNERS = ["team:platform"]
@@ -175,6 +175,7 @@ def plane_dr_definitions(
             command=argv,
             extras={EXTRAS_KEY: job},
             allowed_metadata_keys=DR_KEYS,
+            allowed_text_metadata=DR_TEXT_KEYS,
             known_planes=[plane],
         )
         found = {k: v for k, v in _numbers(invocation).items() if k.startswith("dr/")}

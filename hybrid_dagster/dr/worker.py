@@ -67,6 +67,10 @@ def _pipes() -> None:
             name = lag["identifier"]
             metadata[f"dr/lag_s/{name}"] = float(lag["rpo_s"])
             metadata[f"dr/lag_changes/{name}"] = int(lag["rpo_changes"])
+            for end in ("primary", "secondary"):  # CDC source positions (identifiers, not row values)
+                if lag[f"{end}_position"]:
+                    text = str(lag[f"{end}_position"])
+                    metadata[f"dr/{end}_position/{name}"] = {"raw_value": text, "type": "text"}
         work.report(str(job["asset"]), metadata)
 
 

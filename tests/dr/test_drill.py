@@ -56,6 +56,9 @@ def test_drill_behind_by_known_changes_reports_exact_rpo_and_fails(
     failover = _metadata(drilled, dg.AssetKey(["dr", "eu_onprem", "drill_failover"]))
     assert failover["dr/primary_readable"] is False
     assert failover["dr/lag_changes/clinical.patients"] == 6
+    # by source position: patients' last change replicated was at 5, the primary's is at 5 + 2 + 3 + 4
+    assert failover["dr/secondary_position/clinical.patients"] == "5:0"
+    assert failover["dr/primary_position/clinical.patients"] == f"{clinical.position}:0" == "18:0"
 
     report = _metadata(drilled, dg.AssetKey("dr_drill_report"))
     assert report["drills"] == 1 and "| eu_onprem |" in str(report["chart"])
