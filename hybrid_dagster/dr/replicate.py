@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import (
     DataFile,
@@ -278,7 +279,10 @@ def replicate_table(
         )
     current = source.current_snapshot()
     paths = PathMap(source.location(), location)
-    existing = target_catalog.load_table(identifier) if target_catalog.table_exists(identifier) else None
+    try:
+        existing: Table | None = target_catalog.load_table(identifier)
+    except NoSuchTableError:
+        existing = None
     known: dict[str, ManifestFile] = {}
     have: set[int] = set()
     if existing is not None:
@@ -332,10 +336,11 @@ def replicate_table(
             AssertTableUUID(uuid=metadata.table_uuid),
             AssertRefSnapshotId.model_validate({"ref": "main", "snapshot-id": _id(head)}),
         )
-        target_catalog.commit_table(existing, requirements, tuple(updates))
+        response = target_catalog.commit_table(existing, requirements, tuple(updates))
         result.committed = True
-    after = target_catalog.load_table(identifier).current_snapshot()
-    result.secondary_snapshot_id = _id(after)
+        result.secondary_snapshot_id = _id(response.metadata.current_snapshot())
+    else:
+        result.secondary_snapshot_id = _id(existing.current_snapshot())
     return result
 
 
