@@ -1,9 +1,16 @@
-"""PDF reader: the text of each page with pypdf, one unit per page.
+"""PDF reader: one unit per page; pypdf checks the file and reads its metadata, PDFium reads the text.
 
 Correctness rules: an encrypted PDF is a dead letter even when it opens with an empty password (its
-owner restricted it); a file pypdf cannot parse is a ``corrupt PDF``; the PDF's document-information
-entries (``/Subject``, custom keys such as ``/EncounterId``) become the document's metadata, without
-their leading slash, for the link rules.
+owner restricted it); a file pypdf or PDFium cannot parse is a ``corrupt PDF``; the PDF's
+document-information entries (``/Subject``, custom keys such as ``/EncounterId``) become the document's
+metadata, without their leading slash, for the link rules (pypdf reads them: PDFium cannot list custom
+keys); page text is whitespace-normalized (:func:`~hybrid_dagster.documents.model.normalize_text`), so
+the rows of a page do not depend on how the PDF positions its lines.
+
+Why two libraries: profiling the ingest (``benchmarks/documents.py``, cProfile) put 85% of its CPU time
+in pypdf's pure-Python ``extract_text`` (about 5 ms a page of dense text); PDFium (pypdfium2, the PDF
+engine of Chromium) gives the same normalized text at about a fifth of the cost. pypdf only parses the
+cross-reference table, the trailer and the information dictionary, never a page's content stream.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import io
 import logging
 from typing import Any
 
+import pypdfium2 as pdfium
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
@@ -21,9 +29,20 @@ from hybrid_dagster.documents.readers.base import DocumentReader
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # pypdf warns with text fragments of the file
 
+_PYPDF_ERRORS = (
+    PyPdfError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    OSError,
+    RecursionError,
+)
+
 
 class PdfDocumentReader(DocumentReader):
-    """One unit per page, text extracted by pypdf.
+    """One unit per page: text extracted by PDFium, metadata and encryption read by pypdf.
 
     Example:
         >>> PdfDocumentReader().read(Path("letter.pdf").read_bytes()).units[0].kind
@@ -40,26 +59,44 @@ class PdfDocumentReader(DocumentReader):
             if reader.is_encrypted:
                 raise UnreadableDocument("encrypted PDF")
             metadata = _metadata(reader)
-            units = [
-                Unit(kind="page", position=number, text=normalize_text(page.extract_text() or ""))
-                for number, page in enumerate(reader.pages, start=1)
-            ]
         except UnreadableDocument:
             raise
-        except (
-            PyPdfError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            IndexError,
-            OSError,
-            RecursionError,
-        ):
+        except _PYPDF_ERRORS:
             raise UnreadableDocument("corrupt PDF") from None
+        units = [
+            Unit(kind="page", position=number, text=normalize_text(text))
+            for number, text in enumerate(page_texts(data), start=1)
+        ]
         if not units:
             raise UnreadableDocument("corrupt PDF")
         return ExtractedDocument(units=units, metadata=metadata)
+
+
+def page_texts(data: bytes) -> list[str]:
+    """The text of each page of the PDF ``data``, in page order (PDFium); a ``corrupt PDF`` when PDFium
+    cannot open it.
+
+    Example:
+        >>> page_texts(Path("letter.pdf").read_bytes())[0][:18]
+        'Discharge letter\\r\\n'
+    """
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError:
+        raise UnreadableDocument("corrupt PDF") from None
+    try:
+        texts: list[str] = []
+        for index in range(len(document)):
+            page = document[index]
+            textpage = page.get_textpage()
+            texts.append(textpage.get_text_bounded())
+            textpage.close()
+            page.close()
+        return texts
+    except pdfium.PdfiumError:
+        raise UnreadableDocument("corrupt PDF") from None
+    finally:
+        document.close()
 
 
 def _metadata(reader: PdfReader) -> dict[str, Any]:
