@@ -16,6 +16,7 @@ Correctness rules:
   order, whatever order the workers finish in. Workers return the rows as Arrow tables; chunk
   embeddings are computed in the ingest process.
 - A changed file's old rows are removed in the commit that writes its new rows, never earlier.
+- Worker processes end with the ingest process, SIGKILL included (they watch their parent).
 - Each file is read once: the bytes that are hashed are the bytes that are extracted.
 - Nothing here logs or returns document text: :class:`IngestReport` holds counts and timings only.
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import multiprocessing
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -190,7 +193,12 @@ def ingest(
             report.files_deleted += 1
     embedder = HashingEmbedder(config.embedding) if config.embedding is not None else None
     pool = (
-        ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("fork"))
+        ProcessPoolExecutor(
+            config.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
         if config.workers > 1
         else None
     )
@@ -317,6 +325,18 @@ def _extract_in_order(
         pendings, future, size = in_flight.popleft()
         flying_bytes -= size
         yield pendings, future.result()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: end the worker when the ingest process is gone (a SIGKILL leaves forked workers
+    waiting on a queue whose write end they inherited, so they would never see it close)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-ingest", daemon=True).start()
 
 
 def _file_columns(file: SourceFile, sha256: str) -> dict[str, Any]:
