@@ -15,11 +15,13 @@ cross-reference table, the trailer and the information dictionary, never a page'
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 from typing import Any
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
@@ -73,8 +75,11 @@ class PdfDocumentReader(DocumentReader):
 
 
 def page_texts(data: bytes) -> list[str]:
-    """The text of each page of the PDF ``data``, in page order (PDFium); a ``corrupt PDF`` when PDFium
-    cannot open it.
+    """The text of each page of the PDF ``data``, in page order (PDFium's text of the page's bounding
+    box, as ``PdfTextPage.get_text_bounded`` gives it); a ``corrupt PDF`` when PDFium cannot open it.
+
+    Pages and text pages go through PDFium's C API (``pypdfium2.raw``) and are closed right away: the
+    helper objects' finalizers cost a tenth of the extraction.
 
     Example:
         >>> page_texts(Path("letter.pdf").read_bytes())[0][:18]
@@ -85,18 +90,34 @@ def page_texts(data: bytes) -> list[str]:
     except pdfium.PdfiumError:
         raise UnreadableDocument("corrupt PDF") from None
     try:
-        texts: list[str] = []
-        for index in range(len(document)):
-            page = document[index]
-            textpage = page.get_textpage()
-            texts.append(textpage.get_text_bounded())
-            textpage.close()
-            page.close()
-        return texts
-    except pdfium.PdfiumError:
-        raise UnreadableDocument("corrupt PDF") from None
+        return [_page_text(document, index) for index in range(len(document))]
     finally:
         document.close()
+
+
+def _page_text(document: pdfium.PdfDocument, index: int) -> str:
+    page = pdfium_c.FPDF_LoadPage(document, index)
+    if not page:
+        raise UnreadableDocument("corrupt PDF")
+    try:
+        textpage = pdfium_c.FPDFText_LoadPage(page)
+        if not textpage:
+            raise UnreadableDocument("corrupt PDF")
+        try:
+            box = pdfium_c.FS_RECTF()
+            if not pdfium_c.FPDF_GetPageBoundingBox(page, box):
+                raise UnreadableDocument("corrupt PDF")
+            area = (textpage, box.left, box.top, box.right, box.bottom)
+            length = pdfium_c.FPDFText_GetBoundedText(*area, None, 0)
+            if length <= 0:
+                return ""
+            buffer = (ctypes.c_ushort * length)()
+            pdfium_c.FPDFText_GetBoundedText(*area, buffer, length)
+            return bytes(buffer).decode("utf-16-le", errors="ignore")
+        finally:
+            pdfium_c.FPDFText_ClosePage(textpage)
+    finally:
+        pdfium_c.FPDF_ClosePage(page)
 
 
 def _metadata(reader: PdfReader) -> dict[str, Any]:
