@@ -18,6 +18,14 @@ class SourceTable:
     key_columns: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class CopyChunk:
+    """One key range of a copied table: its rows as ``r`` changes and its last key in text form."""
+
+    changes: TableChanges
+    last_key: tuple[str, ...] | None
+
+
 class ConsistentCopy(ABC):
     """The rows of captured tables as of one position of the change stream (the initial copy).
 
@@ -41,6 +49,24 @@ class ConsistentCopy(ABC):
 
         Yields at least one chunk, an empty one for an empty table, so that its schema is known.
         """
+
+    chunked: bool = False
+    """Whether :meth:`chunks` reads key ranges (then the copy commits chunk by chunk and resumes)."""
+
+    def chunks(
+        self,
+        table: SourceTable,
+        chunk_rows: int,
+        *,
+        after_key: tuple[str, ...] | None = None,
+        first_sequence: int = 0,
+    ) -> Iterator[CopyChunk]:
+        """Key ranges of ``table`` after ``after_key`` in key order, ``chunk_rows`` rows each.
+
+        The n-th chunk's rows are at ``Position(position.commit, first_sequence + n)``; each chunk names
+        its last key (PostgreSQL text form), from which a later copy resumes. Only where ``chunked``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot read key ranges")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the copy holds (connections, temporary slots)."""
