@@ -274,13 +274,16 @@ class SegmentFilter:
                 keep[i] = False
             elif old_held and not new_held:
                 has_unchanged = UNCHANGED_COL in rows.column_names
-                if has_unchanged and rows.column(UNCHANGED_COL)[i].as_py():
+                if not (has_unchanged and rows.column(UNCHANGED_COL)[i].as_py()):
+                    drop_old_key.append(i)
+                elif _removed_later(rows, keys, i, old_cols):
+                    keep[i] = False  # a transient key (ids swapped through -1): the later move settles it
+                else:
                     raise SnapshotResumeError(
                         f"{self.identifier}: a key change at position {int(commit[i])} moves a row between "
                         "segments of a resumed copy with unchanged TOAST values the table cannot supply. "
                         f"Re-snapshot the table (hybrid-dagster cdc resnapshot --table {self.identifier})."
                     )
-                drop_old_key.append(i)
         kept = rows.filter(pa.array(keep))
         out_parts.append(_without_old_key(kept, rows, keep, drop_old_key))
         if deletes:
@@ -311,6 +314,18 @@ def _after(key_cols: list[Any], bound: tuple[str, ...]) -> Any:
         result |= equal_so_far & greater
         equal_so_far &= equal
     return result
+
+
+def _removed_later(rows: pa.Table, keys: list[str], i: int, old_cols: list[Any]) -> bool:
+    """Whether the key row ``i`` moves to is deleted or moved away by a later change of ``rows``."""
+    key = tuple(rows.column(k)[i].as_py() for k in keys)
+    ops = rows.column(OP_COL)
+    for j in range(i + 1, rows.num_rows):
+        if ops[j].as_py() == OP_DELETE and tuple(rows.column(k)[j].as_py() for k in keys) == key:
+            return True
+        if old_cols[0][j].is_valid and tuple(c[j].as_py() for c in old_cols) == key:
+            return True
+    return False
 
 
 def _without_old_key(kept: pa.Table, rows: pa.Table, keep: Any, drop: list[int]) -> pa.Table:
