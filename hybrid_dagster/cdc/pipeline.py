@@ -23,12 +23,13 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.table import Table
 
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.snapshots import SegmentFilter, SnapshotState, copy_table_chunked, snapshot_state
-from hybrid_dagster.cdc.sources.base import ChangeSource, ConsistentCopy, SourceTable
+from hybrid_dagster.cdc.sources.base import ChangeSource, CommitHooks, ConsistentCopy, SourceTable
 from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ class CdcPipeline:
             source_id=self.source.source_id,
             tables={m.identifier: TableProgress(m.identifier) for m in self.tables.values()},
         )
+        if self.source.offsets_in_tables:
+            self.source.bind_applied(self._load_tables)
         self.source.setup()
         self._snapshot_new_tables(report)
         while max_batches is None or report.batches < max_batches:
@@ -160,9 +163,12 @@ class CdcPipeline:
                 break
             if batch.dead_letters:
                 self._handle_dead_letters(batch.dead_letters, report)
+            hooks = None
+            if self.source.offsets_in_tables and batch.ack_position is not None:
+                hooks = self.source.commit_hooks(batch.ack_position)
             for source_table, changes in batch.tables.items():
                 mapping = self._mapping(source_table)
-                self._apply(mapping, changes, report)
+                self._apply(mapping, changes, report, hooks=hooks)
             if batch.ack_position is not None:
                 self.source.ack(batch.ack_position)
                 report.acked = batch.ack_position
@@ -184,14 +190,35 @@ class CdcPipeline:
             )
         return mapping
 
+    def _load_tables(self) -> dict[str, Table | None]:
+        catalog = self.applier.catalog
+        return {
+            m.source_table: catalog.load_table(m.identifier) if catalog.table_exists(m.identifier) else None
+            for m in self.tables.values()
+        }
+
     def _apply(
-        self, mapping: TableMapping, changes: TableChanges, report: PipelineReport, *, snapshot: bool = False
+        self,
+        mapping: TableMapping,
+        changes: TableChanges,
+        report: PipelineReport,
+        *,
+        snapshot: bool = False,
+        hooks: CommitHooks | None = None,
     ) -> None:
         segment_filter = None if snapshot else self._segment_filters.get(mapping.source_table)
         if segment_filter is not None:
             changes = segment_filter.apply(changes)
         self.applier.ensure_table(mapping.identifier, changes.data_schema, list(changes.key_columns))
-        result = self.applier.apply(mapping.identifier, changes)
+        if hooks is None:
+            result = self.applier.apply(mapping.identifier, changes)
+        else:
+            result = self.applier.apply(
+                mapping.identifier,
+                changes,
+                pending_filter=hooks.pending_filter,
+                extra_properties=hooks.properties,
+            )
         progress = report.tables[mapping.identifier]
         progress.add(result, snapshot=snapshot)
         last_ts = _max_commit_ts(changes.rows)

@@ -204,14 +204,14 @@ class IcebergApplier:
         changes: TableChanges,
         *,
         extra_properties: Callable[[Table], dict[str, str]] | None = None,
-        skip_applied: bool = True,
+        pending_filter: Callable[[Table, pa.Table], pa.Table] | None = None,
     ) -> ApplyResult:
         """Apply ``changes`` to the table ``identifier`` (created if missing); idempotent on replay.
 
         ``extra_properties(table)`` adds snapshot summary properties computed from the table as loaded for
-        each attempt (chunk progress of a snapshot, per-partition Kafka offsets). ``skip_applied=False``
-        keeps changes at or below the watermark: for sources that skip applied events themselves (Kafka,
-        by per-partition offsets, where one position cannot order several partitions).
+        each attempt (chunk progress of a snapshot, per-partition Kafka offsets). ``pending_filter(table,
+        changes)`` replaces the watermark skip: for sources that know what a table holds by other means
+        (Kafka, by per-partition offsets, where one position cannot order several partitions).
 
         Raises:
             SchemaEvolutionError: the source schema changed incompatibly; nothing was written.
@@ -232,7 +232,10 @@ class IcebergApplier:
             if failed_log is not None:
                 self._settle_changelog(identifier, changes, *failed_log, watermark)
                 failed_log = None
-            pending = after_position(ordered, watermark if skip_applied else None)
+            if pending_filter is None:
+                pending = after_position(ordered, watermark)
+            else:
+                pending = pending_filter(table, ordered)
             if pending.num_rows == 0:
                 return ApplyResult(
                     identifier=identifier,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
 
 from hybrid_dagster.cdc.changes import ChangeBatch, Position, TableChanges
 
@@ -80,6 +83,20 @@ class ConsistentCopy(ABC):
         self.close()
 
 
+@dataclass(frozen=True)
+class CommitHooks:
+    """Per-batch apply hooks of a source that keeps its offsets in the tables (Kafka partitions).
+
+    Both are called with the table as loaded for each commit attempt, so a concurrent commit (another
+    consumer of the group, after a rebalance) is seen before this one lands.
+    """
+
+    pending_filter: Callable[[Any, pa.Table], pa.Table]
+    """The changes of the batch the table does not hold yet."""
+    properties: Callable[[Any], dict[str, str]]
+    """Snapshot summary properties recording the offsets the table holds after this batch."""
+
+
 class ChangeSource(ABC):
     """A log of changes that can be read without consuming it and acknowledged after a commit.
 
@@ -121,6 +138,22 @@ class ChangeSource(ABC):
         Only sources with ``copies_tables``; see :class:`ConsistentCopy` for the rule it must keep.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot copy tables (copies_tables is False)")
+
+    def bind_applied(self, loader: Callable[[], dict[str, Any]]) -> None:  # noqa: B027
+        """How to load the Iceberg tables (only sources with ``offsets_in_tables``).
+
+        ``loader()`` gives ``{source_table: pyiceberg Table or None}``; the source reads where each table
+        stands from their snapshots when partitions are assigned, and starts each partition there.
+        """
+
+    offsets_in_tables: bool = False
+    """Whether the source records its input offsets in the Iceberg snapshots (:meth:`commit_hooks`) and
+    skips applied events by them, instead of by a position of the source database."""
+
+    def commit_hooks(self, ack_position: Position) -> CommitHooks | None:
+        """What the apply of the batch read up to ``ack_position`` filters and records (see
+        :class:`CommitHooks`); None for sources ordered by one position."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -81,8 +81,18 @@ class BatchBuilder:
         1
     """
 
-    def __init__(self, source: str, key_columns: dict[str, list[str]], tables: set[str] | None = None):
+    def __init__(
+        self,
+        source: str,
+        key_columns: dict[str, list[str]],
+        tables: set[str] | None = None,
+        *,
+        ordinal_positions: bool = False,
+    ):
         self.source = source
+        self.ordinal_positions = ordinal_positions
+        """Every event at ``Position(ordinal, 0)``: the Kafka source, which skips applied events by
+        per-partition offsets, not by a position of the source database."""
         self.key_columns = key_columns
         self.tables = tables
         self.count = 0
@@ -110,7 +120,11 @@ class BatchBuilder:
                 entry.schema, entry.schema_set = result.data_schema, True
             elif not _same_schema(entry.schema, result.data_schema):
                 return False
-        entry.events.append(_Event(_stable_position(result, ordinal), raw, where))
+        if self.ordinal_positions:
+            change = replace(result, position=Position(ordinal, 0))
+        else:
+            change = _stable_position(result, ordinal)
+        entry.events.append(_Event(change, raw, where))
         self.count += 1
         return True
 
