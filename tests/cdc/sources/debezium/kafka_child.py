@@ -34,7 +34,8 @@ def _log_batch(report: PipelineReport) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    logging.getLogger("hybrid_dagster.cdc.pipeline").setLevel(logging.INFO)
     pipeline = build(sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:], 200)
     pipeline.on_batch = _log_batch
     pipeline.run()
