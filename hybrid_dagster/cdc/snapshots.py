@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,7 +55,7 @@ from hybrid_dagster.cdc.changes import (
 )
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.watermark import SOURCE_PROPERTY, position_properties
-from hybrid_dagster.cdc.sources.base import ConsistentCopy, SourceTable
+from hybrid_dagster.cdc.sources.base import ConsistentCopy, CopyChunk, SourceTable
 from hybrid_dagster.errors import ValueFreeError
 
 log = logging.getLogger(__name__)
@@ -146,7 +148,8 @@ def copy_table_chunked(
     segments = [*state.segments, (state.last_key, copy.position.commit)]
     total, chunk_number = state.rows, state.next_chunk
     schema_known = None
-    for chunk in copy.chunks(source, chunk_rows, after_key=state.last_key, first_sequence=chunk_number):
+    chunks = copy.chunks(source, chunk_rows, after_key=state.last_key, first_sequence=chunk_number)
+    for chunk in _read_ahead(chunks):
         changes = chunk.changes
         schema_known = changes
         chunk_number += 1
@@ -160,13 +163,74 @@ def copy_table_chunked(
             NEXT_CHUNK_PROPERTY: str(chunk_number),
             ROWS_PROPERTY: str(total),
         }
-        snapshot_applier.ensure_table(identifier, changes.data_schema, list(changes.key_columns))
-        snapshot_applier.apply(identifier, changes, extra_properties=_constant(progress))
+        table = snapshot_applier.ensure_table(identifier, changes.data_schema, list(changes.key_columns))
+        if not _append(snapshot_applier, table, changes, progress):
+            # The source's columns changed since the copy began: evolve the schema with the data.
+            snapshot_applier.apply(identifier, changes, extra_properties=_constant(progress))
         yield changes.count
     if schema_known is None:
         raise RuntimeError(f"{type(copy).__name__} copied nothing for {source.name}")
     table = applier.ensure_table(identifier, schema_known.data_schema, list(schema_known.key_columns))
     _complete(applier, table, segments, total)
+
+
+def _append(applier: IcebergApplier, table: Table, changes: TableChanges, progress: dict[str, str]) -> bool:
+    """Append a chunk's rows as new files in one snapshot; False if the table's columns differ.
+
+    A chunk holds only keys the table has not got (the copy began on an empty table and ranges do not
+    overlap), so an append is the apply; the rows come key-ordered from the server, so files keep
+    disjoint key ranges.
+    """
+    target = table.schema().as_arrow()
+    data = changes.rows.select(changes.data_schema.names)
+    if [(f.name, _plain(f.type)) for f in target] != [(f.name, _plain(f.type)) for f in data.schema]:
+        return False
+    if applier.changelog is not None:
+        applier.changelog.write(".".join(table.name()), changes)
+    if applier.before_write is not None:
+        applier.before_write(".".join(table.name()))
+    position = Position(
+        int(pc.max(changes.rows.column(COMMIT_POS_COL)).as_py()),
+        int(pc.max(changes.rows.column(EVENT_POS_COL)).as_py()),
+    )
+    properties = {**position_properties(applier.source_id, position), **progress}
+    table.append(data.cast(target), snapshot_properties=properties)
+    return True
+
+
+def _plain(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(arrow_type):
+        return pa.string()
+    if pa.types.is_large_binary(arrow_type):
+        return pa.binary()
+    return arrow_type
+
+
+def _read_ahead(chunks: Iterator[CopyChunk]) -> Iterator[CopyChunk]:
+    """Read the next chunk while the current one is written (the server serializes it meanwhile).
+
+    At most two chunks are held: memory stays bounded by the chunk size.
+    """
+    slot: queue.Queue[CopyChunk | BaseException | None] = queue.Queue(maxsize=1)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                slot.put(chunk)
+            slot.put(None)
+        except BaseException as error:  # handed to the consumer
+            slot.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="snapshot-read-ahead")
+    thread.start()
+    while True:
+        item = slot.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
 
 
 def _constant(properties: dict[str, str]) -> Callable[[Table], dict[str, str]]:
