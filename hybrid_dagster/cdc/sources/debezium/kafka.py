@@ -102,6 +102,7 @@ class DebeziumKafkaChangeSource(ChangeSource):
         consumer_config: dict[str, Any] | None = None,
         poll_timeout_s: float = 1.0,
         join_timeout_s: float = 30.0,
+        idle_polls: int = 4,
         placeholder: str = UNAVAILABLE_VALUE,
     ):
         try:
@@ -114,11 +115,8 @@ class DebeziumKafkaChangeSource(ChangeSource):
         self._kafka = confluent_kafka
         self.bootstrap_servers, self.topics, self.group_id = bootstrap_servers, list(topics), group_id
         self._topic_index = {t: i for i, t in enumerate(self.topics)}
-        self.poll_timeout_s, self.join_timeout_s, self.placeholder = (
-            poll_timeout_s,
-            join_timeout_s,
-            placeholder,
-        )
+        self.poll_timeout_s, self.join_timeout_s = poll_timeout_s, join_timeout_s
+        self.placeholder, self.idle_polls = placeholder, idle_polls
         self._keys, self._tables = table_keys(tables)
         self._config = {
             "bootstrap.servers": bootstrap_servers,
@@ -126,6 +124,7 @@ class DebeziumKafkaChangeSource(ChangeSource):
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
             **(consumer_config or {}),
         }
         self._consumer: Any = None
@@ -133,6 +132,7 @@ class DebeziumKafkaChangeSource(ChangeSource):
         self._read_from: dict[tuple[str, int], int] = {}  # where the next read starts, per partition
         self._reads: dict[int, Offsets] = {}  # read number -> next offsets after it
         self._read_number = 0
+        self._at_end: set[tuple[str, int]] = set()  # partitions read to their end, none read since
         self.rebalances = 0
 
     @property
@@ -165,12 +165,14 @@ class DebeziumKafkaChangeSource(ChangeSource):
             start = min(records + floor) if records or floor else self._kafka.OFFSET_BEGINNING
             tp.offset = start
             self._read_from[(tp.topic, tp.partition)] = start
+            self._at_end.discard((tp.topic, tp.partition))
         log.info("assigned %d partitions of %s", len(partitions), self.source_id)
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self._read_from.pop((tp.topic, tp.partition), None)
+            self._at_end.discard((tp.topic, tp.partition))
         consumer.unassign()
 
     # --- reading ---
@@ -183,6 +185,7 @@ class DebeziumKafkaChangeSource(ChangeSource):
             wanted = self._read_from[(current.topic, current.partition)]
             if current.offset != wanted:  # a read not acknowledged: read its events again
                 self._consumer.seek(tp(current.topic, current.partition, wanted))
+                self._at_end.discard((current.topic, current.partition))
         builder = BatchBuilder(self.source_id, self._keys, self._tables, ordinal_positions=True)
         next_offsets: Offsets = {}
         messages = 0
@@ -190,9 +193,11 @@ class DebeziumKafkaChangeSource(ChangeSource):
         while builder.count < max_events:
             polled = self._consumer.consume(min(10_000, max_events - builder.count + 1), self.poll_timeout_s)
             if not polled:
+                if self._read_from and self._at_end >= set(self._read_from):
+                    break  # every assigned partition read to its end
                 if self._consumer.assignment():
                     idle_polls += 1
-                if idle_polls >= 2 or time.monotonic() - started > self.join_timeout_s:
+                if idle_polls >= self.idle_polls or time.monotonic() - started > self.join_timeout_s:
                     break
                 continue
             idle_polls = 0
@@ -200,9 +205,11 @@ class DebeziumKafkaChangeSource(ChangeSource):
             for msg in polled:
                 if msg.error():
                     if msg.error().code() == self._kafka.KafkaError._PARTITION_EOF:
+                        self._at_end.add((msg.topic(), msg.partition()))
                         continue
                     raise RuntimeError(f"Kafka error on {self.source_id}: {msg.error()}")
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                self._at_end.discard((topic, partition))
                 where = f"{topic}[{partition}]@{offset}"
                 value = msg.value()
                 result = parse_event(value, msg.key(), placeholder=self.placeholder)
@@ -217,8 +224,8 @@ class DebeziumKafkaChangeSource(ChangeSource):
                     continue
                 next_offsets[f"{topic}/{partition}"] = offset + 1
                 messages += 1
-            if stop:
-                break
+            if stop or (self._read_from and self._at_end >= set(self._read_from)):
+                break  # every assigned partition read to its end
         if not messages:
             return builder.build(None)
         self._read_number += 1
