@@ -193,7 +193,7 @@ def _add_cdc(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=(
             "Empties the Iceberg table in one commit marked as a copy of the job's source; the next "
             "'cdc run' (or asset materialization) copies the source table chunk by chunk at a new "
-            "consistent point and streams on from there. See docs/cdc-snapshots.md."
+            "consistent point and streams on from there. See docs/cdc.md, section 'Snapshots'."
         ),
     )
     resnap.add_argument("--spec", required=True, help="JSON job spec file (as for 'cdc run').")
