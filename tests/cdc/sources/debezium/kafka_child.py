@@ -22,7 +22,7 @@ def build(bootstrap: str, group: str, catalog_dir: Path, topics: list[str], batc
         group_id=group,
         tables=[SourceTable(t, ("id",)) for t in TABLES],
         poll_timeout_s=0.5,
-        consumer_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+        consumer_config={"session.timeout.ms": 3000, "heartbeat.interval.ms": 300},
     )
     applier = IcebergApplier(make_catalog(catalog_dir), source_id=source.source_id)
     mappings = [TableMapping(t, f"lake.{t.split('.')[1]}", ("id",)) for t in TABLES]

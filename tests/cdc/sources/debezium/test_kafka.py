@@ -125,7 +125,7 @@ def produced(bootstrap: str, topics: list[str]) -> dict[str, int]:
 
 def test_topics_and_partitions_resume_exactly_after_a_restart(bootstrap: str, tmp_path: Path) -> None:
     topics, state = make_topics(bootstrap), {}
-    produce(bootstrap, topics, 3_000, seed=1, state=state)
+    produce(bootstrap, topics, 2_000, seed=1, state=state)
     group = f"lake-{uuid.uuid4().hex[:6]}"
     first = build(bootstrap, group, tmp_path, topics, 400)
     first.run(max_batches=2)
@@ -150,7 +150,7 @@ def test_topics_and_partitions_resume_exactly_after_a_restart(bootstrap: str, tm
 
 def test_two_consumers_in_a_group_rebalance_and_apply_each_event_once(bootstrap: str, tmp_path: Path) -> None:
     topics, state = make_topics(bootstrap), {}
-    produce(bootstrap, topics, 3_000, seed=3, state=state)
+    produce(bootstrap, topics, 2_000, seed=3, state=state)
     group = f"lake-{uuid.uuid4().hex[:6]}"
     pipelines = [build(bootstrap, group, tmp_path, topics, 300) for _ in range(2)]
     errors: list[BaseException] = []
@@ -176,7 +176,7 @@ def test_two_consumers_in_a_group_rebalance_and_apply_each_event_once(bootstrap:
 
 def test_sigkill_at_random_batches_applies_each_event_once(bootstrap: str, tmp_path: Path) -> None:
     topics, state = make_topics(bootstrap), {}
-    produce(bootstrap, topics, 4_000, seed=4, state=state)
+    produce(bootstrap, topics, 2_500, seed=4, state=state)
     group = f"lake-{uuid.uuid4().hex[:6]}"
     rng, kills = random.Random(5), 0
     for _ in range(2):
