@@ -27,8 +27,7 @@ import dagster as dg
 from hybrid_dagster._dagster_compat import LazyDefinitions, load_python_file, load_python_module
 from hybrid_dagster.audit import AuditError, AuditLog
 from hybrid_dagster.audit.checkpoint import latest_checkpoint
-from hybrid_dagster.cdc.resnapshot import resnapshot
-from hybrid_dagster.cdc.worker import DEFAULT_MAX_SECONDS, SPEC_EXAMPLE, CdcJobSpec
+from hybrid_dagster.cdc.worker import DEFAULT_MAX_SECONDS, SPEC_EXAMPLE, CdcJobSpec, resnapshot
 from hybrid_dagster.errors import DefinitionsLoadError as DefinitionsLoadError
 from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_dagster.cdc.resnapshot import UnknownCdcTableError, resnapshot
-from hybrid_dagster.cdc.worker import CdcJobSpec, CdcTableSpec, run_job
+from hybrid_dagster.cdc.worker import CdcJobSpec, CdcTableSpec, UnknownCdcTableError, resnapshot, run_job
 from hybrid_dagster.cli import main
 from tests.cdc.strict import diff_tables
 from tests.cdc.test_snapshots import execute
