@@ -209,28 +209,43 @@ def _plain(arrow_type: pa.DataType) -> pa.DataType:
 def _read_ahead(chunks: Iterator[CopyChunk]) -> Iterator[CopyChunk]:
     """Read the next chunk while the current one is written (the server serializes it meanwhile).
 
-    At most two chunks are held: memory stays bounded by the chunk size.
+    At most two chunks are held: memory stays bounded by the chunk size. When the consumer stops early
+    (an error, a closed generator), the reading thread is told to stop and is not left blocked.
     """
     slot: queue.Queue[CopyChunk | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: CopyChunk | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for chunk in chunks:
-                slot.put(chunk)
-            slot.put(None)
+                if not put(chunk):
+                    return
+            put(None)
         except BaseException as error:  # handed to the consumer
-            slot.put(error)
+            put(error)
 
     thread = threading.Thread(target=produce, daemon=True, name="snapshot-read-ahead")
     thread.start()
-    while True:
-        item = slot.get()
-        if item is None:
-            break
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    thread.join()
+    try:
+        while True:
+            item = slot.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=60)
 
 
 def _constant(properties: dict[str, str]) -> Callable[[Table], dict[str, str]]:
