@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka as ck
 import pytest
 
 from hybrid_dagster.cdc.sink.watermark import EVENTS_PROPERTY, SOURCE_PROPERTY
@@ -27,7 +28,6 @@ from hybrid_dagster.cdc.sources.debezium.kafka import OFFSETS_PROPERTY, table_of
 from tests.cdc.sink.test_apply import make_catalog
 from tests.cdc.sources.debezium.kafka_child import TABLES, build
 
-ck = pytest.importorskip("confluent_kafka")
 REPO_ROOT = Path(__file__).resolve().parents[4]
 PARTITIONS = 4
 CHILD = "tests.cdc.sources.debezium.kafka_child"
