@@ -136,3 +136,21 @@ def _partitioned(
     return _dataframe_to_data_files(
         table_metadata=metadata, df=part, io=io, write_uuid=write_uuid, counter=counter
     )
+
+
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create ``namespace`` unless it exists, also when another writer creates it at the same moment.
+
+    pyiceberg's SQL catalog checks, then inserts: two writers racing (two consumers of one group, two
+    runs) can both pass the check, and the second insert fails with the database's unique-constraint
+    error rather than ``NamespaceAlreadyExistsError``. Whatever the error, a namespace that exists
+    afterwards is what was asked for.
+
+    Example:
+        >>> ensure_namespace(catalog, "clinical")  # doctest: +SKIP
+    """
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise

@@ -9,7 +9,7 @@ embedded PostgreSQL, wal2json on Debian PostgreSQL 15 when installed). After eve
 the end, each Iceberg table must equal ``SELECT *`` of its source table (:mod:`tests.cdc.strict`).
 
 The seed is printed and named in every failure; rerun one with ``HD_CDC_SEED=<seed>``. ``HD_CDC_ROUNDS``
-sets the number of workload rounds (default 2; the ``slow`` variant runs 12).
+sets the number of workload rounds (default 2; the ``slow`` variant runs 6).
 """
 
 from __future__ import annotations
@@ -506,4 +506,4 @@ def test_random_workload_matches_select_star(
 def test_long_random_workload_matches_select_star(
     pg_decoder_db: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    differential(pg_decoder_db, tmp_path, monkeypatch, 12)
+    differential(pg_decoder_db, tmp_path, monkeypatch, 6)

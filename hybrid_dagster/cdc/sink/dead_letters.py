@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysFalse, BooleanExpression, In, IsNull, Or
 from pyiceberg.table import Table
 
+from hybrid_dagster.cdc._pyiceberg_compat import ensure_namespace
 from hybrid_dagster.cdc.changes import DeadLetter
 
 DEAD_LETTER_SCHEMA = pa.schema(
@@ -105,8 +105,7 @@ class DeadLetterTable:
         except NoSuchTableError:
             pass
         namespace = self.identifier.rsplit(".", 1)[0]
-        with contextlib.suppress(NamespaceAlreadyExistsError):
-            self.catalog.create_namespace(namespace)
+        ensure_namespace(self.catalog, namespace)
         try:
             return self.catalog.create_table(self.identifier, schema=DEAD_LETTER_SCHEMA)
         except TableAlreadyExistsError:

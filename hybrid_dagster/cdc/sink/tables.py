@@ -8,14 +8,13 @@ that another writer created meanwhile loads theirs.
 
 from __future__ import annotations
 
-import contextlib
-
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.exceptions import TableAlreadyExistsError
 from pyiceberg.schema import Schema, assign_fresh_schema_ids
 from pyiceberg.table import Table, TableProperties
 
+from hybrid_dagster.cdc._pyiceberg_compat import ensure_namespace
 from hybrid_dagster.cdc.sink.schema_evolution import SchemaEvolutionError, iceberg_schema_of
 
 
@@ -59,8 +58,7 @@ def create_table(
             f"{identifier}: {key_columns} cannot be Iceberg identifier fields: {error}"
         ) from error
     namespace = identifier.rsplit(".", 1)[0]
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(namespace)
+    ensure_namespace(catalog, namespace)
     table_properties = {
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES: str(target_file_size_bytes),
         TableProperties.COMMIT_NUM_RETRIES: "0",
