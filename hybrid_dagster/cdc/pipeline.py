@@ -9,6 +9,10 @@ exact stream position (for PostgreSQL a temporary slot's consistent point), in o
 position: the stream then applies exactly the changes after the copy. Never a copy read at one moment and
 labelled with another position: changes would apply twice and unchanged TOAST values would be carried
 forward from rows that have since moved.
+
+The long-running mode (:class:`Follow`) keeps the same rules: it only changes when a batch is cut (after
+at most about half the target latency, instead of when the source is drained) and that an empty read does
+not end the run; it ends after ``max_seconds`` and a new run resumes from the committed watermarks.
 """
 
 from __future__ import annotations
@@ -49,6 +53,25 @@ class TableMapping:
     @property
     def source(self) -> SourceTable:
         return SourceTable(self.source_table, self.key_columns)
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Long-running mode: keep applying small batches, each within about ``target_latency_s`` of its commit
+    at the source, until ``max_seconds`` have passed (None: until the process is stopped).
+
+    Example:
+        >>> Follow(target_latency_s=2.0, max_seconds=3300).linger_s
+        1.0
+    """
+
+    target_latency_s: float = 2.0
+    max_seconds: float | None = None
+
+    @property
+    def linger_s(self) -> float:
+        """How long a read waits for more changes: half the target, the other half is for the commit."""
+        return max(0.05, self.target_latency_s / 2)
 
 
 @dataclass
@@ -138,9 +161,16 @@ class CdcPipeline:
         self.snapshot_chunk_rows = snapshot_chunk_rows
         self.on_batch = on_batch
 
-    def run(self, *, max_batches: int | None = None, deadline_s: float | None = None) -> PipelineReport:
-        """Snapshot new tables, then apply batches until the source is drained (or a limit is hit)."""
+    def run(
+        self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None
+    ) -> PipelineReport:
+        """Snapshot new tables, then apply batches until the source is drained (or a limit is hit).
+
+        With ``follow``, an empty read does not end the run: it goes on until ``follow.max_seconds``.
+        """
         started = time.monotonic()
+        if follow is not None:
+            deadline_s = follow.max_seconds
         report = PipelineReport(
             source_id=self.source.source_id,
             tables={m.identifier: TableProgress(m.identifier) for m in self.tables.values()},
@@ -150,10 +180,15 @@ class CdcPipeline:
         while max_batches is None or report.batches < max_batches:
             if deadline_s is not None and time.monotonic() - started > deadline_s:
                 break
-            batch = self.source.read(self.batch_events)
+            if follow is not None:
+                batch = self.source.follow_read(self.batch_events, follow.linger_s)
+            else:
+                batch = self.source.read(self.batch_events)
             if batch.source_position is not None:
                 report.source_position = batch.source_position
             if batch.ack_position is None and batch.empty:
+                if follow is not None:
+                    continue
                 break
             if batch.dead_letters:
                 self._handle_dead_letters(batch.dead_letters, report)

@@ -3,7 +3,8 @@
 Started by the CDC assets through ``DataPlane.run`` (Dagster Pipes): it reads the job spec from the Pipes
 extras, streams the source into the plane's Iceberg catalog and reports per table only counts,
 positions, lag and schema. Also runnable by hand (``python -m hybrid_dagster.cdc.worker --spec job.json``),
-which prints the report as JSON; the crash tests kill this process.
+which prints the report as JSON; the crash tests kill this process. With ``--follow`` (or ``"follow"``
+in the spec) it keeps applying small batches with a target end-to-end latency until ``max_seconds``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field, model_validator
 
-from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
+from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, Follow, PipelineReport, TableMapping
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
@@ -47,6 +48,23 @@ class CdcTableSpec(BaseModel):
     classification: str = "internal"
     home_plane: str = ""
     data_jurisdictions: list[str] = Field(default_factory=list)
+
+
+class FollowSpec(BaseModel):
+    """The long-running mode of a job: apply small batches within ``target_latency_s`` of their source
+    commit, for ``max_seconds`` (None: until the worker is stopped; a supervising schedule or sensor
+    starts the next run, which resumes from the committed watermarks).
+
+    Example:
+        >>> FollowSpec(target_latency_s=2.0, max_seconds=3300).to_follow().linger_s
+        1.0
+    """
+
+    target_latency_s: float = Field(default=2.0, gt=0)
+    max_seconds: float | None = Field(default=3300.0)
+
+    def to_follow(self) -> Follow:
+        return Follow(target_latency_s=self.target_latency_s, max_seconds=self.max_seconds)
 
 
 DEFAULT_MAX_SECONDS = 900.0
@@ -92,6 +110,8 @@ class CdcJobSpec(BaseModel):
     batch_events: int = 50_000
     max_seconds: float | None = DEFAULT_MAX_SECONDS
     max_lag_seconds: float = 900.0
+    follow: FollowSpec | None = None
+    """Long-running mode instead of one drain (``max_seconds`` is then ``follow.max_seconds``)."""
 
     @model_validator(mode="after")
     def _default_dead_letter_table(self) -> CdcJobSpec:
@@ -331,7 +351,10 @@ def run_job(
     try:
         pipeline = build_pipeline(spec, plane, intents)
         try:
-            report = pipeline.run(deadline_s=spec.max_seconds)
+            if spec.follow is not None:
+                report = pipeline.run(follow=spec.follow.to_follow())
+            else:
+                report = pipeline.run(deadline_s=spec.max_seconds)
         finally:
             pipeline.source.close()
         catalog = open_catalog(plane.spec())
@@ -350,11 +373,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plane", help="JSON plane config file (standalone mode; default: from environment)."
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="long-running mode: keep applying small batches (the spec's 'follow' settings, else defaults)",
+    )
+    parser.add_argument("--target-latency", type=float, help="follow mode: target end-to-end latency (s)")
+    parser.add_argument("--follow-seconds", type=float, help="follow mode: stop after this many seconds")
     args = parser.parse_args(argv)
     if args.spec:
         # one line per applied batch (table, counts, watermark; never row values) on stderr
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
         spec = CdcJobSpec.model_validate_json(Path(args.spec).read_text())
+        if args.follow or args.target_latency is not None or args.follow_seconds is not None:
+            follow = spec.follow or FollowSpec()
+            if args.target_latency is not None:
+                follow = follow.model_copy(update={"target_latency_s": args.target_latency})
+            if args.follow_seconds is not None:
+                follow = follow.model_copy(update={"max_seconds": args.follow_seconds})
+            spec = spec.model_copy(update={"follow": follow})
         plane = (
             DataPlane.from_config(json.loads(Path(args.plane).read_text()))
             if args.plane

@@ -72,6 +72,25 @@ class PostgresCdcSource(CdcSourceConfig):
     publication_name: str | None = Field(
         default=None, description="pgoutput publication (default: the slot name; created on first run)."
     )
+    reader: Literal["stream", "peek"] = Field(
+        default="stream",
+        description=(
+            "How the slot is read: 'stream' over the replication protocol (START_REPLICATION; standby "
+            "status updates only after the Iceberg commit; reconnects with backoff), or 'peek' through "
+            "pg_logical_slot_peek_* SQL calls (re-decodes from the slot's restart point on every read)."
+        ),
+    )
+    reconnect_timeout_s: float = Field(
+        default=60.0,
+        description="Stream reader: how long to keep reconnecting after a dropped connection or restart.",
+    )
+    slot_busy_timeout_s: float = Field(
+        default=10.0,
+        description=(
+            "Stream reader: how long to wait for a slot held by another consumer before failing with "
+            "ReplicationSlotInUse (a consumer just killed holds it until its walsender notices)."
+        ),
+    )
     on_malformed: Literal["stop", "dead_letter"] = Field(
         default="stop",
         description=(
@@ -98,6 +117,9 @@ class PostgresCdcSource(CdcSourceConfig):
             decoder=self.decoder,
             publication_name=self.publication_name,
             on_malformed=self.on_malformed,
+            reader=self.reader,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+            slot_busy_timeout_s=self.slot_busy_timeout_s,
         )
 
 
