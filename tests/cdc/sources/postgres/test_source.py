@@ -107,7 +107,9 @@ def test_key_other_than_the_primary_key_needs_a_covering_replica_identity(pg_db:
         "CREATE UNIQUE INDEX acc_code ON acc (code)",
         "INSERT INTO acc VALUES (1, 'A', 1), (2, 'B', 2)",
     )
-    src = PostgresChangeSource(pg_db.dsn, [SourceTable("acc", ("code",))], slot_name="acc_slot", reader="peek")
+    src = PostgresChangeSource(
+        pg_db.dsn, [SourceTable("acc", ("code",))], slot_name="acc_slot", reader="peek"
+    )
     with pytest.raises(PostgresSetupError) as raised:
         src.setup()
     message = str(raised.value)
