@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -52,7 +53,11 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     text_to_arrow,
 )
 from hybrid_dagster.cdc.sources.postgres.wal2json import NUMERIC_AS_STRING, WAL2JSON_OPTIONS, Wal2JsonDecoder
-from hybrid_dagster.errors import DecoderError, PostgresSetupError as PostgresSetupError
+from hybrid_dagster.errors import (
+    DecoderError,
+    PostgresSetupError as PostgresSetupError,
+    ReplicationSlotInUse as ReplicationSlotInUse,
+)
 
 Decoder = Literal["pgoutput", "wal2json"]
 Reader = Literal["stream", "peek"]
@@ -307,11 +312,27 @@ class PostgresChangeSource(ChangeSource):
                 sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, sql.Identifier(schema, table))
             )
 
+    def _wait_slot_released(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                rows = self._query(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot_name,)
+                )
+                if not rows or not rows[0][0]:
+                    return
+                time.sleep(0.05)
+        except psycopg2.Error:
+            return  # the server is gone: nothing holds the slot on our side
+
     def teardown(self) -> None:
         """Drop the slot and (pgoutput) the publication; for tests and decommissioning."""
         if self._stream is not None:
-            self._stream.receiver.close()
+            receiver = self._stream.receiver
+            receiver.close()
             self._stream = None
+            if receiver.connections:
+                self._wait_slot_released(5.0)
         if self._query("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot_name,)):
             self._query("SELECT pg_drop_replication_slot(%s)", (self.slot_name,))
         if self.decoder == "pgoutput":
@@ -455,7 +476,8 @@ class PostgresChangeSource(ChangeSource):
 
     def _wal2json_has_numeric_strings(self) -> bool:
         """Whether the server's wal2json accepts ``numeric-data-types-as-string`` (asked once)."""
-        if self._numeric_strings is None:
+        busy_since = time.monotonic()
+        while self._numeric_strings is None:
             try:
                 self._query(
                     "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, '0/1'::pg_lsn, NULL, %s, %s)",
@@ -464,6 +486,17 @@ class PostgresChangeSource(ChangeSource):
                 self._numeric_strings = True
             except psycopg2.errors.InvalidParameterValue:
                 self._numeric_strings = False
+            except psycopg2.errors.ObjectInUse:
+                # a consumer killed a moment ago still holds the slot until its walsender notices
+                if time.monotonic() - busy_since >= self.slot_busy_timeout_s:
+                    raise ReplicationSlotInUse(
+                        f"{self.source_id}: replication slot {self.slot_name} is in use by another consumer "
+                        f"(still after {self.slot_busy_timeout_s:.0f}s). A slot serves one consumer at a "
+                        "time: stop the other worker or run that reads it (SELECT pg_terminate_backend("
+                        f"active_pid) FROM pg_replication_slots WHERE slot_name = '{self.slot_name}' ends "
+                        "it), or give this source its own slot_name."
+                    ) from None
+                time.sleep(0.2)
         return self._numeric_strings
 
     def _missing_values(self, table: str, columns: list[PgColumn]) -> dict[str, Any]:
@@ -530,9 +563,14 @@ class PostgresChangeSource(ChangeSource):
         )
 
     def close(self) -> None:
+        """Release the connections; the stream reader first sends the last acknowledged position and
+        waits (up to 5 s) until the server has released the slot, so the next consumer finds it free."""
         if self._stream is not None:
-            self._stream.receiver.close()  # sends the last acknowledged position first
+            receiver = self._stream.receiver
+            receiver.close()  # sends the last acknowledged position first
             self._stream = None
+            if receiver.connections:
+                self._wait_slot_released(5.0)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
