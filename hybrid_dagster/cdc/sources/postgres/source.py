@@ -61,6 +61,8 @@ from hybrid_dagster.errors import (
 
 Decoder = Literal["pgoutput", "wal2json"]
 Reader = Literal["stream", "peek"]
+_CONNECTION_LOST = (None, "57P01", "57P02", "57P03", "08000", "08003", "08006")
+"""SQLSTATEs of a lost connection (None: libpq could not reach the server): retried, not raised."""
 log = logging.getLogger(__name__)
 
 
@@ -160,9 +162,33 @@ class PostgresChangeSource(ChangeSource):
         return self._conn
 
     def _query(self, query: str | sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:
-        with self._connection().cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
+        """Run one statement; with the stream reader a lost connection (server restart) is retried with
+        backoff for ``reconnect_timeout_s``, like the replication connection."""
+        started, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                with self._connection().cursor() as cur:
+                    cur.execute(query, params)
+                    return cur.fetchall() if cur.description else []
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+                lost = getattr(err, "pgcode", None) in _CONNECTION_LOST
+                if (
+                    not lost
+                    or self.reader != "stream"
+                    or time.monotonic() - started > self.reconnect_timeout_s
+                ):
+                    raise
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                log.warning(
+                    "%s: connection lost (%s); reconnecting in %.1fs",
+                    self.source_id,
+                    type(err).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _regclass(self, table: SourceTable) -> str:
         schema, name = split_table_name(table.name)

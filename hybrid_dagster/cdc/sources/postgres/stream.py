@@ -114,6 +114,8 @@ class ReplicationReceiver:
         """Highest WAL position the server said it has sent (keepalives and messages), read when idle."""
         self.generation = 0
         self.connections = 0
+        self.connected = False
+        """Streaming now (False while reconnecting): a silent server only means "caught up" when True."""
         self._queue: queue.Queue[Chunk | int | BaseException] = queue.Queue(maxsize=queue_chunks)
         self._confirmed = 0
         self._sent = 0
@@ -201,6 +203,7 @@ class ReplicationReceiver:
                 )
                 self.connections += 1
                 self.generation += 1
+                self.connected = True
                 self._sent = 0
                 if not self._put(self.generation):
                     return
@@ -253,6 +256,7 @@ class ReplicationReceiver:
                 self._fail(err)
                 return
             finally:
+                self.connected = False
                 if conn is not None:
                     with contextlib.suppress(psycopg2.Error):
                         conn.close()
@@ -369,8 +373,8 @@ class StreamBatcher:
 
         Without ``linger_s`` (drain): returns once about ``max_events`` messages are in, or, at a
         transaction boundary, once the server has sent everything up to ``target`` (or sent nothing for
-        ``idle_s``). With ``linger_s`` (follow): returns the complete transactions received once the first
-        of them waited ``linger_s``, or nothing after ``linger_s``.
+        ``idle_s`` while connected: a reconnect is waited for). With ``linger_s`` (follow): returns the
+        complete transactions received once the first of them waited ``linger_s``, or nothing after it.
         """
         started = last_item = time.monotonic()
         while True:
@@ -389,7 +393,8 @@ class StreamBatcher:
                 caught_up = target is not None and self.receiver.wal_end >= target and self.receiver.idle()
                 if at_boundary and caught_up:
                     return self._take(whole)
-                if now - last_item >= self.idle_s and (at_boundary or whole):
+                connected = self.receiver.connected and self.receiver.generation == self._generation
+                if connected and now - last_item >= self.idle_s and (at_boundary or whole):
                     return self._take(whole)
             item = self.receiver.take(0.02)
             if item is None:

@@ -129,10 +129,10 @@ def test_reconnects_after_the_walsender_is_terminated_and_resumes_exactly(pg_db:
     for k in range(12):
         _execute(dsn, f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({k * 100}, {k * 100 + 99}) g")
     _execute(dsn, "UPDATE t SET v = 'u' WHERE id % 5 = 0")
-    killed: list[int] = []
+    done: list[str] = []
 
-    def terminate_walsender(report: PipelineReport) -> None:
-        if report.batches in (1, 3):
+    def interrupt(report: PipelineReport) -> None:
+        if report.batches in (1, 3):  # the walsender is terminated (the server would do so on a restart)
             conn = psycopg2.connect(dsn)
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -140,15 +140,17 @@ def test_reconnects_after_the_walsender_is_terminated_and_resumes_exactly(pg_db:
                     "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
                     " WHERE slot_name = 'drop'"
                 )
-                killed.append(1)
             conn.close()
+            done.append("terminated")
 
-    pipeline.on_batch = terminate_walsender
-    pipeline.run()
-    assert len(killed) == 2 and source.stream is not None
-    assert source.stream.receiver.connections >= 3
-    assert _iceberg_rows(pipeline) == _source_rows(dsn)
-    source.close()
+    pipeline.on_batch = interrupt
+    try:
+        pipeline.run()
+        assert done == ["terminated", "terminated"] and source.stream is not None
+        assert source.stream.receiver.connections >= 3
+        assert _iceberg_rows(pipeline) == _source_rows(dsn)
+    finally:
+        source.close()
 
 
 def test_slot_held_by_another_consumer_is_a_clear_error(pg_db: Any) -> None:
