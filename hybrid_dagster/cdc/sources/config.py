@@ -73,11 +73,12 @@ class PostgresCdcSource(CdcSourceConfig):
         default=None, description="pgoutput publication (default: the slot name; created on first run)."
     )
     reader: Literal["stream", "peek"] = Field(
-        default="stream",
+        default="peek",
         description=(
             "How the slot is read: 'stream' over the replication protocol (START_REPLICATION; standby "
-            "status updates only after the Iceberg commit; reconnects with backoff), or 'peek' through "
-            "pg_logical_slot_peek_* SQL calls (re-decodes from the slot's restart point on every read)."
+            "status updates only after the Iceberg commit; reconnects with backoff; needed for the "
+            "long-running mode's low latency), or 'peek' through pg_logical_slot_peek_* SQL calls "
+            "(the default while it drains a backlog faster, see docs/cdc.md)."
         ),
     )
     reconnect_timeout_s: float = Field(

@@ -44,6 +44,7 @@ def _confirmed(dsn: str, slot: str) -> int:
 
 
 def _source(dsn: str, slot: str, decoder: str = "pgoutput", **kwargs: Any) -> PostgresChangeSource:
+    kwargs.setdefault("reader", "stream")
     return PostgresChangeSource(dsn, [SourceTable("public.t")], slot_name=slot, decoder=decoder, **kwargs)  # type: ignore[arg-type]
 
 
