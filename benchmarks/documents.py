@@ -14,8 +14,9 @@ seed; ``--regenerate`` rebuilds it. PDFs use a core font (Latin-1) unless ``--un
 subsetting makes generation slower, not ingestion.
 
 Figures: ``files_per_s`` and ``mb_per_s`` of the first ingest into an empty warehouse (listing, hashing,
-reading every page with pypdf, chunking, three Iceberg commits per batch), and ``rerun_unchanged_s``,
-a second ingest with nothing changed (list, hash, compare with the table: no extraction, no commit).
+reading every page (PDFium text, pypdf metadata), chunking, three Iceberg commits per batch), and
+``rerun_unchanged_s``, a second ingest with nothing changed (list, hash, compare with the table: no
+extraction, no commit).
 Goals: ``files_per_s`` >= 100 on 2 cores, ``rerun_unchanged_s`` <= 2. On a shared machine wall-clock
 figures depend on the load (``load_average_1m``); ``first_run_cpu_s`` and ``files_per_cpu_s`` (CPU time
 of the ingest and its extraction processes) do not.

@@ -20,6 +20,7 @@ from hybrid_dagster.errors import (
 from hybrid_dagster.pinning import pinned as pinned
 from hybrid_dagster.plane.config import (
     CatalogConfig as CatalogConfig,
+    DrSecondaryConfig as DrSecondaryConfig,
     ExecutorConfig as ExecutorConfig,
     SecretsConfig as SecretsConfig,
 )
@@ -38,14 +39,27 @@ from hybrid_dagster.validation import (
 )
 
 if TYPE_CHECKING:
+    from hybrid_dagster.assets.audit_checkpoint import audit_checkpoint_asset as audit_checkpoint_asset
     from hybrid_dagster.assets.cdc_tables import CdcTable as CdcTable, cdc_table_assets as cdc_table_assets
+    from hybrid_dagster.assets.compliance import compliance_report_asset as compliance_report_asset
+    from hybrid_dagster.assets.documents import document_assets as document_assets
+    from hybrid_dagster.assets.dr import dr_definitions as dr_definitions
+    from hybrid_dagster.assets.training import training_asset as training_asset
+    from hybrid_dagster.assets.transfer_monitor import transfer_monitor as transfer_monitor
     from hybrid_dagster.cdc.sources.config import (
         DebeziumFileCdcSource as DebeziumFileCdcSource,
         DebeziumKafkaCdcSource as DebeziumKafkaCdcSource,
         PostgresCdcSource as PostgresCdcSource,
         SqlTriggerCdcSource as SqlTriggerCdcSource,
     )
+    from hybrid_dagster.resources.audit import AuditLogResource as AuditLogResource
+    from hybrid_dagster.resources.gpu_pool import GpuPool as GpuPool
+    from hybrid_dagster.resources.guarded_io_manager import (
+        ResidencyGuardedIOManager as ResidencyGuardedIOManager,
+    )
     from hybrid_dagster.resources.iceberg_io_manager import PlaneIcebergIOManager as PlaneIcebergIOManager
+    from hybrid_dagster.sensors.openlineage import openlineage_sensor as openlineage_sensor
+    from hybrid_dagster.sensors.teardown import gpu_teardown_sensor as gpu_teardown_sensor
 
 _LAZY = {
     "CdcTable": "hybrid_dagster.assets.cdc_tables",
@@ -55,6 +69,17 @@ _LAZY = {
     "PostgresCdcSource": "hybrid_dagster.cdc.sources.config",
     "SqlTriggerCdcSource": "hybrid_dagster.cdc.sources.config",
     "PlaneIcebergIOManager": "hybrid_dagster.resources.iceberg_io_manager",
+    "AuditLogResource": "hybrid_dagster.resources.audit",
+    "GpuPool": "hybrid_dagster.resources.gpu_pool",
+    "ResidencyGuardedIOManager": "hybrid_dagster.resources.guarded_io_manager",
+    "audit_checkpoint_asset": "hybrid_dagster.assets.audit_checkpoint",
+    "compliance_report_asset": "hybrid_dagster.assets.compliance",
+    "document_assets": "hybrid_dagster.assets.documents",
+    "dr_definitions": "hybrid_dagster.assets.dr",
+    "gpu_teardown_sensor": "hybrid_dagster.sensors.teardown",
+    "openlineage_sensor": "hybrid_dagster.sensors.openlineage",
+    "training_asset": "hybrid_dagster.assets.training",
+    "transfer_monitor": "hybrid_dagster.assets.transfer_monitor",
 }
 
 
@@ -73,19 +98,23 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "AuditLogResource",
     "CatalogConfig",
     "CdcTable",
     "Classification",
     "DataPlane",
     "DebeziumFileCdcSource",
     "DebeziumKafkaCdcSource",
+    "DrSecondaryConfig",
     "ExecutorConfig",
+    "GpuPool",
     "HybridDagsterError",
     "Jurisdiction",
     "PlaneIcebergIOManager",
     "PlaneWorkError",
     "PostgresCdcSource",
     "ResidencyError",
+    "ResidencyGuardedIOManager",
     "ResidencyPolicy",
     "ResidencyReport",
     "ResidencyViolation",
@@ -94,9 +123,17 @@ __all__ = [
     "TransferRoute",
     "ValueFreeError",
     "WriteIntent",
+    "audit_checkpoint_asset",
     "cdc_table_assets",
     "check_write",
+    "compliance_report_asset",
+    "document_assets",
+    "dr_definitions",
     "enforce_residency",
+    "gpu_teardown_sensor",
+    "openlineage_sensor",
     "pinned",
+    "training_asset",
+    "transfer_monitor",
     "validate_definitions",
 ]

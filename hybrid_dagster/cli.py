@@ -27,8 +27,9 @@ import dagster as dg
 from hybrid_dagster._dagster_compat import LazyDefinitions, load_python_file, load_python_module
 from hybrid_dagster.audit import AuditError, AuditLog
 from hybrid_dagster.audit.checkpoint import latest_checkpoint
-from hybrid_dagster.cdc.worker import DEFAULT_MAX_SECONDS, SPEC_EXAMPLE
+from hybrid_dagster.cdc.worker import DEFAULT_MAX_SECONDS, SPEC_EXAMPLE, CdcJobSpec, resnapshot
 from hybrid_dagster.errors import DefinitionsLoadError as DefinitionsLoadError
+from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.validation import ResidencyCheckFailed, ResidencyReport, validate_definitions
 
 EXIT_OK = 0
@@ -194,6 +195,21 @@ def _add_cdc(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     run.add_argument("--follow-seconds", type=float, help="Follow mode: stop after this many seconds.")
     run.set_defaults(command=_cdc_run)
+    resnap = actions.add_parser(
+        "resnapshot",
+        help="Copy one table of a CDC job afresh on its next run (the job's other tables keep streaming).",
+        description=(
+            "Empties the Iceberg table in one commit marked as a copy of the job's source; the next "
+            "'cdc run' (or asset materialization) copies the source table chunk by chunk at a new "
+            "consistent point and streams on from there. See docs/cdc.md, section 'Snapshots'."
+        ),
+    )
+    resnap.add_argument("--spec", required=True, help="JSON job spec file (as for 'cdc run').")
+    resnap.add_argument("--table", required=True, help="Iceberg table of the job, e.g. clinical.patients")
+    resnap.add_argument(
+        "--plane", help="JSON plane config (default: HYBRID_DAGSTER_PLANE in the environment)."
+    )
+    resnap.set_defaults(command=_cdc_resnapshot)
 
 
 _CDC_RUN_EPILOG = """\
@@ -226,6 +242,17 @@ def _cdc_run(args: argparse.Namespace) -> int:
     if args.follow_seconds is not None:
         argv += ["--follow-seconds", str(args.follow_seconds)]
     return worker.main(argv)
+
+
+def _cdc_resnapshot(args: argparse.Namespace) -> int:
+    spec = CdcJobSpec.model_validate_json(Path(args.spec).read_text())
+    plane = (
+        DataPlane.from_config(json.loads(Path(args.plane).read_text()))
+        if args.plane
+        else DataPlane.from_env()
+    )
+    print(json.dumps(resnapshot(spec, plane, args.table)))
+    return 0
 
 
 def _add_validate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

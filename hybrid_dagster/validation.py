@@ -9,6 +9,10 @@ Definitions show:
 - IO managers that carry their own plane list agree with the Definitions' planes;
 - a regulated asset whose output is typed (not ``None``/``MaterializeResult``) must use an IO manager
   that stores rows in its plane - otherwise its rows would be pickled into the orchestrator's storage;
+- DR secondaries (``DataPlane.dr_secondary``): resolvable, apart from the primary's storage, and in the
+  primary's jurisdiction for regulated data unless a declared route covers the plane's most sensitive
+  data (the highest effective classification pinned to it; a plane with nothing pinned counts as
+  restricted) - refused here, before any replication copies a byte;
 - plain op jobs: an op that uses a DataPlane resource is pinned and classified by op tags like an asset,
   and a regulated op may use a plane of another jurisdiction only on a declared route.
 """
@@ -22,6 +26,8 @@ from typing import Any
 import dagster as dg
 
 from hybrid_dagster._dagster_compat import BaseAssetGraph
+from hybrid_dagster.dr.errors import DrError
+from hybrid_dagster.dr.targets import check_dr_target, secondary_plane
 from hybrid_dagster.errors import ResidencyViolation
 from hybrid_dagster.keys import CLASSIFICATION_TAG, PLANE_TAG, POLICY_RESOURCE_KEY
 from hybrid_dagster.plane.config import warehouses_overlap
@@ -75,6 +81,7 @@ def validate_definitions(defs: dg.Definitions) -> ResidencyReport:
     problems += _io_manager_planes(resources, by_name)
     problems += _rows_in_orchestrator(defs, resources, graph_report)
     problems += _op_jobs(defs, resources, by_name, policy)
+    problems += _dr_targets(by_name, graph_report, policy)
     return ResidencyReport(
         violations=[*problems, *graph_report.violations],
         assets=graph_report.assets,
@@ -341,6 +348,33 @@ def _check_op(
                     classification=level,
                     source_jurisdiction=plane.jurisdiction,
                     target_jurisdiction=home.jurisdiction,
+                )
+            )
+    return found
+
+
+def _dr_targets(
+    planes: Mapping[str, DataPlane], report: GraphReport, policy: ResidencyPolicy
+) -> list[Violation]:
+    found: list[Violation] = []
+    for name, plane in sorted(planes.items()):
+        if plane.dr_secondary is None:
+            continue
+        pinned = [r for r in report.assets.values() if r.plane == name]
+        level = Classification.highest(
+            [r.effective or Classification.RESTRICTED for r in pinned] or [Classification.RESTRICTED]
+        )
+        try:
+            secondary = secondary_plane(plane, planes)
+            check_dr_target(name, {plane.jurisdiction}, secondary, level, policy)
+        except DrError as refused:
+            found.append(
+                Violation(
+                    kind=ViolationKind.DR_TARGET,
+                    message=str(refused),
+                    classification=level,
+                    source_jurisdiction=plane.jurisdiction,
+                    target_jurisdiction=plane.dr_secondary.jurisdiction,
                 )
             )
     return found

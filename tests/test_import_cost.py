@@ -17,3 +17,11 @@ def test_lazy_names_still_resolve() -> None:
 
     assert hybrid_dagster.cdc_table_assets.__name__ == "cdc_table_assets"
     assert hybrid_dagster.PlaneIcebergIOManager.__name__ == "PlaneIcebergIOManager"
+
+
+def test_every_public_name_resolves() -> None:
+    import hybrid_dagster
+
+    missing = [name for name in hybrid_dagster.__all__ if getattr(hybrid_dagster, name, None) is None]
+    assert missing == []
+    assert sorted(hybrid_dagster.__all__) == sorted(set(hybrid_dagster.__all__))

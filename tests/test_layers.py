@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"secrets", "gpu"},
     {"plane"},
     {"resources", "guard", "pinning"},
-    {"validation", "cdc", "documents", "access"},
+    {"validation", "cdc", "documents", "access", "dr"},
     {"assets", "sensors"},
     {"components"},
     {"cli", "testing", "__init__"},

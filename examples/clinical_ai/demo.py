@@ -31,6 +31,7 @@ DEMO_HOOKS: tuple[str, ...] = (
     "examples.clinical_ai.demo_documents",
     "examples.clinical_ai.demo_secrets",
     "examples.clinical_ai.demo_gpu",
+    "examples.clinical_ai.demo_dr",  # before evidence: the drill's audit record feeds the DORA section
     "examples.clinical_ai.demo_evidence",  # its report covers what the others recorded
     "examples.clinical_ai.demo_lineage",  # last: the event log of every run above, as OpenLineage
 )

@@ -4,7 +4,8 @@ Exactly-once rests on three rules: the source is read without consuming it; ever
 the last applied source position in its snapshot summary, and changes at or below it are skipped on
 replay; the source is acknowledged only after every table of the batch has committed.
 
-A table without a watermark is first copied through :meth:`ChangeSource.open_copy`, which reads it at one
+A table without a watermark is first copied (chunk by chunk and resumable where the copy reads key
+ranges: :mod:`hybrid_dagster.cdc.snapshots`) through :meth:`ChangeSource.open_copy`, which reads it at one
 exact stream position (for PostgreSQL a temporary slot's consistent point), in one commit recording that
 position: the stream then applies exactly the changes after the copy. Never a copy read at one moment and
 labelled with another position: changes would apply twice and unchanged TOAST values would be carried
@@ -26,11 +27,13 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.table import Table
 
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
-from hybrid_dagster.cdc.sources.base import ChangeSource, ConsistentCopy, SourceTable
+from hybrid_dagster.cdc.snapshots import SegmentFilter, SnapshotState, copy_table_chunked, snapshot_state
+from hybrid_dagster.cdc.sources.base import ChangeSource, CommitHooks, ConsistentCopy, SourceTable
 from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,7 @@ class CdcPipeline:
         self.batch_events = batch_events
         self.snapshot_chunk_rows = snapshot_chunk_rows
         self.on_batch = on_batch
+        self._segment_filters: dict[str, SegmentFilter] = {}
 
     def run(
         self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None
@@ -175,6 +179,8 @@ class CdcPipeline:
             source_id=self.source.source_id,
             tables={m.identifier: TableProgress(m.identifier) for m in self.tables.values()},
         )
+        if self.source.offsets_in_tables:
+            self.source.bind_applied(self._load_tables)
         self.source.setup()
         self._snapshot_new_tables(report)
         while max_batches is None or report.batches < max_batches:
@@ -192,9 +198,12 @@ class CdcPipeline:
                 break
             if batch.dead_letters:
                 self._handle_dead_letters(batch.dead_letters, report)
+            hooks = None
+            if self.source.offsets_in_tables and batch.ack_position is not None:
+                hooks = self.source.commit_hooks(batch.ack_position)
             for source_table, changes in batch.tables.items():
                 mapping = self._mapping(source_table)
-                self._apply(mapping, changes, report)
+                self._apply(mapping, changes, report, hooks=hooks)
             if batch.ack_position is not None:
                 self.source.ack(batch.ack_position)
                 report.acked = batch.ack_position
@@ -216,11 +225,35 @@ class CdcPipeline:
             )
         return mapping
 
+    def _load_tables(self) -> dict[str, Table | None]:
+        catalog = self.applier.catalog
+        return {
+            m.source_table: catalog.load_table(m.identifier) if catalog.table_exists(m.identifier) else None
+            for m in self.tables.values()
+        }
+
     def _apply(
-        self, mapping: TableMapping, changes: TableChanges, report: PipelineReport, *, snapshot: bool = False
+        self,
+        mapping: TableMapping,
+        changes: TableChanges,
+        report: PipelineReport,
+        *,
+        snapshot: bool = False,
+        hooks: CommitHooks | None = None,
     ) -> None:
+        segment_filter = None if snapshot else self._segment_filters.get(mapping.source_table)
+        if segment_filter is not None:
+            changes = segment_filter.apply(changes)
         self.applier.ensure_table(mapping.identifier, changes.data_schema, list(changes.key_columns))
-        result = self.applier.apply(mapping.identifier, changes)
+        if hooks is None:
+            result = self.applier.apply(mapping.identifier, changes)
+        else:
+            result = self.applier.apply(
+                mapping.identifier,
+                changes,
+                pending_filter=hooks.pending_filter,
+                extra_properties=hooks.properties,
+            )
         progress = report.tables[mapping.identifier]
         progress.add(result, snapshot=snapshot)
         last_ts = _max_commit_ts(changes.rows)
@@ -243,14 +276,48 @@ class CdcPipeline:
         # exactly the changes after it, and values carried forward from the copy are the row's own.
         if not self.source.copies_tables:
             return
-        new = [m for m in self.tables.values() if self.applier.watermark(m.identifier) is None]
-        if not new:
-            return
+        # A copy killed part-way (or a requested re-snapshot) is resumed after its last committed chunk
+        # (hybrid_dagster.cdc.snapshots); a resumed copy's segments then filter the stream.
+        states = {m.identifier: self._snapshot_state(m) for m in self.tables.values()}
+        new = [m for m in self.tables.values() if states[m.identifier].status != "done"]
         for mapping in new:
-            self._refuse_unowned_rows(mapping)
-        with self.source.open_copy() as copy:
-            for mapping in new:
-                self._copy_table(mapping, copy, report)
+            if states[mapping.identifier].status == "none":
+                self._refuse_unowned_rows(mapping)
+        if new:
+            with self.source.open_copy() as copy:
+                for mapping in new:
+                    if copy.chunked:
+                        self._copy_table_chunked(mapping, copy, states[mapping.identifier], report)
+                    else:
+                        self._copy_table(mapping, copy, report)
+        for mapping in self.tables.values():
+            segment_filter = self._segment_filter(mapping)
+            if segment_filter is not None:
+                self._segment_filters[mapping.source_table] = segment_filter
+
+    def _segment_filter(self, mapping: TableMapping) -> SegmentFilter | None:
+        catalog = self.applier.catalog
+        if not catalog.table_exists(mapping.identifier):
+            return None
+        return SegmentFilter.from_table(catalog.load_table(mapping.identifier), self.source.source_id)
+
+    def _snapshot_state(self, mapping: TableMapping) -> SnapshotState:
+        catalog = self.applier.catalog
+        table = catalog.load_table(mapping.identifier) if catalog.table_exists(mapping.identifier) else None
+        return snapshot_state(table, self.source.source_id)
+
+    def _copy_table_chunked(
+        self, mapping: TableMapping, copy: ConsistentCopy, state: SnapshotState, report: PipelineReport
+    ) -> None:
+        """Copy one table chunk by chunk, one commit each; resumes after the last committed chunk."""
+        progress = report.tables[mapping.identifier]
+        for rows in copy_table_chunked(
+            self.applier, mapping.identifier, mapping.source, copy, state, chunk_rows=self.snapshot_chunk_rows
+        ):
+            progress.snapshot_rows += rows
+            progress.commits += 1
+            log.info("%s: copied %d rows", mapping.identifier, rows)
+        progress.watermark = self.applier.watermark(mapping.identifier)
 
     def _refuse_unowned_rows(self, mapping: TableMapping) -> None:
         """No watermark but rows: copying on top would keep rows deleted at the source since then."""

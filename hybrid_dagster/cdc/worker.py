@@ -5,6 +5,8 @@ extras, streams the source into the plane's Iceberg catalog and reports per tabl
 positions, lag and schema. Also runnable by hand (``python -m hybrid_dagster.cdc.worker --spec job.json``),
 which prints the report as JSON; the crash tests kill this process. With ``--follow`` (or ``"follow"``
 in the spec) it keeps applying small batches with a target end-to-end latency until ``max_seconds``.
+:func:`resnapshot` requests a fresh copy of one table of a job (``hybrid-dagster cdc resnapshot``),
+through the same residency guard.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, Follow, P
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.snapshots import request_resnapshot
 from hybrid_dagster.cdc.sources.config import AnyCdcSource
-from hybrid_dagster.errors import ResidencyError
+from hybrid_dagster.errors import ResidencyError, ValueFreeError
 from hybrid_dagster.plane.contract import ResidencyExtras
 from hybrid_dagster.plane.errors import errors_kept_in_plane
 from hybrid_dagster.plane.storage import open_catalog
@@ -427,6 +430,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         _report_to_pipes(pipes, facts)
     return 0
+
+
+# --- re-snapshot on demand (hybrid-dagster cdc resnapshot) ---
+
+
+class UnknownCdcTableError(ValueFreeError):
+    """The table named for a re-snapshot is not one of the job's tables."""
+
+
+def resnapshot(spec: CdcJobSpec, plane: DataPlane, identifier: str) -> dict[str, str]:
+    """Request a re-snapshot of ``identifier`` (an Iceberg table of ``spec``); returns what was done.
+
+    Example:
+        >>> resnapshot(spec, plane, "clinical.patients")  # doctest: +SKIP
+        {'table': 'clinical.patients', 'source': 'postgres://db:5432/clinic#eu', 'status': 'requested'}
+    """
+    pipeline = build_pipeline(spec, plane)
+    try:
+        identifiers = sorted(m.identifier for m in pipeline.tables.values())
+        if identifier not in identifiers:
+            raise UnknownCdcTableError(
+                f"{identifier} is not a table of this CDC job (its tables: {', '.join(identifiers)}); "
+                "name the Iceberg table, as in the job spec's 'identifier'"
+            )
+        if pipeline.applier.before_write is not None:
+            pipeline.applier.before_write(identifier)  # the residency guard of every CDC write
+        request_resnapshot(pipeline.applier.catalog, identifier, pipeline.source.source_id)
+        return {"table": identifier, "source": pipeline.source.source_id, "status": "requested"}
+    finally:
+        pipeline.source.close()
 
 
 if __name__ == "__main__":

@@ -83,25 +83,28 @@ def chunk_units(units: Sequence[Unit], config: ChunkingConfig) -> list[Chunk]:
     """
     chunks: list[Chunk] = []
     current: list[Segment] = []
-
-    def length(segments: Sequence[Segment]) -> int:
-        return sum(len(s.text) for s in segments) + max(0, len(segments) - 1)
+    current_length = 0  # length(current), kept as segments come and go (chunking stays linear)
 
     def emit() -> None:
         text = current[0].text + "".join(s.joiner + s.text for s in current[1:])
         chunks.append(Chunk(len(chunks), current[0].position, current[-1].position, text))
 
     for segment in segments_of(units, config.size):
-        if current and length([*current, segment]) > config.size:
+        if current and current_length + 1 + len(segment.text) > config.size:
             emit()
-            tail: list[Segment] = []
-            for previous in reversed(current[1:]):  # never carry the whole chunk over
-                if length([previous, *tail]) > config.overlap:
+            start, tail_length = len(current), 0
+            for index in range(len(current) - 1, 0, -1):  # never carry the whole chunk over
+                grown = tail_length + len(current[index].text) + (1 if tail_length else 0)
+                if grown > config.overlap:
                     break
-                tail.insert(0, previous)
-            while tail and length([*tail, segment]) > config.size:
-                tail.pop(0)
+                start, tail_length = index, grown
+            tail = current[start:]
+            while tail and tail_length + 1 + len(segment.text) > config.size:
+                dropped = tail.pop(0)
+                tail_length -= len(dropped.text) + (1 if tail else 0)
             current = tail
+            current_length = tail_length
+        current_length += len(segment.text) + (1 if current else 0)
         current.append(segment)
     if current:
         emit()

@@ -10,19 +10,28 @@ Correctness rules:
   rerun, gives the tables of a run that was never interrupted.
 - A file no reader can read goes to the dead-letter table with a value-free reason; the batch goes on.
   A file that becomes readable later leaves the dead letters and enters the documents.
-- Extraction is a pure function of a file's bytes, path and metadata; extraction may run in worker
-  processes (``workers``); rows and chunk embeddings are built in the ingest process.
+- Extraction is a pure function of a file's bytes, path and metadata; it may run in worker processes
+  (``workers``), in jobs of a few files that never straddle a batch, up to 8 jobs a worker ahead of the
+  commit (so the workers extract the next batch while this one commits); results are taken in listing
+  order, whatever order the workers finish in. Workers return the rows as Arrow tables; chunk
+  embeddings are computed in the ingest process.
+- A changed file's old rows are removed in the commit that writes its new rows, never earlier.
+- Worker processes end with the ingest process, SIGKILL included (they watch their parent).
+- Each file is read once: the bytes that are hashed are the bytes that are extracted.
 - Nothing here logs or returns document text: :class:`IngestReport` holds counts and timings only.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import multiprocessing
+import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +51,7 @@ from hybrid_dagster.documents.tables import (
     DEAD_LETTERS_SCHEMA,
     DOCUMENTS_SCHEMA,
     DocumentTables,
+    Known,
     TableNames,
     row_count,
 )
@@ -110,13 +120,32 @@ class _Pending:
     data: bytes
     metadata: Mapping[str, str]
     sha256: str
+    previous: Known | None  # what the tables held for the file; None for a new file
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Files of one batch extracted together (in a worker process: everything here pickles)."""
+
+    files: list[tuple[SourceFile, bytes, Mapping[str, str], str]]
+    rules: Sequence[LinkRule]
+    chunking: ChunkingConfig
 
 
 @dataclass(frozen=True)
 class _Extracted:
-    documents: list[dict[str, Any]]
-    chunks: list[dict[str, Any]]
-    dead_reason: str | None
+    """The rows of a job's files, as Arrow tables, and each file's dead-letter reason (None: read)."""
+
+    documents: pa.Table
+    chunks: pa.Table
+    dead_reasons: list[str | None]
+
+
+_JOB_FILES = 8
+"""Files per extraction job: few enough to spread a batch over the workers, enough to amortize a job."""
+
+_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""File bytes handed to the workers and not yet collected; past it the ingest waits for results."""
 
 
 def document_id_of(uri: str) -> str:
@@ -164,55 +193,61 @@ def ingest(
             report.files_deleted += 1
     embedder = HashingEmbedder(config.embedding) if config.embedding is not None else None
     pool = (
-        ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("fork"))
+        ProcessPoolExecutor(
+            config.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
         if config.workers > 1
         else None
     )
 
-    def flush(batch: list[_Pending]) -> None:
+    def flush(batch: list[tuple[list[_Pending], _Extracted]]) -> None:
         nonlocal committed
-        jobs = [(p.file, p.data, p.metadata, p.sha256, config.link_rules, config.chunking) for p in batch]
-        results: Iterable[_Extracted] = (
-            pool.map(_extract, jobs, chunksize=4) if pool is not None else map(_extract, jobs)
-        )
-        documents: list[dict[str, Any]] = []
-        chunks: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
-        for pending, result in zip(batch, results, strict=True):
-            if result.dead_reason is not None:
-                dead.append({**_file_columns(pending.file, pending.sha256), "reason": result.dead_reason})
-            documents += result.documents
-            chunks += result.chunks
-        if embedder is not None and chunks:
-            vectors = embedder.embed([c["text"] for c in chunks])
-            for chunk, vector in zip(chunks, vectors, strict=True):
-                chunk["embedding"] = vector.tolist()
+        for pendings, extracted in batch:
+            for pending, reason in zip(pendings, extracted.dead_reasons, strict=True):
+                if pending.previous is not None:  # a changed file replaces its rows in this commit
+                    (removed_dead if pending.previous.dead else removed).add(pending.previous.document_id)
+                if reason is not None:
+                    dead.append({**_file_columns(pending.file, pending.sha256), "reason": reason})
+        documents = _concat([e.documents for _, e in batch], DOCUMENTS_SCHEMA)
+        chunks = _concat([e.chunks for _, e in batch], CHUNKS_SCHEMA)
+        if embedder is not None and chunks.num_rows:
+            vectors = embedder.embed(chunks["text"].to_pylist())
+            chunks = chunks.set_column(
+                chunks.schema.get_field_index("embedding"),
+                CHUNKS_SCHEMA.field("embedding"),
+                pa.array(list(vectors), type=CHUNKS_SCHEMA.field("embedding").type),
+            )
         committed += 1
         tables.commit(
             committed,
             removed=removed,
             removed_dead=removed_dead,
-            documents=pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA),
-            chunks=pa.Table.from_pylist(chunks, schema=CHUNKS_SCHEMA),
+            documents=documents,
+            chunks=chunks,
             dead_letters=pa.Table.from_pylist(dead, schema=DEAD_LETTERS_SCHEMA),
         )
         removed.clear()
         removed_dead.clear()
         report.batches += 1
-        report.units_written += len(documents)
-        report.chunks_written += len(chunks)
+        report.units_written += documents.num_rows
+        report.chunks_written += chunks.num_rows
         report.dead_letters_new += len(dead)
 
     try:
-        batch: list[_Pending] = []
-        for pending in _changed(source, listing, known, report):
-            previous = known.get(pending.file.uri)
-            if previous is not None:
-                (removed_dead if previous.dead else removed).add(previous.document_id)
-            batch.append(pending)
-            if len(batch) >= config.batch_files:
+        batch: list[tuple[list[_Pending], _Extracted]] = []
+        in_batch = 0
+        for pendings, extracted in _extract_in_order(
+            _jobs(source, listing, known, report, config), config, pool
+        ):
+            batch.append((pendings, extracted))
+            in_batch += len(pendings)
+            if in_batch >= config.batch_files:
                 flush(batch)
-                batch = []
+                batch, in_batch = [], 0
         if batch or removed or removed_dead:
             flush(batch)
     finally:
@@ -224,9 +259,17 @@ def ingest(
     return report
 
 
-def _changed(
-    source: Any, listing: Sequence[SourceFile], known: Mapping[str, Any], report: IngestReport
-) -> Iterator[_Pending]:
+def _jobs(
+    source: Any,
+    listing: Sequence[SourceFile],
+    known: Mapping[str, Any],
+    report: IngestReport,
+    config: IngestConfig,
+) -> Iterator[list[_Pending]]:
+    """The new and changed files (each read once, hashed as read), in listing order, grouped into jobs
+    that never straddle a batch."""
+    job: list[_Pending] = []
+    in_batch = 0
     for file in listing:
         data, metadata = source.read(file)
         report.bytes_read += len(data)
@@ -239,7 +282,61 @@ def _changed(
             report.files_added += 1
         else:
             report.files_changed += 1
-        yield _Pending(file, data, metadata, digest)
+        job.append(_Pending(file, data, metadata, digest, entry))
+        in_batch += 1
+        if len(job) >= _JOB_FILES or in_batch >= config.batch_files:
+            yield job
+            job = []
+            in_batch %= config.batch_files
+    if job:
+        yield job
+
+
+def _extract_in_order(
+    jobs: Iterator[list[_Pending]], config: IngestConfig, pool: ProcessPoolExecutor | None
+) -> Iterator[tuple[list[_Pending], _Extracted]]:
+    """Each job with its extraction, in job order; with a pool, later jobs are extracted while the
+    caller commits earlier ones (at most ``_IN_FLIGHT_BYTES`` of files, and 8 jobs a worker, ahead)."""
+
+    def job_of(pendings: list[_Pending]) -> _Job:
+        files = [(p.file, p.data, p.metadata, p.sha256) for p in pendings]
+        return _Job(files, config.link_rules, config.chunking)
+
+    if pool is None:
+        for pendings in jobs:
+            yield pendings, _extract_job(job_of(pendings))
+        return
+    in_flight: collections.deque[tuple[list[_Pending], Future[_Extracted], int]] = collections.deque()
+    flying_bytes = 0
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) < 8 * config.workers:
+            if in_flight and flying_bytes >= _IN_FLIGHT_BYTES:
+                break
+            upcoming = next(jobs, None)
+            if upcoming is None:
+                exhausted = True
+                break
+            size = sum(len(p.data) for p in upcoming)
+            in_flight.append((upcoming, pool.submit(_extract_job, job_of(upcoming)), size))
+            flying_bytes += size
+        if not in_flight:
+            return
+        pendings, future, size = in_flight.popleft()
+        flying_bytes -= size
+        yield pendings, future.result()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: end the worker when the ingest process is gone (a SIGKILL leaves forked workers
+    waiting on a queue whose write end they inherited, so they would never see it close)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-ingest", daemon=True).start()
 
 
 def _file_columns(file: SourceFile, sha256: str) -> dict[str, Any]:
@@ -253,22 +350,45 @@ def _file_columns(file: SourceFile, sha256: str) -> dict[str, Any]:
     }
 
 
+def _concat(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _extract_job(job: _Job) -> _Extracted:
+    """Read, link and chunk the files of one job (runs in a worker process; arguments pickle)."""
+    documents: list[dict[str, Any]] = []
+    chunks: list[dict[str, Any]] = []
+    reasons: list[str | None] = []
+    for file, data, source_metadata, sha256 in job.files:
+        reasons.append(_extract(file, data, source_metadata, sha256, job, documents, chunks))
+    return _Extracted(
+        pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA),
+        pa.Table.from_pylist(chunks, schema=CHUNKS_SCHEMA),
+        reasons,
+    )
+
+
 def _extract(
-    job: tuple[SourceFile, bytes, Mapping[str, str], str, Sequence[LinkRule], ChunkingConfig],
-) -> _Extracted:
-    """Read, link and chunk one file (runs in a worker process; arguments are picklable)."""
-    file, data, source_metadata, sha256, rules, chunking = job
+    file: SourceFile,
+    data: bytes,
+    source_metadata: Mapping[str, str],
+    sha256: str,
+    job: _Job,
+    documents: list[dict[str, Any]],
+    chunks: list[dict[str, Any]],
+) -> str | None:
+    """Append the rows of one file to ``documents`` and ``chunks``; return why it is unreadable, or None."""
     columns = _file_columns(file, sha256)
     try:
         extracted = reader_for(file.media_type).read(data)
     except UnreadableDocument as unreadable:
-        return _Extracted([], [], unreadable.reason)
+        return unreadable.reason
     except Exception as error:  # a reader bug or an exotic file must not stop the batch
-        return _Extracted([], [], f"unreadable: {type(error).__name__}")
+        return f"unreadable: {type(error).__name__}"
     metadata = {**extracted.metadata, **source_metadata}
-    link_column, link_key = resolve_link(rules, file.relative_path, metadata, extracted.text)
+    link_column, link_key = resolve_link(job.rules, file.relative_path, metadata, extracted.text)
     link = {"link_column": link_column, "link_key": link_key}
-    documents = [
+    documents.extend(
         {
             **columns,
             "unit_kind": unit.kind,
@@ -284,8 +404,8 @@ def _extract(
             **link,
         }
         for unit in extracted.units
-    ]
-    chunks = [
+    )
+    chunks.extend(
         {
             "chunk_id": f"{columns['document_id']}:{chunk.index}",
             "document_id": columns["document_id"],
@@ -299,9 +419,9 @@ def _extract(
             **link,
             "embedding": None,
         }
-        for chunk in chunk_units(extracted.units, chunking)
-    ]
-    return _Extracted(documents, chunks, None)
+        for chunk in chunk_units(extracted.units, job.chunking)
+    )
+    return None
 
 
 def table_counts(catalog: Catalog, names: TableNames) -> dict[str, int]:

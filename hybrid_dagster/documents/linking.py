@@ -16,15 +16,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 
-class PathLink(BaseModel):
-    """The key from the file's path relative to the source root, by a regular expression.
+class _PatternLink(BaseModel):
+    """A rule whose key is a group of the first match of ``pattern`` in one string of the document."""
 
-    Example:
-        >>> PathLink(pattern=r"encounters/(?P<encounter_id>\\d+)/", column="encounter_id")
-    """
-
-    kind: Literal["path"] = "path"
-    pattern: str = Field(description="Regular expression searched in the relative path.")
+    pattern: str
     column: str = Field(description="Column of the structured row, e.g. 'encounter_id'.")
     group: str | int = Field(default=1, description="Group of the match holding the key (name or number).")
 
@@ -34,8 +29,30 @@ class PathLink(BaseModel):
         re.compile(value)
         return value
 
+    def searched(self, relative_path: str, text: str) -> str:
+        """The string the pattern is searched in."""
+        raise NotImplementedError
+
     def resolve(self, relative_path: str, metadata: Mapping[str, Any], text: str) -> str | None:
-        return _search(self.pattern, relative_path, self.group)
+        match = re.search(self.pattern, self.searched(relative_path, text))
+        if match is None:
+            return None
+        value = match.group(self.group)
+        return value if value else None
+
+
+class PathLink(_PatternLink):
+    """The key from the file's path relative to the source root, by a regular expression.
+
+    Example:
+        >>> PathLink(pattern=r"encounters/(?P<encounter_id>\\d+)/", column="encounter_id")
+    """
+
+    kind: Literal["path"] = "path"
+    pattern: str = Field(description="Regular expression searched in the relative path.")
+
+    def searched(self, relative_path: str, text: str) -> str:
+        return relative_path
 
 
 class MetadataLink(BaseModel):
@@ -57,7 +74,7 @@ class MetadataLink(BaseModel):
         return None
 
 
-class TextLink(BaseModel):
+class TextLink(_PatternLink):
     """The key from a field inside the document's text, by a regular expression.
 
     Example:
@@ -66,17 +83,9 @@ class TextLink(BaseModel):
 
     kind: Literal["text"] = "text"
     pattern: str = Field(description="Regular expression searched in the extracted text (first match).")
-    column: str = Field(description="Column of the structured row, e.g. 'encounter_id'.")
-    group: str | int = Field(default=1, description="Group of the match holding the key (name or number).")
 
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        re.compile(value)
-        return value
-
-    def resolve(self, relative_path: str, metadata: Mapping[str, Any], text: str) -> str | None:
-        return _search(self.pattern, text, self.group)
+    def searched(self, relative_path: str, text: str) -> str:
+        return text
 
 
 LinkRule = Annotated[PathLink | MetadataLink | TextLink, Field(discriminator="kind")]
@@ -101,14 +110,6 @@ def resolve_link(
         if key is not None:
             return rule.column, key
     return None, None
-
-
-def _search(pattern: str, haystack: str, group: str | int) -> str | None:
-    match = re.search(pattern, haystack)
-    if match is None:
-        return None
-    value = match.group(group)
-    return value if value else None
 
 
 def _fold(name: str) -> str:

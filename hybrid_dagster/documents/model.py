@@ -36,8 +36,8 @@ def normalize_text(text: str) -> str:
         >>> normalize_text("  Patient  Łukasz \\n\\n stable ")
         'Patient Łukasz\\n\\nstable'
     """
-    lines = [_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n")]
-    return "\n".join(lines).strip("\n")
+    collapsed = _SPACES.sub(" ", text.replace("\r\n", "\n"))  # one pass: the pattern spans no newline
+    return "\n".join(line.strip() for line in collapsed.split("\n")).strip("\n")
 
 
 def media_type_of(name: str) -> str | None:

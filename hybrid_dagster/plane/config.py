@@ -262,3 +262,59 @@ class PlaneSpec(BaseModel):
         for key, item in value.properties.items():
             require_reference("catalog", key, item)
         return value
+
+
+class DrSecondaryConfig(dg.Config):
+    """Where a plane's disaster-recovery copy lives and what it must achieve (RTO/RPO objectives).
+
+    Either ``plane`` names another DataPlane of the Definitions, or ``warehouse`` and ``jurisdiction``
+    (with a catalog for an ``s3://`` warehouse) describe the secondary directly. Confidential or restricted
+    data may only go to a secondary of another jurisdiction on a declared transfer route: the static
+    residency check and the replication refuse any other target before a byte is copied.
+
+    Example:
+        >>> DrSecondaryConfig(name="eu-onprem-dr", jurisdiction="EU", region="eu-central-1",
+        ...                   warehouse="s3://meridian-eu-dr/warehouse",
+        ...                   catalog=CatalogConfig(uri="postgresql+psycopg2://dr@db/{env:DR_CATALOG_PW}"),
+        ...                   rto_objective_s=900, rpo_objective_s=300)
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    plane: str | None = Field(
+        default=None, description="Name of another DataPlane of the Definitions that is the secondary."
+    )
+    name: str | None = Field(default=None, description="Name of the secondary (default: '<primary>-dr').")
+    jurisdiction: str | None = Field(default=None, description="Jurisdiction of the secondary, e.g. 'EU'.")
+    region: str = Field(default="", description="Region or site of the secondary.")
+    location: Literal["on_prem", "cloud"] = Field(default="cloud", description="On-prem or cloud.")
+    warehouse: str | None = Field(default=None, description="Root URI of the secondary's storage.")
+    catalog: CatalogConfig = Field(
+        default_factory=CatalogConfig,
+        description="The secondary's Iceberg catalog (credentials by reference).",
+    )
+    secrets: SecretsConfig = Field(
+        default_factory=SecretsConfig, description="The secondary's secrets backend (checked for presence)."
+    )
+    secret_refs: list[str] = Field(
+        default_factory=list,
+        description="Secret references the plane's work needs, as 'backend:path#key' - checked for presence "
+        "in the secondary's backend at every replication (values are never read out or copied).",
+    )
+    work_log_dir: str | None = Field(
+        default=None, description="Local folder for the failover work's logs (default: a temporary folder)."
+    )
+    rto_objective_s: float = Field(default=900.0, description="Recovery time objective in seconds.")
+    rpo_objective_s: float = Field(default=300.0, description="Recovery point objective in seconds.")
+    rpo_objective_changes: int | None = Field(
+        default=None, description="Recovery point objective as source changes (default: none lost, 0)."
+    )
+    replication_cron: str = Field(default="*/15 * * * *", description="Schedule of the replication job.")
+    drill_cron: str = Field(
+        default="0 3 1 1,4,7,10 *", description="Schedule of the DR drill (default: quarterly)."
+    )
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _valid_jurisdiction(cls, value: str | None) -> str | None:
+        return None if value is None else Jurisdiction.parse(value).value

@@ -52,6 +52,7 @@ class ViolationKind(StrEnum):
     ROWS_IN_ORCHESTRATOR = "rows_in_orchestrator"
     UNCHECKED_OP = "unchecked_op"
     INCONSISTENT_PLANE = "inconsistent_plane"
+    DR_TARGET = "dr_target"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from hybrid_dagster.plane import storage
 from hybrid_dagster.plane.config import (
     CatalogConfig as CatalogConfig,
     CatalogSpec,
+    DrSecondaryConfig as DrSecondaryConfig,
     ExecutorConfig as ExecutorConfig,
     PlaneSpec,
     SecretsConfig as SecretsConfig,
@@ -93,6 +94,10 @@ class DataPlane(dg.ConfigurableResource):
     )
     owners: list[str] = Field(
         default_factory=list, description="Who answers for this plane (team:... or e-mail addresses)."
+    )
+    dr_secondary: DrSecondaryConfig | None = Field(
+        default=None,
+        description="The plane's disaster-recovery secondary and its RTO/RPO objectives (hybrid_dagster.dr).",
     )
 
     @field_validator("jurisdiction")

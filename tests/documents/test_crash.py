@@ -45,13 +45,42 @@ def _duplicates(plane: DataPlane, identifier: str, keys: list[str]) -> int:
     return int(pc.sum(pc.greater(grouped["count_all"], 1)).as_py() or 0)
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + 15
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        time.sleep(0.05)
+    assert not alive, f"extraction processes {alive} outlived the killed ingest"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     write_corpus(
         root, synthetic_encounters(30), letters=50, transcripts=45, logs=25, pages=(1, 3), unicode=False
     )
-    config = config_for(root, batch_files=4, chunking={"size": 300, "overlap": 50})
+    # Two extraction processes: they work ahead of the commits, and must die with the killed ingest.
+    config = config_for(root, batch_files=4, chunking={"size": 300, "overlap": 50}, workers=2)
     plane = make_plane(tmp_path / "warehouse")
     spec = DocumentJobSpec(ingest=config, documents=_target("docs/documents"), chunks=_target("docs/chunks"))
     (tmp_path / "job.json").write_text(spec.model_dump_json())
@@ -83,8 +112,10 @@ def test_sigkill_at_random_points_then_rerun_equals_a_clean_run(tmp_path: Path) 
         if worker.poll() is not None:
             assert worker.returncode == 0, worker.stderr.read().decode() if worker.stderr else ""
             break
+        extractors = _children(worker.pid)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+        _wait_gone(extractors)
         kills += 1
         progress.append(_committed(plane, config))
         assert _duplicates(plane, config.names.documents, ["document_id", "position"]) == 0
@@ -97,8 +128,8 @@ def test_sigkill_at_random_points_then_rerun_equals_a_clean_run(tmp_path: Path) 
     assert finished.returncode == 0, finished.stderr.decode()
     assert _duplicates(plane, config.names.chunks, ["chunk_id"]) == 0
 
-    clean = make_plane(tmp_path / "clean")
-    ingest(config, clean.load_catalog(), before_write=lambda _: None)
+    clean = make_plane(tmp_path / "clean")  # in one process: the same rows as with extraction processes
+    ingest(config.model_copy(update={"workers": 1}), clean.load_catalog(), before_write=lambda _: None)
     assert table_rows(plane, config) == table_rows(clean, config)
     report = json.loads(finished.stdout)
     assert report["tables"]["documents"] + report["tables"]["dead_letters"] == 122

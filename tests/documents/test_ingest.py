@@ -52,8 +52,10 @@ def test_incremental_runs_follow_adds_changes_and_deletes_exactly(tmp_path: Path
     write_files(root)
     plane = make_plane(tmp_path / "warehouse")
     config = config_for(root)
+    # Two extraction processes for the incremental runs; the clean runs extract in one process.
+    pooled = config.model_copy(update={"workers": 2})
 
-    first = ingest(config, plane.load_catalog(), before_write=allow)
+    first = ingest(pooled, plane.load_catalog(), before_write=allow)
     assert (first.files_seen, first.files_added, first.dead_letters_new) == (7, 7, 1)
     assert first.batches == 3  # 7 files in batches of 3
     assert first.tables["documents"] == 6 and first.tables["dead_letters"] == 1
@@ -61,7 +63,7 @@ def test_incremental_runs_follow_adds_changes_and_deletes_exactly(tmp_path: Path
     assert first.tables["orphan_chunks"] == 0
     assert table_rows(plane, config) == clean_run(root, tmp_path, config)
 
-    again = ingest(config, plane.load_catalog(), before_write=allow)
+    again = ingest(pooled, plane.load_catalog(), before_write=allow)
     assert (again.files_unchanged, again.batches, again.units_written) == (7, 0, 0)
 
     # Change one letter (fewer pages), delete a transcript, add a log, repair the broken PDF.
@@ -69,7 +71,7 @@ def test_incremental_runs_follow_adds_changes_and_deletes_exactly(tmp_path: Path
     (root / "calls" / "call-7.srt").unlink()
     (root / "logs" / "second.log").write_text("2026-03-02T10:00:00Z INFO ok encounter_id=99\n")
     (root / "letters" / "broken.pdf").write_bytes(make_pdf(["Repaired letter."]))
-    third = ingest(config, plane.load_catalog(), before_write=allow)
+    third = ingest(pooled, plane.load_catalog(), before_write=allow)
     assert (third.files_changed, third.files_deleted, third.files_added) == (2, 1, 1)
     assert third.tables["dead_letters"] == 0 and third.tables["documents"] == 7
     assert table_rows(plane, config) == clean_run(root, tmp_path, config)

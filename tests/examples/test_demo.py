@@ -1,26 +1,17 @@
 """`make demo` end to end: the printed table, `summary.json` against the Dagster instance, and no asset
 left "Unsynced" afterwards (staleness as the webserver computes it, over GraphQL).
 
-The demo runs once per module (small sizes); every test reads what it left behind.
+The demo runs once per session (``tests/examples/conftest.py``); every test reads what it left behind.
 """
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
 
 from tests.dagster_dev import running_dagster_dev
+from tests.examples.conftest import Demo
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = {
     "clinical/patients",
     "clinical/encounters",
@@ -31,40 +22,6 @@ ASSETS = {
     "us/claims_by_ward",
     "analytics/group_ward_benchmark",
 }
-
-
-@dataclass(frozen=True)
-class Demo:
-    home: Path
-    stdout: str
-    summary: dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def demo() -> Iterator[Demo]:
-    # Not under pytest's basetemp: a pytest starting elsewhere on the machine resets its parent to 0700,
-    # and the embedded server (its own system user when run as root) must reach its data directory.
-    tmp = Path(tempfile.mkdtemp(prefix="hd-demo-"))
-    try:
-        yield _run_demo(tmp / "home")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _run_demo(home: Path) -> Demo:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("HYBRID_DAGSTER_HOME", None)
-    argv = ["--home", str(home), "--patients", "40", "--transactions", "60"]
-    result = subprocess.run(
-        [sys.executable, "-m", "examples.clinical_ai.demo", *argv],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return Demo(home, result.stdout, json.loads((home / "summary.json").read_text()))
 
 
 @pytest.fixture(scope="module")

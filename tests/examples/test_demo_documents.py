@@ -1,15 +1,14 @@
-"""The documents demo step: its summary section, from a real run through Dagster and the plane."""
+"""The documents step of `make demo`: its summary section, from a real run through Dagster and the plane."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from examples.clinical_ai.demo_documents import encounters_of, eu_plane, run_demo
+from examples.clinical_ai.demo_documents import encounters_of, eu_plane
 from examples.clinical_ai.documents import encounter_context
+from tests.examples.conftest import Demo
 
 
-def test_run_demo_returns_the_documents_summary_and_retrieval_finds_encounter_context(tmp_path: Path) -> None:
-    summary = run_demo(tmp_path)
+def test_demo_documents_summary_and_retrieval_finds_encounter_context(demo: Demo) -> None:
+    summary = demo.summary
     section = summary["documents"]
     assert set(section) == {"files", "chunks", "dead_letters", "linked_fraction"}
     assert section["files"] == 40 + 30 + 12 + 2  # letters, transcripts, logs, two bad files
@@ -17,7 +16,7 @@ def test_run_demo_returns_the_documents_summary_and_retrieval_finds_encounter_co
     assert section["chunks"] > section["files"]
     assert 0.8 <= section["linked_fraction"] < 1.0  # a quarter of the logs name no encounter
 
-    plane = eu_plane(tmp_path)
+    plane = eu_plane(demo.home)
     first = encounters_of(plane)[0]
     context = encounter_context(plane, first.encounter_id)
     assert context and all(c["link_key"] == str(first.encounter_id) for c in context)

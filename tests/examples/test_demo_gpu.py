@@ -1,23 +1,10 @@
-"""The GPU demo step runs standalone and returns its summary section with the exact keys."""
+"""The GPU demo step of `make demo`: its summary sections with the exact keys, models kept in place."""
 
-import json
-from pathlib import Path
-
-import pytest
-
-from examples.clinical_ai import demo_gpu
+from tests.examples.conftest import Demo
 
 
-@pytest.mark.slow  # trains both models (two plane subprocesses each for inputs and training) and starts moto
-def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    dagster_home = tmp_path / "demo" / "dagster"
-    dagster_home.mkdir(parents=True)
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    assert demo_gpu.main(["--home", str(tmp_path / "demo")]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert set(summary) == {"training", "teardown"}
+def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(demo: Demo) -> None:
+    summary = {key: demo.summary[key] for key in ("training", "teardown")}
 
     eu = summary["training"]["models/eu_readmission_risk"]
     us = summary["training"]["models/us_high_cost_claims"]
@@ -35,6 +22,6 @@ def test_demo_gpu_trains_both_models_and_tears_down_only_the_idle_instance(
         abs(teardown["cost_saved_usd"] - 350.0) < 0.5
     )  # 4 GPUs x $1.25/h for the 70 h left of a 72 h lifetime
     # the models stayed in their jurisdictions' warehouses
-    planes = tmp_path / "demo" / "planes"
+    planes = demo.home / "planes"
     assert (planes / "eu-onprem" / "warehouse" / "models" / "models__eu_readmission_risk").is_dir()
     assert not (planes / "us-onprem" / "warehouse" / "models" / "models__eu_readmission_risk").exists()

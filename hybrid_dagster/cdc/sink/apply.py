@@ -198,8 +198,20 @@ class IcebergApplier:
 
     # -- apply --------------------------------------------------------------------------------------
 
-    def apply(self, identifier: str, changes: TableChanges) -> ApplyResult:
+    def apply(
+        self,
+        identifier: str,
+        changes: TableChanges,
+        *,
+        extra_properties: Callable[[Table], dict[str, str]] | None = None,
+        pending_filter: Callable[[Table, pa.Table], pa.Table] | None = None,
+    ) -> ApplyResult:
         """Apply ``changes`` to the table ``identifier`` (created if missing); idempotent on replay.
+
+        ``extra_properties(table)`` adds snapshot summary properties computed from the table as loaded for
+        each attempt (chunk progress of a snapshot, per-partition Kafka offsets). ``pending_filter(table,
+        changes)`` replaces the watermark skip: for sources that know what a table holds by other means
+        (Kafka, by per-partition offsets, where one position cannot order several partitions).
 
         Raises:
             SchemaEvolutionError: the source schema changed incompatibly; nothing was written.
@@ -220,7 +232,10 @@ class IcebergApplier:
             if failed_log is not None:
                 self._settle_changelog(identifier, changes, *failed_log, watermark)
                 failed_log = None
-            pending = after_position(ordered, watermark)
+            if pending_filter is None:
+                pending = after_position(ordered, watermark)
+            else:
+                pending = pending_filter(table, ordered)
             if pending.num_rows == 0:
                 return ApplyResult(
                     identifier=identifier,
@@ -237,7 +252,8 @@ class IcebergApplier:
                 guarded = True
             changelog_paths: list[str] = []
             try:
-                result = self._apply_pending(table, identifier, changes, pending, changelog_paths)
+                extra = {} if extra_properties is None else extra_properties(table)
+                result = self._apply_pending(table, identifier, changes, pending, changelog_paths, extra)
             except (CommitFailedException, ValidationException) as error:
                 if attempt == self.max_commit_retries:
                     self._discard_changelog(changelog_paths)
@@ -292,6 +308,7 @@ class IcebergApplier:
         changes: TableChanges,
         pending: pa.Table,
         changelog_paths: list[str],
+        extra_properties: dict[str, str] | None = None,
     ) -> ApplyResult:
         """One attempt; the changelog files it writes are added to ``changelog_paths``."""
         plan = plan_schema_evolution(
@@ -323,6 +340,7 @@ class IcebergApplier:
             UPDATED_PROPERTY: str(rewrite.updated),
             DELETED_PROPERTY: str(rewrite.deleted),
             TRUNCATED_PROPERTY: str(net.truncated).lower(),
+            **(extra_properties or {}),
         }
         committed = self._commit(table, txn, identifier, rewrite, properties)
         snapshot = committed.current_snapshot()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
 
 from hybrid_dagster.cdc.changes import ChangeBatch, Position, TableChanges
 
@@ -17,6 +20,14 @@ class SourceTable:
 
     name: str
     key_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CopyChunk:
+    """One key range of a copied table: its rows as ``r`` changes and its last key in text form."""
+
+    changes: TableChanges
+    last_key: tuple[str, ...] | None
 
 
 class ConsistentCopy(ABC):
@@ -43,6 +54,24 @@ class ConsistentCopy(ABC):
         Yields at least one chunk, an empty one for an empty table, so that its schema is known.
         """
 
+    chunked: bool = False
+    """Whether :meth:`chunks` reads key ranges (then the copy commits chunk by chunk and resumes)."""
+
+    def chunks(
+        self,
+        table: SourceTable,
+        chunk_rows: int,
+        *,
+        after_key: tuple[str, ...] | None = None,
+        first_sequence: int = 0,
+    ) -> Iterator[CopyChunk]:
+        """Key ranges of ``table`` after ``after_key`` in key order, ``chunk_rows`` rows each.
+
+        The n-th chunk's rows are at ``Position(position.commit, first_sequence + n)``; each chunk names
+        its last key (PostgreSQL text form), from which a later copy resumes. Only where ``chunked``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot read key ranges")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the copy holds (connections, temporary slots)."""
 
@@ -53,6 +82,20 @@ class ConsistentCopy(ABC):
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class CommitHooks:
+    """Per-batch apply hooks of a source that keeps its offsets in the tables (Kafka partitions).
+
+    Both are called with the table as loaded for each commit attempt, so a concurrent commit (another
+    consumer of the group, after a rebalance) is seen before this one lands.
+    """
+
+    pending_filter: Callable[[Any, pa.Table], pa.Table]
+    """The changes of the batch the table does not hold yet."""
+    properties: Callable[[Any], dict[str, str]]
+    """Snapshot summary properties recording the offsets the table holds after this batch."""
 
 
 class ChangeSource(ABC):
@@ -107,6 +150,22 @@ class ChangeSource(ABC):
         Only sources with ``copies_tables``; see :class:`ConsistentCopy` for the rule it must keep.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot copy tables (copies_tables is False)")
+
+    def bind_applied(self, loader: Callable[[], dict[str, Any]]) -> None:  # noqa: B027
+        """How to load the Iceberg tables (only sources with ``offsets_in_tables``).
+
+        ``loader()`` gives ``{source_table: pyiceberg Table or None}``; the source reads where each table
+        stands from their snapshots when partitions are assigned, and starts each partition there.
+        """
+
+    offsets_in_tables: bool = False
+    """Whether the source records its input offsets in the Iceberg snapshots (:meth:`commit_hooks`) and
+    skips applied events by them, instead of by a position of the source database."""
+
+    def commit_hooks(self, ack_position: Position) -> CommitHooks | None:
+        """What the apply of the batch read up to ``ack_position`` filters and records (see
+        :class:`CommitHooks`); None for sources ordered by one position."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import srt
@@ -39,6 +40,17 @@ def split_speaker(text: str) -> tuple[str | None, str]:
     return match.group("speaker").strip(), match.group("text")
 
 
+def _cues(cues: Iterable[tuple[str | None, str, float, float]]) -> ExtractedDocument:
+    """One turn per caption cue ``(voice, text, start_s, end_s)`` (WebVTT and SubRip alike): the text
+    normalized; without a voice, a leading ``Name:`` is the speaker."""
+    units: list[Unit] = []
+    for voice, text, start_s, end_s in cues:
+        body = normalize_text(text)
+        speaker, body = (voice, body) if voice is not None else split_speaker(body)
+        units.append(Unit("turn", len(units) + 1, body, speaker=speaker, start_s=start_s, end_s=end_s))
+    return ExtractedDocument(units=units)
+
+
 class WebVttReader(DocumentReader):
     """WebVTT captions, one unit per cue.
 
@@ -55,23 +67,15 @@ class WebVttReader(DocumentReader):
             captions = webvtt.from_string(text).captions
         except (MalformedFileError, ValueError, IndexError):
             raise UnreadableDocument("invalid WebVTT") from None
-        units: list[Unit] = []
-        for caption in captions:
-            speaker: str | None = caption.voice
-            body = normalize_text(caption.text)
-            if speaker is None:
-                speaker, body = split_speaker(body)
-            units.append(
-                Unit(
-                    kind="turn",
-                    position=len(units) + 1,
-                    text=body,
-                    speaker=speaker,
-                    start_s=caption.start_time.in_milliseconds() / 1000,
-                    end_s=caption.end_time.in_milliseconds() / 1000,
-                )
+        return _cues(
+            (
+                caption.voice,
+                caption.text,
+                caption.start_time.in_milliseconds() / 1000,
+                caption.end_time.in_milliseconds() / 1000,
             )
-        return ExtractedDocument(units=units)
+            for caption in captions
+        )
 
 
 class SrtReader(DocumentReader):
@@ -90,20 +94,10 @@ class SrtReader(DocumentReader):
             subtitles = list(srt.parse(text))
         except (srt.SRTParseError, ValueError):
             raise UnreadableDocument("invalid SubRip") from None
-        units: list[Unit] = []
-        for subtitle in subtitles:
-            speaker, body = split_speaker(normalize_text(subtitle.content))
-            units.append(
-                Unit(
-                    kind="turn",
-                    position=len(units) + 1,
-                    text=body,
-                    speaker=speaker,
-                    start_s=subtitle.start.total_seconds(),
-                    end_s=subtitle.end.total_seconds(),
-                )
-            )
-        return ExtractedDocument(units=units)
+        return _cues(
+            (None, subtitle.content, subtitle.start.total_seconds(), subtitle.end.total_seconds())
+            for subtitle in subtitles
+        )
 
 
 class JsonTurnsReader(DocumentReader):

@@ -10,11 +10,11 @@
   fields only have ``ts_ms``. The apply skips changes at or below a table's last applied position, so
   equal positions in two batches would lose the second. The sources therefore give them distinct,
   replay-stable positions from the event's place in the input (``ordinal``: :func:`file_ordinal` of file
-  index and line, or :func:`kafka_ordinal` of partition and offset, since Kafka offsets are per
-  partition): ``r`` → ``Position(commit - 1, ordinal)`` (just before the stream continues at
-  ``commit``); ``ts_ms`` fallback → ``Position(ts_ms, ordinal)``. With several partitions these
-  positions only order events within a partition: keep snapshot and ``ts_ms``-only topics at one
-  partition (Debezium's default for a table's topic), or the watermark can skip events of a partition.
+  index and line): ``r`` → ``Position(commit - 1, ordinal)`` (just before the stream continues at
+  ``commit``); ``ts_ms`` fallback → ``Position(ts_ms, ordinal)``. The Kafka source instead puts every
+  event at ``Position(ordinal, 0)`` (``ordinal_positions``) and skips applied events by per-partition
+  offsets recorded in the tables (:mod:`hybrid_dagster.cdc.sources.debezium.kafka`), since one position
+  cannot order several partitions.
 * Anything that cannot become a row becomes a :class:`DeadLetter` naming the reason; ``read`` never raises
   on bad input.
 * Debezium takes its own initial snapshot (op ``r`` events), so ``setup`` creates nothing and these sources
@@ -81,8 +81,18 @@ class BatchBuilder:
         1
     """
 
-    def __init__(self, source: str, key_columns: dict[str, list[str]], tables: set[str] | None = None):
+    def __init__(
+        self,
+        source: str,
+        key_columns: dict[str, list[str]],
+        tables: set[str] | None = None,
+        *,
+        ordinal_positions: bool = False,
+    ):
         self.source = source
+        self.ordinal_positions = ordinal_positions
+        """Every event at ``Position(ordinal, 0)``: the Kafka source, which skips applied events by
+        per-partition offsets, not by a position of the source database."""
         self.key_columns = key_columns
         self.tables = tables
         self.count = 0
@@ -110,7 +120,11 @@ class BatchBuilder:
                 entry.schema, entry.schema_set = result.data_schema, True
             elif not _same_schema(entry.schema, result.data_schema):
                 return False
-        entry.events.append(_Event(_stable_position(result, ordinal), raw, where))
+        if self.ordinal_positions:
+            change = replace(result, position=Position(ordinal, 0))
+        else:
+            change = _stable_position(result, ordinal)
+        entry.events.append(_Event(change, raw, where))
         self.count += 1
         return True
 

@@ -1,43 +1,96 @@
 """Debezium events from Kafka topics (:class:`DebeziumKafkaChangeSource`), via ``confluent_kafka``.
 
-Positions: see :mod:`hybrid_dagster.cdc.sources.debezium.batch` (``kafka_ordinal`` of partition and offset).
-The consumer never auto-commits; offsets are committed by ``ack`` only, after the Iceberg commit.
+Correctness rules (those of the Iceberg Kafka Connect sink):
+
+* The Iceberg tables are the record of what was applied. Every table commit records, in its snapshot
+  summary (``hybrid.cdc.kafka.offsets``, JSON ``{"topic/partition": next_offset}``), the offsets of every
+  partition the batch read, merged with what the table held. Kafka's own group offsets are committed only
+  after every table of the batch has committed (``ack``), and serve only as a floor.
+* Events are ordered by their place in their partition: each gets ``Position(ordinal, 0)`` with
+  ``ordinal = topic index << 52 | partition << 36 | offset``. One position cannot order several
+  partitions, so the apply does not skip by a watermark; it keeps, per table, exactly the events at or
+  after the table's recorded offset of their partition (:meth:`DebeziumKafkaChangeSource.commit_hooks`).
+  That filter runs on the table as loaded for each commit attempt, so after a rebalance two consumers
+  racing on one table never both apply an event: the second's commit fails, reloads and filters again.
+* On assignment (start and every rebalance) each partition is sought to the smallest offset any table
+  recorded for it, lowered to the group's committed offset if some table has no record for it (a table
+  that never committed), or to the beginning when neither exists. Re-read events are filtered as above.
+* Debezium keys a table's events by primary key, so the events of one key are in one partition, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from hybrid_dagster.cdc.changes import (
-    ChangeBatch,
-    Position,
-)
-from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
-from hybrid_dagster.cdc.sources.debezium.batch import BatchBuilder, kafka_ordinal, table_keys
-from hybrid_dagster.cdc.sources.debezium.envelope import (
-    UNAVAILABLE_VALUE,
-    parse_event,
-)
+import numpy as np
+import pyarrow as pa
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from hybrid_dagster.cdc.changes import COMMIT_POS_COL, ChangeBatch, Position
+from hybrid_dagster.cdc.sink.watermark import SOURCE_PROPERTY
+from hybrid_dagster.cdc.sources.base import ChangeSource, CommitHooks, SourceTable
+from hybrid_dagster.cdc.sources.debezium.batch import BatchBuilder, table_keys
+from hybrid_dagster.cdc.sources.debezium.envelope import UNAVAILABLE_VALUE, parse_event
 
 KAFKA_INSTALL_HINT = "pip install 'hybrid-dagster[kafka]'"
+OFFSETS_PROPERTY = "hybrid.cdc.kafka.offsets"
+_OFFSET_BITS, _PARTITION_BITS = 36, 16
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[str, int]
+"""``{"topic/partition": next offset}``."""
+
+
+def message_ordinal(topic_index: int, partition: int, offset: int) -> int:
+    """The replay-stable position of a message: ``topic_index << 52 | partition << 36 | offset``.
+
+    Example:
+        >>> message_ordinal(1, 0, 0) > message_ordinal(0, 3, 2**35)
+        True
+    """
+    if not 0 <= offset < 1 << _OFFSET_BITS or not 0 <= partition < 1 << _PARTITION_BITS:
+        raise ValueError(f"Kafka partition {partition} / offset {offset} outside the supported range")
+    return (topic_index << (_OFFSET_BITS + _PARTITION_BITS)) | (partition << _OFFSET_BITS) | offset
+
+
+def table_offsets(table: Table, source_id: str) -> Offsets:
+    """The offsets recorded by ``source_id`` in the newest snapshot of ``table`` that has them.
+
+    Example:
+        >>> table_offsets(catalog.load_table("lake.customers"), source.source_id)  # doctest: +SKIP
+        {'dbserver1.inventory.customers/0': 1042, 'dbserver1.inventory.customers/1': 977}
+    """
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        summary = snapshot.summary
+        if summary is None or summary[SOURCE_PROPERTY] != source_id:
+            continue
+        raw = summary[OFFSETS_PROPERTY]
+        if raw:
+            return {str(k): int(v) for k, v in json.loads(raw).items()}
+    return {}
 
 
 class DebeziumKafkaChangeSource(ChangeSource):
-    """Debezium events from Kafka topics, via ``confluent_kafka`` (``pip install 'hybrid-dagster[kafka]'``).
+    """Debezium events from Kafka topics, in a consumer group (``pip install 'hybrid-dagster[kafka]'``).
 
-    The consumer never auto-commits: ``read`` polls (rewinding to the first unacknowledged offset of each
-    partition, so a read without ack returns the same events) and ``ack`` commits the offsets of the
-    batches read up to that position. ``ack_position`` is ``Position(read_number, message_count)``, a
-    token of this process; after a restart, reading resumes at the last committed offsets.
+    Offsets per partition live in the Iceberg snapshots (see the module docstring); ``ack`` then commits
+    them to the group. ``read`` without ``ack`` returns the same events again.
 
     Example:
         >>> topics = ["dbserver1.inventory.customers"]
         >>> src = DebeziumKafkaChangeSource("broker:9092", topics, group_id="lake")  # doctest: +SKIP
-        >>> batch = src.read(10_000); ...; src.ack(batch.ack_position)  # doctest: +SKIP
+        >>> applier = IcebergApplier(catalog, source_id=src.source_id)  # doctest: +SKIP
+        >>> CdcPipeline(src, applier, mappings).run()  # doctest: +SKIP
     """
 
     kind = "debezium"
+    offsets_in_tables = True
 
     def __init__(
         self,
@@ -48,6 +101,8 @@ class DebeziumKafkaChangeSource(ChangeSource):
         tables: Sequence[SourceTable | str] | None = None,
         consumer_config: dict[str, Any] | None = None,
         poll_timeout_s: float = 1.0,
+        join_timeout_s: float = 30.0,
+        idle_polls: int = 4,
         placeholder: str = UNAVAILABLE_VALUE,
     ):
         try:
@@ -59,76 +114,178 @@ class DebeziumKafkaChangeSource(ChangeSource):
             ) from exc
         self._kafka = confluent_kafka
         self.bootstrap_servers, self.topics, self.group_id = bootstrap_servers, list(topics), group_id
-        self.poll_timeout_s, self.placeholder = poll_timeout_s, placeholder
+        self._topic_index = {t: i for i, t in enumerate(self.topics)}
+        self.poll_timeout_s, self.join_timeout_s = poll_timeout_s, join_timeout_s
+        self.placeholder, self.idle_polls = placeholder, idle_polls
         self._keys, self._tables = table_keys(tables)
-        config = {
+        self._config = {
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id,
             "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
             **(consumer_config or {}),
         }
-        self._consumer = confluent_kafka.Consumer(config)
-        self._consumer.subscribe(self.topics)
-        self._unacked_from: dict[tuple[str, int], int] = {}
-        self._reads: dict[int, dict[tuple[str, int], int]] = {}
+        self._consumer: Any = None
+        self._loader: Callable[[], dict[str, Any]] = dict
+        self._read_from: dict[tuple[str, int], int] = {}  # where the next read starts, per partition
+        self._reads: dict[int, Offsets] = {}  # read number -> next offsets after it
         self._read_number = 0
+        self._at_end: set[tuple[str, int]] = set()  # partitions read to their end, none read since
+        self.rebalances = 0
 
     @property
     def source_id(self) -> str:
         return f"kafka://{self.bootstrap_servers}/{','.join(self.topics)}#{self.group_id}"
 
+    def bind_applied(self, loader: Callable[[], dict[str, Any]]) -> None:
+        self._loader = loader
+
     def setup(self) -> Position | None:
+        if self._consumer is None:
+            self._consumer = self._kafka.Consumer(self._config)
+            self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return None
 
+    # --- group membership ---
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self.rebalances += 1
+        recorded = [
+            table_offsets(table, self.source_id) if table is not None else {}
+            for table in self._loader().values()
+        ]
+        committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        for tp in partitions:
+            key = f"{tp.topic}/{tp.partition}"
+            records = [offsets[key] for offsets in recorded if key in offsets]
+            group = committed.get((tp.topic, tp.partition), -1)
+            floor = [group] if group >= 0 and (len(records) < len(recorded) or not records) else []
+            start = min(records + floor) if records or floor else self._kafka.OFFSET_BEGINNING
+            tp.offset = start
+            self._read_from[(tp.topic, tp.partition)] = start
+            self._at_end.discard((tp.topic, tp.partition))
+        log.info("assigned %d partitions of %s", len(partitions), self.source_id)
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._read_from.pop((tp.topic, tp.partition), None)
+            self._at_end.discard((tp.topic, tp.partition))
+        consumer.unassign()
+
+    # --- reading ---
+
     def read(self, max_events: int) -> ChangeBatch:
+        self.setup()
         tp = self._kafka.TopicPartition
-        for (unacked_topic, unacked_partition), unacked in self._unacked_from.items():
-            self._consumer.seek(tp(unacked_topic, unacked_partition, unacked))
-        self._reads.clear()
-        builder = BatchBuilder(self.source_id, self._keys, self._tables)
-        last_offsets: dict[tuple[str, int], int] = {}
+        assigned = [tp(t, p) for (t, p), o in self._read_from.items() if o >= 0]
+        for current in self._consumer.position(assigned) if assigned else []:
+            wanted = self._read_from[(current.topic, current.partition)]
+            if current.offset != wanted:  # a read not acknowledged: read its events again
+                self._consumer.seek(tp(current.topic, current.partition, wanted))
+                self._at_end.discard((current.topic, current.partition))
+        builder = BatchBuilder(self.source_id, self._keys, self._tables, ordinal_positions=True)
+        next_offsets: Offsets = {}
         messages = 0
+        idle_polls, started = 0, time.monotonic()
         while builder.count < max_events:
-            msg = self._consumer.poll(self.poll_timeout_s)
-            if msg is None:
-                break
-            if msg.error():
-                raise RuntimeError(f"Kafka error: {msg.error()}")
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            if topic is None or partition is None or offset is None:
-                raise RuntimeError("Kafka returned a consumed message without topic, partition or offset")
-            where = f"{topic}[{partition}]@{offset}"
-            value, key = msg.value(), msg.key()
-            result = parse_event(value, key, placeholder=self.placeholder)
-            raw = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else ""
-            if not builder.add(result, raw, where, kafka_ordinal(partition, offset)):
-                self._consumer.seek(tp(topic, partition, offset))
-                break
-            part = (topic, partition)
-            self._unacked_from.setdefault(part, offset)
-            last_offsets[part] = offset
-            messages += 1
+            polled = self._consumer.consume(min(10_000, max_events - builder.count + 1), self.poll_timeout_s)
+            if not polled:
+                if self._read_from and self._at_end >= set(self._read_from):
+                    break  # every assigned partition read to its end
+                if self._consumer.assignment():
+                    idle_polls += 1
+                if idle_polls >= self.idle_polls or time.monotonic() - started > self.join_timeout_s:
+                    break
+                continue
+            idle_polls = 0
+            stop = False
+            for msg in polled:
+                if msg.error():
+                    if msg.error().code() == self._kafka.KafkaError._PARTITION_EOF:
+                        self._at_end.add((msg.topic(), msg.partition()))
+                        continue
+                    raise RuntimeError(f"Kafka error on {self.source_id}: {msg.error()}")
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                self._at_end.discard((topic, partition))
+                where = f"{topic}[{partition}]@{offset}"
+                value = msg.value()
+                result = parse_event(value, msg.key(), placeholder=self.placeholder)
+                raw = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else ""
+                ordinal = message_ordinal(self._topic_index[topic], partition, offset)
+                if stop or not builder.add(result, raw, where, ordinal):
+                    # A schema change ends the batch: this partition resumes at this message.
+                    stop = True
+                    key = f"{topic}/{partition}"
+                    next_offsets.setdefault(key, offset)
+                    self._consumer.seek(tp(topic, partition, next_offsets[key]))
+                    continue
+                next_offsets[f"{topic}/{partition}"] = offset + 1
+                messages += 1
+            if stop or (self._read_from and self._at_end >= set(self._read_from)):
+                break  # every assigned partition read to its end
         if not messages:
             return builder.build(None)
         self._read_number += 1
-        self._reads[self._read_number] = last_offsets
+        self._reads[self._read_number] = next_offsets
         return builder.build(ack_position=Position(self._read_number, messages))
+
+    def commit_hooks(self, ack_position: Position) -> CommitHooks:
+        read = self._reads.get(ack_position.commit, {})
+        batch = dict(read)
+
+        def pending(table: Table, rows: pa.Table) -> pa.Table:
+            held = table_offsets(table, self.source_id)
+            if not held or rows.num_rows == 0:
+                return rows
+            ordinals = rows.column(COMMIT_POS_COL).to_numpy(zero_copy_only=False)
+            partitions = ordinals >> _OFFSET_BITS
+            offsets = ordinals & ((1 << _OFFSET_BITS) - 1)
+            floor = np.zeros(len(ordinals), dtype=np.int64)
+            for key, next_offset in held.items():
+                topic, _, partition = key.rpartition("/")
+                if topic not in self._topic_index:
+                    continue
+                tag = (self._topic_index[topic] << _PARTITION_BITS) | int(partition)
+                floor[partitions == tag] = next_offset
+            return rows.filter(pa.array(offsets >= floor))
+
+        def properties(table: Table) -> dict[str, str]:
+            merged = table_offsets(table, self.source_id)
+            for key, offset in batch.items():
+                merged[key] = max(merged.get(key, 0), offset)
+            return {OFFSETS_PROPERTY: json.dumps(merged, sort_keys=True)}
+
+        return CommitHooks(pending_filter=pending, properties=properties)
 
     def ack(self, position: Position) -> None:
         done = {n: offsets for n, offsets in self._reads.items() if n <= position.commit}
-        commit: dict[tuple[str, int], int] = {}
+        commit: Offsets = {}
         for offsets in done.values():
-            for part, offset in offsets.items():
-                commit[part] = max(commit.get(part, -1), offset)
+            for key, offset in offsets.items():
+                commit[key] = max(commit.get(key, 0), offset)
+        for n in done:
+            del self._reads[n]
         if not commit:
             return
         tp = self._kafka.TopicPartition
-        self._consumer.commit(offsets=[tp(t, p, o + 1) for (t, p), o in commit.items()], asynchronous=False)
-        for n in done:
-            del self._reads[n]
-        for part, offset in commit.items():
-            self._unacked_from[part] = offset + 1
+        owned = []
+        for key, offset in commit.items():
+            topic, _, partition = key.rpartition("/")
+            if (topic, int(partition)) in self._read_from:  # still assigned to this consumer
+                self._read_from[(topic, int(partition))] = offset
+                owned.append(tp(topic, int(partition), offset))
+        if owned:
+            try:
+                self._consumer.commit(offsets=owned, asynchronous=False)
+            except self._kafka.KafkaException as error:  # the tables hold the offsets: a floor only
+                log.warning(
+                    "%s: Kafka offset commit failed (%s); the tables hold them", self.source_id, error
+                )
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

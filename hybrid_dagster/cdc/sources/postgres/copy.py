@@ -30,7 +30,8 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from hybrid_dagster.cdc.changes import Position, TableChanges
-from hybrid_dagster.cdc.sources.base import ConsistentCopy, SourceTable
+from hybrid_dagster.cdc.sources.base import ConsistentCopy, CopyChunk, SourceTable
+from hybrid_dagster.cdc.sources.postgres.snapshot import read_chunks
 from hybrid_dagster.cdc.sources.postgres.types import (
     SESSION_SETTINGS,
     ConversionError,
@@ -121,6 +122,28 @@ class PostgresCopy(ConsistentCopy):
                 yield copy_chunk(table.name, keys, columns, chunk, self.position)
             if not yielded:
                 yield copy_chunk(table.name, keys, columns, [], self.position)
+
+    chunked = True
+
+    def chunks(
+        self,
+        table: SourceTable,
+        chunk_rows: int,
+        *,
+        after_key: tuple[str, ...] | None = None,
+        first_sequence: int = 0,
+    ) -> Iterator[CopyChunk]:
+        keys, columns = self._describe(table)
+        return read_chunks(
+            self._reader,
+            table.name,
+            keys,
+            columns,
+            chunk_rows=chunk_rows,
+            position=self.position,
+            after_key=after_key,
+            first_sequence=first_sequence,
+        )
 
     def close(self) -> None:
         for conn in (self._reader, self._replication):
