@@ -2,7 +2,8 @@
 
 Exactly-once rests on three rules: the source is read without consuming it; every Iceberg commit records
 the last applied source position in its snapshot summary, and changes at or below it are skipped on
-replay; the source is acknowledged only after every table of the batch has committed.
+replay; the source is acknowledged only after every table of the batch has committed - and after
+``on_commit`` (the audit record of each commit, with its two content hashes) returned.
 
 A table without a watermark is first copied through :meth:`ChangeSource.open_copy`, which reads it at one
 exact stream position (for PostgreSQL a temporary slot's consistent point), in one commit recording that
@@ -128,6 +129,7 @@ class CdcPipeline:
         batch_events: int = 50_000,
         snapshot_chunk_rows: int = 100_000,
         on_batch: Callable[[PipelineReport], None] | None = None,
+        on_commit: Callable[[TableMapping, ApplyResult], None] | None = None,
     ) -> None:
         self.source = source
         self.applier = applier
@@ -137,6 +139,7 @@ class CdcPipeline:
         self.batch_events = batch_events
         self.snapshot_chunk_rows = snapshot_chunk_rows
         self.on_batch = on_batch
+        self.on_commit = on_commit
 
     def run(self, *, max_batches: int | None = None, deadline_s: float | None = None) -> PipelineReport:
         """Snapshot new tables, then apply batches until the source is drained (or a limit is hit)."""
@@ -186,6 +189,8 @@ class CdcPipeline:
     ) -> None:
         self.applier.ensure_table(mapping.identifier, changes.data_schema, list(changes.key_columns))
         result = self.applier.apply(mapping.identifier, changes)
+        if result.snapshot_id is not None and self.on_commit is not None:
+            self.on_commit(mapping, result)  # before the source is acknowledged
         progress = report.tables[mapping.identifier]
         progress.add(result, snapshot=snapshot)
         last_ts = _max_commit_ts(changes.rows)
