@@ -91,7 +91,7 @@ class RunShardReader:
         limit: int,
     ) -> EventLogConnection | None:
         """``get_records_for_run(run_id, cursor, of_type, limit, ascending=True)``; None when the cursor is
-        not an id cursor (then call the public method)."""
+        not an id cursor or the shard has no event table yet (then call the public method)."""
         after = -1
         if cursor is not None:
             parsed = EventLogCursor.parse(cursor)
@@ -103,11 +103,14 @@ class RunShardReader:
             empty = cursor or EventLogCursor.from_storage_id(-1).to_string()
             return EventLogConnection(records=[], cursor=empty, has_more=False)
         types = sorted(t.value for t in of_type)
-        rows = connection.execute(
-            "SELECT id, event FROM event_logs WHERE run_id = ? AND id > ? "
-            f"AND dagster_event_type IN ({', '.join('?' * len(types))}) ORDER BY id ASC LIMIT ?",
-            (run_id, after, *types, limit),
-        ).fetchall()
+        try:
+            rows = connection.execute(
+                "SELECT id, event FROM event_logs WHERE run_id = ? AND id > ? "
+                f"AND dagster_event_type IN ({', '.join('?' * len(types))}) ORDER BY id ASC LIMIT ?",
+                (run_id, after, *types, limit),
+            ).fetchall()
+        except sqlite3.OperationalError:  # a shard being created right now: Dagster's own path waits
+            return None
         records = [
             dg.EventLogRecord(storage_id=row_id, event_log_entry=deserialize_value(event, dg.EventLogEntry))
             for row_id, event in rows
