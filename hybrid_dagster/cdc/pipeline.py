@@ -2,7 +2,8 @@
 
 Exactly-once rests on three rules: the source is read without consuming it; every Iceberg commit records
 the last applied source position in its snapshot summary, and changes at or below it are skipped on
-replay; the source is acknowledged only after every table of the batch has committed.
+replay; the source is acknowledged only after every table of the batch has committed - and after
+``on_commit`` (the audit record of each commit, with its two content hashes) returned.
 
 A table without a watermark is first copied (chunk by chunk and resumable where the copy reads key
 ranges: :mod:`hybrid_dagster.cdc.snapshots`) through :meth:`ChangeSource.open_copy`, which reads it at one
@@ -154,6 +155,7 @@ class CdcPipeline:
         batch_events: int = 50_000,
         snapshot_chunk_rows: int = 100_000,
         on_batch: Callable[[PipelineReport], None] | None = None,
+        on_commit: Callable[[TableMapping, ApplyResult], None] | None = None,
     ) -> None:
         self.source = source
         self.applier = applier
@@ -164,6 +166,7 @@ class CdcPipeline:
         self.snapshot_chunk_rows = snapshot_chunk_rows
         self.on_batch = on_batch
         self._segment_filters: dict[str, SegmentFilter] = {}
+        self.on_commit = on_commit
 
     def run(
         self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None
@@ -254,6 +257,8 @@ class CdcPipeline:
                 pending_filter=hooks.pending_filter,
                 extra_properties=hooks.properties,
             )
+        if result.snapshot_id is not None and self.on_commit is not None:
+            self.on_commit(mapping, result)  # before the source is acknowledged
         progress = report.tables[mapping.identifier]
         progress.add(result, snapshot=snapshot)
         last_ts = _max_commit_ts(changes.rows)

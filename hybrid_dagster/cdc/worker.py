@@ -7,6 +7,10 @@ which prints the report as JSON; the crash tests kill this process. With ``--fol
 in the spec) it keeps applying small batches with a target end-to-end latency until ``max_seconds``.
 :func:`resnapshot` requests a fresh copy of one table of a job (``hybrid-dagster cdc resnapshot``),
 through the same residency guard.
+
+Every Iceberg commit is recorded in the audit log (``cdc.commit``, with the content hash of the batch as
+decoded and of the rows as staged, compared before the commit) before the source is acknowledged
+(:mod:`hybrid_dagster.cdc.evidence`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field, model_validator
 
+from hybrid_dagster.cdc.evidence import CdcAuditRecorder, InboundRoute
 from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, Follow, PipelineReport, TableMapping
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
@@ -170,12 +175,39 @@ def contract_intents(spec: CdcJobSpec, contract: ResidencyExtras) -> dict[str, W
     return intents
 
 
+def commit_recorder(spec: CdcJobSpec, plane: DataPlane) -> CdcAuditRecorder:
+    """The audit recorder of this job's commits (``cdc.commit`` per Iceberg commit, before the ack);
+    :func:`build_pipeline` fills in the source."""
+    policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
+    routes: dict[str, InboundRoute] = {}
+    for t in spec.tables:
+        foreign = sorted(set(t.data_jurisdictions) - {plane.jurisdiction})
+        if foreign:
+            route = policy.route_for(foreign[0], plane.jurisdiction, Classification.parse(t.classification))
+            routes[t.identifier] = InboundRoute(foreign[0], route.legal_basis if route else None)
+    return CdcAuditRecorder.open(
+        plane=plane.name,
+        jurisdiction=plane.jurisdiction,
+        source_id="",
+        run_id=pipes_run_id(),
+        warn=logging.getLogger(__name__).warning,
+        actors={t.identifier: f"cdc:{t.asset_key or t.identifier}" for t in spec.tables},
+        routes=routes,
+    )
+
+
 def build_pipeline(
-    spec: CdcJobSpec, plane: DataPlane, intents: Mapping[str, WriteIntent] | None = None
+    spec: CdcJobSpec,
+    plane: DataPlane,
+    intents: Mapping[str, WriteIntent] | None = None,
+    recorder: CdcAuditRecorder | None = None,
 ) -> CdcPipeline:
-    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write."""
+    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write and,
+    given a ``recorder``, an audit record of every commit (see :func:`commit_recorder`)."""
     intents = dict(intents) if intents is not None else spec_intents(spec, plane)
     source = spec.source.build([m.source for m in spec.mappings()])
+    if recorder is not None:
+        recorder.source_id = source.source_id
     catalog = open_catalog(plane.spec())
     policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
 
@@ -189,7 +221,13 @@ def build_pipeline(
 
     filesystem, root = plane.filesystem()
     changelog = ChangelogWriter(f"{root}/_changelog", filesystem=filesystem) if spec.changelog else None
-    applier = IcebergApplier(catalog, source_id=source.source_id, changelog=changelog, before_write=guard)
+    applier = IcebergApplier(
+        catalog,
+        source_id=source.source_id,
+        changelog=changelog,
+        before_write=guard,
+        on_mismatch=recorder.mismatched if recorder is not None else None,
+    )
     dead_letters = DeadLetterTable(catalog, spec.dead_letter_table) if spec.dead_letter_table else None
     return CdcPipeline(
         source,
@@ -198,6 +236,7 @@ def build_pipeline(
         dead_letters=dead_letters,
         dead_letter_policy=spec.dead_letter_policy,
         batch_events=spec.batch_events,
+        on_commit=recorder.committed if recorder is not None else None,
     )
 
 
@@ -351,8 +390,10 @@ def run_job(
     # the source's password_secret (if any) is resolved with this plane's identity, masked and audited
     secrets = PlaneSecrets.from_plane_config(plane.to_config(), run_id=pipes_run_id())
     use_plane_secrets(secrets)
+    recorder: CdcAuditRecorder | None = None
     try:
-        pipeline = build_pipeline(spec, plane, intents)
+        recorder = commit_recorder(spec, plane)
+        pipeline = build_pipeline(spec, plane, intents, recorder)
         try:
             if spec.follow is not None:
                 report = pipeline.run(follow=spec.follow.to_follow())
@@ -366,6 +407,8 @@ def run_job(
                 _label(catalog.load_table(identifier), intent, plane)
         return report, table_report(spec, report, plane)
     finally:
+        if recorder is not None:
+            recorder.close()
         secrets.close()
         use_plane_secrets(None)
 
