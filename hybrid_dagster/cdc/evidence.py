@@ -102,15 +102,21 @@ class CdcAuditRecorder:
 
     def committed(self, mapping: TableMapping, result: ApplyResult) -> None:
         """``CdcPipeline(on_commit=...)``: record the commit (kind ``cdc.commit``)."""
-        evidence = result.evidence
-        if self.log is None or evidence is None:
+        if result.evidence is not None:
+            self.chunk_committed(mapping, result.evidence, result.snapshot_id)
+
+    def chunk_committed(
+        self, mapping: TableMapping, evidence: BatchEvidence, snapshot_id: int | None
+    ) -> None:
+        """``CdcPipeline(on_copy_commit=...)``: record a snapshot chunk's commit (kind ``cdc.commit``)."""
+        if self.log is None:
             return
         self.records.append(
             record_cdc_commit(
                 self.log,
                 plane=self.plane,
                 table=mapping.identifier,
-                snapshot_id=result.snapshot_id,
+                snapshot_id=snapshot_id,
                 source=self.source_id,
                 source_position=evidence.position.encode(),
                 rows=evidence.rows,

@@ -33,6 +33,7 @@ from pyiceberg.table import Table
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sink.integrity import BatchEvidence
 from hybrid_dagster.cdc.snapshots import SegmentFilter, SnapshotState, copy_table_chunked, snapshot_state
 from hybrid_dagster.cdc.sources.base import ChangeSource, CommitHooks, ConsistentCopy, SourceTable
 from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
@@ -156,6 +157,7 @@ class CdcPipeline:
         snapshot_chunk_rows: int = 100_000,
         on_batch: Callable[[PipelineReport], None] | None = None,
         on_commit: Callable[[TableMapping, ApplyResult], None] | None = None,
+        on_copy_commit: Callable[[TableMapping, BatchEvidence, int | None], None] | None = None,
     ) -> None:
         self.source = source
         self.applier = applier
@@ -167,6 +169,7 @@ class CdcPipeline:
         self.on_batch = on_batch
         self._segment_filters: dict[str, SegmentFilter] = {}
         self.on_commit = on_commit
+        self.on_copy_commit = on_copy_commit
 
     def run(
         self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None
@@ -317,12 +320,24 @@ class CdcPipeline:
         """Copy one table chunk by chunk, one commit each; resumes after the last committed chunk."""
         progress = report.tables[mapping.identifier]
         for rows in copy_table_chunked(
-            self.applier, mapping.identifier, mapping.source, copy, state, chunk_rows=self.snapshot_chunk_rows
+            self.applier,
+            mapping.identifier,
+            mapping.source,
+            copy,
+            state,
+            chunk_rows=self.snapshot_chunk_rows,
+            on_chunk=self._chunk_committed(mapping),
         ):
             progress.snapshot_rows += rows
             progress.commits += 1
             log.info("%s: copied %d rows", mapping.identifier, rows)
         progress.watermark = self.applier.watermark(mapping.identifier)
+
+    def _chunk_committed(self, mapping: TableMapping) -> Callable[[BatchEvidence, int | None], None] | None:
+        on_copy_commit = self.on_copy_commit
+        if on_copy_commit is None:
+            return None
+        return lambda evidence, snapshot_id: on_copy_commit(mapping, evidence, snapshot_id)
 
     def _refuse_unowned_rows(self, mapping: TableMapping) -> None:
         """No watermark but rows: copying on top would keep rows deleted at the source since then."""

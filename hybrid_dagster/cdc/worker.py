@@ -237,6 +237,7 @@ def build_pipeline(
         dead_letter_policy=spec.dead_letter_policy,
         batch_events=spec.batch_events,
         on_commit=recorder.committed if recorder is not None else None,
+        on_copy_commit=recorder.chunk_committed if recorder is not None else None,
     )
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from pyiceberg.io import FileIO
+from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
 from hybrid_dagster.audit.content_hash import content_sha256
@@ -88,4 +90,39 @@ def batch_evidence(
         bytes=pending.nbytes,
         source_sha256=content_sha256(upserts),
         target_sha256=content_sha256(at_keys),
+    )
+
+
+def appended_evidence(table: Table, identifier: str, appended: pa.Table, position: Position) -> BatchEvidence:
+    """The evidence of an append that just committed (a snapshot chunk): the rows handed to the append
+    against the rows read back from the data files its snapshot added.
+
+    An append has no staging step to check before its commit, so the check runs right after it; a
+    mismatch must stop whatever would build on that commit (for a snapshot, its completion commit).
+
+    Example:
+        >>> table.append(rows)  # doctest: +SKIP
+        >>> appended_evidence(table, "clinical.patients", rows, Position(7, 0)).matches  # doctest: +SKIP
+        True
+    """
+    snapshot = table.current_snapshot()
+    files = []
+    if snapshot is not None:
+        for manifest in snapshot.manifests(table.io):
+            if manifest.added_snapshot_id != snapshot.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                if entry.status == ManifestEntryStatus.ADDED:
+                    files.append(entry.data_file)
+    schema = arrow_schema_of(table.metadata.schema())
+    staged = (
+        conform(read_data_files(table.metadata, table.io, files), schema) if files else schema.empty_table()
+    )
+    return BatchEvidence(
+        identifier=identifier,
+        position=position,
+        rows=appended.num_rows,
+        bytes=appended.nbytes,
+        source_sha256=content_sha256(appended),
+        target_sha256=content_sha256(staged),
     )
