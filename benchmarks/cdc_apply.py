@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = run(sizes, Path(workdir), max(1, args.repeats))
     if not args.skip_e2e:
         changes = 30_000 if args.quick else args.e2e_changes
-        e2e = cdc_e2e.main(["--changes", str(changes), "--decoder", "both"])
+        e2e = cdc_e2e.main(["--changes", str(changes), "--decoder", "both", "--throughput-only"])
         result["e2e_events_per_s"] = e2e["e2e_events_per_s"]
         result["e2e"] = e2e
     result["quick"] = args.quick

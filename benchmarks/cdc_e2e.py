@@ -1,10 +1,22 @@
-"""End-to-end CDC throughput: PostgreSQL commit -> logical decoding -> Iceberg commit.
+"""End-to-end CDC: PostgreSQL commit -> logical decoding -> Iceberg commit, streaming vs peek side by side.
 
-300,000 changes (200k inserts, 70k updates, 30k deletes in 10k-row transactions) are committed first;
-then the clock runs while the pipeline drains the slot into Iceberg. Prints one JSON object.
+Prints ONE JSON object on stdout (progress on stderr). Figures:
 
-    python benchmarks/cdc_e2e.py [--changes 300000] [--decoder pgoutput|wal2json|both]
-    python -m benchmarks.cdc_e2e --help
+* ``e2e_events_per_s``: a backlog of ``--changes`` (default 2,000,000: 2/3 inserts, 7/30 updates, 1/10
+  deletes in 10,000-row transactions) is committed first, then the clock runs while the streaming reader
+  (replication protocol, pgoutput) drains it into Iceberg. Goal >= 250,000 on 2 cores.
+* ``peek_events_per_s``: the same backlog, in the same run, drained through a second slot by the peek
+  reader (``pg_logical_slot_peek_binary_changes``), the baseline.
+* ``drain_4x_over_1x``: streaming drain time of a ``4 * --drain-base`` backlog over that of a
+  ``--drain-base`` one (default 1,000,000): the cost of a read must not grow with the backlog. Goal <= 4.4.
+* ``latency_p50_s`` / ``latency_p99_s``: ``--rate`` changes/s (default 10,000, in 1,000-row
+  transactions) for ``--latency-seconds``, applied by the long-running mode (``Follow``) with
+  ``--target-latency``; latency of a change = its Iceberg commit time - its PostgreSQL commit time.
+  Goal p99 <= 5 s.
+
+    python benchmarks/cdc_e2e.py                                   # full sizes (several minutes)
+    python -m benchmarks.cdc_e2e --changes 200000 --drain-base 100000 --latency-seconds 15   # reduced
+    python -m benchmarks.cdc_e2e --throughput-only --decoder both  # stream vs peek only (+ wal2json)
 """
 
 from __future__ import annotations
@@ -13,15 +25,20 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 if not __package__:  # run as `python benchmarks/NAME.py`: import this checkout's packages, as `-m` does
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
 import psycopg2
+import pyarrow.compute as pc
 
-from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
+from hybrid_dagster.cdc.changes import COMMIT_TS_COL, ChangeBatch
+from hybrid_dagster.cdc.pipeline import CdcPipeline, Follow, PipelineReport, TableMapping
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource
@@ -34,6 +51,10 @@ CREATE TABLE bench_events (
     id bigint PRIMARY KEY, account integer NOT NULL, amount double precision, note text, ts timestamptz
 )
 """
+
+
+def _progress(message: str) -> None:
+    print(f"e2e: {message}", file=sys.stderr, flush=True)
 
 
 def _workload(dsn: str, changes: int, tx_rows: int = 10_000) -> None:
@@ -55,88 +76,223 @@ def _workload(dsn: str, changes: int, tx_rows: int = 10_000) -> None:
                 (start, min(start + tx_rows - 1, updates)),
             )
             conn.commit()
-        cur.execute("DELETE FROM bench_events WHERE id > %s", (inserts - deletes,))
-        conn.commit()
+        for start in range(inserts - deletes + 1, inserts + 1, tx_rows):
+            cur.execute(
+                "DELETE FROM bench_events WHERE id BETWEEN %s AND %s",
+                (start, min(start + tx_rows - 1, inserts)),
+            )
+            conn.commit()
     conn.close()
 
 
-def measure(
-    server: PostgresServer, decoder: str, changes: int, workdir: Path, batch_events: int = 100_000
-) -> dict[str, float]:
+def _database(server: PostgresServer, name: str) -> str:
     admin = psycopg2.connect(server.dsn)
     admin.autocommit = True
-    database = f"bench_{decoder}"
     with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {database}")
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {name}")
     admin.close()
-    dsn = server.dsn_for(database)
+    dsn = server.dsn_for(name)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(DDL)
     conn.close()
+    return dsn
 
+
+def _pipeline(
+    dsn: str, slot: str, decoder: str, reader: str, warehouse: Path, batch_events: int
+) -> tuple[CdcPipeline, DataPlane]:
     plane = DataPlane(
-        name="bench",
-        jurisdiction="EU",
-        region="local",
-        location="on_prem",
-        warehouse=f"file://{workdir / decoder}",
+        name="bench", jurisdiction="EU", region="local", location="on_prem", warehouse=f"file://{warehouse}"
     )
-    source = PostgresChangeSource(dsn, [SourceTable(TABLE)], slot_name=f"bench_{decoder}", decoder=decoder)  # type: ignore[arg-type]
+    source = PostgresChangeSource(
+        dsn,
+        [SourceTable(TABLE)],
+        slot_name=slot,
+        decoder=decoder,  # type: ignore[arg-type]
+        publication_name="bench",
+        reader=reader,  # type: ignore[arg-type]
+    )
     applier = IcebergApplier(plane.load_catalog(), source_id=source.source_id)
     pipeline = CdcPipeline(source, applier, [TableMapping(TABLE, "bench.events")], batch_events=batch_events)
     pipeline.run()  # creates slot and publication; the table is still empty
-    _workload(dsn, changes)
+    return pipeline, plane
 
+
+def _drain(pipeline: CdcPipeline, plane: DataPlane, dsn: str) -> dict[str, Any]:
     started = time.perf_counter()
     report = pipeline.run()
     elapsed = time.perf_counter() - started
-    source.close()
-    applied = report.events_applied
-    rows = plane.load_catalog().load_table("bench.events").scan().to_arrow().num_rows
+    stream = getattr(pipeline.source, "stream", None)
+    pipeline.source.close()
+    rows = plane.load_catalog().load_table("bench.events").scan(selected_fields=("id",)).to_arrow().num_rows
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM bench_events")
         expected = cur.fetchone()[0]  # type: ignore[index]
     conn.close()
-    return {
-        "events": applied,
+    out: dict[str, Any] = {
+        "events": report.events_applied,
         "seconds": round(elapsed, 3),
-        "events_per_s": round(applied / elapsed, 1),
+        "events_per_s": round(report.events_applied / elapsed, 1),
+        "batches": report.batches,
         "rows_match": rows == expected,
+    }
+    if stream is not None:
+        out["largest_batch_messages"] = stream.largest_batch
+    return out
+
+
+def measure_throughput(
+    server: PostgresServer, decoder: str, changes: int, workdir: Path, batch_events: int, *, peek: bool
+) -> dict[str, Any]:
+    """The same backlog drained by the stream reader and (``peek``) by the peek reader, two slots."""
+    dsn = _database(server, f"bench_{decoder}")
+    stream, stream_plane = _pipeline(
+        dsn, f"s_{decoder}", decoder, "stream", workdir / f"s_{decoder}", batch_events
+    )
+    stream.source.close()
+    baseline = None
+    if peek:
+        baseline = _pipeline(dsn, f"p_{decoder}", decoder, "peek", workdir / f"p_{decoder}", batch_events)
+    _progress(f"{decoder}: committing a backlog of {changes} changes")
+    _workload(dsn, changes)
+    _progress(f"{decoder}: draining it with the stream reader")
+    out = {"stream": _drain(stream, stream_plane, dsn)}
+    if baseline is not None:
+        _progress(f"{decoder}: draining it with the peek reader")
+        out["peek"] = _drain(*baseline, dsn)
+    return out
+
+
+def measure_drain_ratio(
+    server: PostgresServer, base: int, workdir: Path, batch_events: int
+) -> dict[str, Any]:
+    """Streaming drain time of a 4x backlog over a 1x backlog (fresh slot and table each)."""
+    seconds = {}
+    for factor in (1, 4):
+        dsn = _database(server, f"bench_drain_{factor}x")
+        pipeline, plane = _pipeline(
+            dsn, f"d_{factor}x", "pgoutput", "stream", workdir / f"d_{factor}x", batch_events
+        )
+        pipeline.source.close()
+        _progress(f"drain ratio: committing {factor * base} changes")
+        _workload(dsn, factor * base)
+        _progress(f"drain ratio: draining {factor * base} changes")
+        result = _drain(pipeline, plane, dsn)
+        if not result["rows_match"]:
+            raise AssertionError(f"drain of {factor * base} changes does not match the source")
+        seconds[factor] = result["seconds"]
+    return {"1x_s": seconds[1], "4x_s": seconds[4], "ratio": round(seconds[4] / seconds[1], 3)}
+
+
+def measure_latency(
+    server: PostgresServer, rate: int, duration_s: float, target_latency_s: float, workdir: Path
+) -> dict[str, Any]:
+    """Latency of each change at a steady ``rate`` changes/s under the long-running mode."""
+    dsn = _database(server, "bench_latency")
+    pipeline, _ = _pipeline(dsn, "lat", "pgoutput", "stream", workdir / "lat", batch_events=100_000)
+    source = pipeline.source
+    pending: list[ChangeBatch] = []
+    latencies: list[np.ndarray] = []
+    read = source.follow_read
+
+    def follow_read(max_events: int, max_wait_s: float) -> ChangeBatch:
+        batch = read(max_events, max_wait_s)
+        pending.append(batch)
+        return batch
+
+    def on_batch(report: PipelineReport) -> None:
+        now_us = time.time() * 1e6
+        for batch in pending:
+            for changes in batch.tables.values():
+                ts = pc.cast(changes.rows.column(COMMIT_TS_COL), "int64").to_numpy(zero_copy_only=False)
+                latencies.append((now_us - ts) / 1e6)
+        pending.clear()
+
+    setattr(source, "follow_read", follow_read)  # noqa: B010 - measure what the follow loop reads
+    pipeline.on_batch = on_batch
+    stop = threading.Event()
+    tx_rows = 1_000
+
+    def write() -> None:
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        next_id, started = 1, time.perf_counter()
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute(
+                    "INSERT INTO bench_events SELECT g, g %% 997, g * 0.25, 'note ' || g, now() "
+                    "FROM generate_series(%s, %s) g",
+                    (next_id, next_id + tx_rows - 1),
+                )
+                next_id += tx_rows
+                ahead = (next_id - 1) / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        conn.close()
+
+    _progress(f"latency: {rate} changes/s for {duration_s:.0f}s, target {target_latency_s}s")
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        report = pipeline.run(follow=Follow(target_latency_s=target_latency_s, max_seconds=duration_s))
+    finally:
+        stop.set()
+        writer.join()
+        source.close()
+    values = np.concatenate(latencies) if latencies else np.zeros(0)
+    return {
+        "changes_applied": report.events_applied,
+        "achieved_rate": round(report.events_applied / duration_s, 1),
+        "batches": report.batches,
+        "p50_s": round(float(np.percentile(values, 50)), 3) if len(values) else None,
+        "p99_s": round(float(np.percentile(values, 99)), 3) if len(values) else None,
+        "max_s": round(float(values.max()), 3) if len(values) else None,
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--changes",
-        type=int,
-        default=300_000,
-        help="changes committed before the clock starts (default 300000)",
+        "--changes", type=int, default=2_000_000, help="backlog for the throughput figures (default 2000000)"
     )
     parser.add_argument(
         "--decoder",
         choices=["pgoutput", "wal2json", "both"],
-        default="both",
-        help="logical decoding plugin; wal2json needs Debian's PostgreSQL 15 and is skipped without it",
+        default="pgoutput",
+        help="throughput: also wal2json (needs Debian's PostgreSQL 15 with wal2json; skipped without it)",
     )
+    parser.add_argument("--batch-events", type=int, default=100_000, help="events per batch (default 100000)")
+    parser.add_argument("--drain-base", type=int, default=1_000_000, help="1x backlog of drain_4x_over_1x")
     parser.add_argument(
-        "--batch-events",
-        type=int,
-        default=100_000,
-        help="events per read; each peek re-decodes WAL from the slot's restart_lsn, so larger is faster",
+        "--rate", type=int, default=10_000, help="latency: changes per second (default 10000)"
     )
+    parser.add_argument("--latency-seconds", type=float, default=60.0, help="latency: how long (default 60)")
+    parser.add_argument(
+        "--target-latency", type=float, default=2.0, help="latency: Follow target (default 2)"
+    )
+    parser.add_argument("--throughput-only", action="store_true", help="skip the drain ratio and the latency")
+    parser.add_argument("--no-peek", action="store_true", help="skip the peek baseline")
     args = parser.parse_args(argv)
-    out: dict[str, object] = {"changes": args.changes, "batch_events": args.batch_events}
+    out: dict[str, Any] = {"changes": args.changes, "batch_events": args.batch_events}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hd-e2e-") as tmp:
         workdir = Path(tmp)
-        if args.decoder in ("pgoutput", "both"):
-            print("e2e: pgoutput on embedded PostgreSQL", file=sys.stderr)
+        if args.decoder in ("pgoutput", "both") or not args.throughput_only:
+            _progress("pgoutput on embedded PostgreSQL")
             server = start_embedded_postgres(workdir / "pg")
             try:
-                out["pgoutput"] = measure(server, "pgoutput", args.changes, workdir, args.batch_events)
+                if args.decoder in ("pgoutput", "both"):
+                    out["pgoutput"] = measure_throughput(
+                        server, "pgoutput", args.changes, workdir, args.batch_events, peek=not args.no_peek
+                    )
+                if not args.throughput_only:
+                    out["drain"] = measure_drain_ratio(server, args.drain_base, workdir, args.batch_events)
+                    out["latency"] = measure_latency(
+                        server, args.rate, args.latency_seconds, args.target_latency, workdir
+                    )
             finally:
                 server.stop()
         if args.decoder in ("wal2json", "both"):
@@ -145,13 +301,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             except Exception as exc:  # reported, not fatal: wal2json is optional here
                 out["wal2json"] = {"skipped": str(exc)}
             else:
-                print("e2e: wal2json on Debian PostgreSQL 15", file=sys.stderr)
+                _progress("wal2json on Debian PostgreSQL 15")
                 try:
-                    out["wal2json"] = measure(debian, "wal2json", args.changes, workdir, args.batch_events)
+                    out["wal2json"] = measure_throughput(
+                        debian, "wal2json", args.changes, workdir, args.batch_events, peek=not args.no_peek
+                    )
                 finally:
                     debian.stop()
     pg = out.get("pgoutput")
-    out["e2e_events_per_s"] = pg["events_per_s"] if isinstance(pg, dict) else None
+    out["e2e_events_per_s"] = pg["stream"]["events_per_s"] if isinstance(pg, dict) else None
+    out["peek_events_per_s"] = pg["peek"]["events_per_s"] if isinstance(pg, dict) and "peek" in pg else None
+    drain, latency = out.get("drain"), out.get("latency")
+    out["drain_4x_over_1x"] = drain["ratio"] if drain else None
+    out["latency_p50_s"] = latency["p50_s"] if latency else None
+    out["latency_p99_s"] = latency["p99_s"] if latency else None
+    out["total_s"] = round(time.perf_counter() - started, 1)
     return out
 
 

@@ -185,6 +185,15 @@ def _add_cdc(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     run.add_argument("--spec", required=True, help="JSON job spec file (example below).")
     run.add_argument("--plane", help="JSON plane config (default: HYBRID_DAGSTER_PLANE in the environment).")
+    run.add_argument(
+        "--follow",
+        action="store_true",
+        help="Long-running mode: keep applying small batches (the spec's 'follow', else its defaults).",
+    )
+    run.add_argument(
+        "--target-latency", type=float, help="Follow mode: target end-to-end latency in seconds."
+    )
+    run.add_argument("--follow-seconds", type=float, help="Follow mode: stop after this many seconds.")
     run.set_defaults(command=_cdc_run)
     resnap = actions.add_parser(
         "resnapshot",
@@ -225,7 +234,14 @@ read the tables back: DataPlane.from_config(plane).load_catalog().load_table("cl
 def _cdc_run(args: argparse.Namespace) -> int:
     from hybrid_dagster.cdc import worker
 
-    return worker.main(["--spec", args.spec, *(["--plane", args.plane] if args.plane else [])])
+    argv = ["--spec", args.spec, *(["--plane", args.plane] if args.plane else [])]
+    if args.follow:
+        argv.append("--follow")
+    if args.target_latency is not None:
+        argv += ["--target-latency", str(args.target_latency)]
+    if args.follow_seconds is not None:
+        argv += ["--follow-seconds", str(args.follow_seconds)]
+    return worker.main(argv)
 
 
 def _cdc_resnapshot(args: argparse.Namespace) -> int:

@@ -95,6 +95,14 @@ class PostgresSetupError(ValueFreeError):
     """The source database is not set up for change data capture (names the setting to change)."""
 
 
+class ReplicationSlotInUse(PostgresSetupError):
+    """A replication slot is streamed by another consumer (a slot serves one consumer at a time)."""
+
+
+class ReplicationLost(ValueFreeError):
+    """The replication connection could not be re-established within the reconnect time limit."""
+
+
 class TriggerColumnsDrift(ValueFreeError):
     """A trigger-captured table's columns changed since its triggers were installed."""
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from hybrid_dagster.cdc.pipeline import DeadLetterPolicy
 from hybrid_dagster.cdc.sources.config import CdcSourceConfig
+from hybrid_dagster.cdc.worker import FollowSpec
 from hybrid_dagster.errors import ResidencyError
 from hybrid_dagster.keys import (
     POLICY_RESOURCE_KEY,
@@ -75,6 +76,7 @@ def cdc_table_assets(
     batch_events: int = 50_000,
     max_lag_seconds: float = 900.0,
     max_seconds: float | None = 900.0,
+    follow: FollowSpec | None = None,
 ) -> dg.AssetsDefinition:
     """A multi-asset streaming ``source`` into one Iceberg table per entry of ``tables`` in ``plane``.
 
@@ -85,6 +87,12 @@ def cdc_table_assets(
     the checks ``primary_key_unique`` and ``cdc_lag`` run with it. A run stops reading new batches after
     ``max_seconds`` (None: until the source is drained); what is left waits for the next run and shows
     in the lag.
+
+    ``follow`` turns a materialization into the long-running mode: the plane-side worker keeps applying
+    small batches within ``follow.target_latency_s`` of their source commit for ``follow.max_seconds``
+    (instead of draining once), reporting the materialization when it ends. Supervise it with
+    :func:`hybrid_dagster.sensors.cdc_follow.cdc_follow_sensor`, which starts the next run whenever none
+    is in progress; each run resumes from the committed watermarks.
 
     Example:
         .. code-block:: python
@@ -180,6 +188,7 @@ def cdc_table_assets(
             "batch_events": batch_events,
             "max_seconds": max_seconds,
             "max_lag_seconds": max_lag_seconds,
+            "follow": follow.model_dump() if follow is not None else None,
         }
         invocation = target.run(
             context,

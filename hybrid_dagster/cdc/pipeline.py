@@ -2,7 +2,8 @@
 
 Exactly-once rests on three rules: the source is read without consuming it; every Iceberg commit records
 the last applied source position in its snapshot summary, and changes at or below it are skipped on
-replay; the source is acknowledged only after every table of the batch has committed.
+replay; the source is acknowledged only after every table of the batch has committed - and after
+``on_commit`` (the audit record of each commit, with its two content hashes) returned.
 
 A table without a watermark is first copied (chunk by chunk and resumable where the copy reads key
 ranges: :mod:`hybrid_dagster.cdc.snapshots`) through :meth:`ChangeSource.open_copy`, which reads it at one
@@ -10,6 +11,10 @@ exact stream position (for PostgreSQL a temporary slot's consistent point), in o
 position: the stream then applies exactly the changes after the copy. Never a copy read at one moment and
 labelled with another position: changes would apply twice and unchanged TOAST values would be carried
 forward from rows that have since moved.
+
+The long-running mode (:class:`Follow`) keeps the same rules: it only changes when a batch is cut (after
+at most about half the target latency, instead of when the source is drained) and that an empty read does
+not end the run; it ends after ``max_seconds`` and a new run resumes from the committed watermarks.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pyiceberg.table import Table
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sink.integrity import BatchEvidence
 from hybrid_dagster.cdc.snapshots import SegmentFilter, SnapshotState, copy_table_chunked, snapshot_state
 from hybrid_dagster.cdc.sources.base import ChangeSource, CommitHooks, ConsistentCopy, SourceTable
 from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
@@ -52,6 +58,25 @@ class TableMapping:
     @property
     def source(self) -> SourceTable:
         return SourceTable(self.source_table, self.key_columns)
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Long-running mode: keep applying small batches, each within about ``target_latency_s`` of its commit
+    at the source, until ``max_seconds`` have passed (None: until the process is stopped).
+
+    Example:
+        >>> Follow(target_latency_s=2.0, max_seconds=3300).linger_s
+        1.0
+    """
+
+    target_latency_s: float = 2.0
+    max_seconds: float | None = None
+
+    @property
+    def linger_s(self) -> float:
+        """How long a read waits for more changes: half the target, the other half is for the commit."""
+        return max(0.05, self.target_latency_s / 2)
 
 
 @dataclass
@@ -131,6 +156,8 @@ class CdcPipeline:
         batch_events: int = 50_000,
         snapshot_chunk_rows: int = 100_000,
         on_batch: Callable[[PipelineReport], None] | None = None,
+        on_commit: Callable[[TableMapping, ApplyResult], None] | None = None,
+        on_copy_commit: Callable[[TableMapping, BatchEvidence, int | None], None] | None = None,
     ) -> None:
         self.source = source
         self.applier = applier
@@ -141,10 +168,19 @@ class CdcPipeline:
         self.snapshot_chunk_rows = snapshot_chunk_rows
         self.on_batch = on_batch
         self._segment_filters: dict[str, SegmentFilter] = {}
+        self.on_commit = on_commit
+        self.on_copy_commit = on_copy_commit
 
-    def run(self, *, max_batches: int | None = None, deadline_s: float | None = None) -> PipelineReport:
-        """Snapshot new tables, then apply batches until the source is drained (or a limit is hit)."""
+    def run(
+        self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None
+    ) -> PipelineReport:
+        """Snapshot new tables, then apply batches until the source is drained (or a limit is hit).
+
+        With ``follow``, an empty read does not end the run: it goes on until ``follow.max_seconds``.
+        """
         started = time.monotonic()
+        if follow is not None:
+            deadline_s = follow.max_seconds
         report = PipelineReport(
             source_id=self.source.source_id,
             tables={m.identifier: TableProgress(m.identifier) for m in self.tables.values()},
@@ -156,10 +192,15 @@ class CdcPipeline:
         while max_batches is None or report.batches < max_batches:
             if deadline_s is not None and time.monotonic() - started > deadline_s:
                 break
-            batch = self.source.read(self.batch_events)
+            if follow is not None:
+                batch = self.source.follow_read(self.batch_events, follow.linger_s)
+            else:
+                batch = self.source.read(self.batch_events)
             if batch.source_position is not None:
                 report.source_position = batch.source_position
             if batch.ack_position is None and batch.empty:
+                if follow is not None:
+                    continue
                 break
             if batch.dead_letters:
                 self._handle_dead_letters(batch.dead_letters, report)
@@ -219,6 +260,8 @@ class CdcPipeline:
                 pending_filter=hooks.pending_filter,
                 extra_properties=hooks.properties,
             )
+        if result.snapshot_id is not None and self.on_commit is not None:
+            self.on_commit(mapping, result)  # before the source is acknowledged
         progress = report.tables[mapping.identifier]
         progress.add(result, snapshot=snapshot)
         last_ts = _max_commit_ts(changes.rows)
@@ -277,12 +320,24 @@ class CdcPipeline:
         """Copy one table chunk by chunk, one commit each; resumes after the last committed chunk."""
         progress = report.tables[mapping.identifier]
         for rows in copy_table_chunked(
-            self.applier, mapping.identifier, mapping.source, copy, state, chunk_rows=self.snapshot_chunk_rows
+            self.applier,
+            mapping.identifier,
+            mapping.source,
+            copy,
+            state,
+            chunk_rows=self.snapshot_chunk_rows,
+            on_chunk=self._chunk_committed(mapping),
         ):
             progress.snapshot_rows += rows
             progress.commits += 1
             log.info("%s: copied %d rows", mapping.identifier, rows)
         progress.watermark = self.applier.watermark(mapping.identifier)
+
+    def _chunk_committed(self, mapping: TableMapping) -> Callable[[BatchEvidence, int | None], None] | None:
+        on_copy_commit = self.on_copy_commit
+        if on_copy_commit is None:
+            return None
+        return lambda evidence, snapshot_id: on_copy_commit(mapping, evidence, snapshot_id)
 
     def _refuse_unowned_rows(self, mapping: TableMapping) -> None:
         """No watermark but rows: copying on top would keep rows deleted at the source since then."""

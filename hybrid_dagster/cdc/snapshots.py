@@ -41,6 +41,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
+from hybrid_dagster.audit import check_integrity
 from hybrid_dagster.cdc.changes import (
     COMMIT_POS_COL,
     COMMIT_TS_COL,
@@ -54,6 +55,7 @@ from hybrid_dagster.cdc.changes import (
     TableChanges,
 )
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
+from hybrid_dagster.cdc.sink.integrity import BatchEvidence, appended_evidence
 from hybrid_dagster.cdc.sink.watermark import SOURCE_PROPERTY, position_properties
 from hybrid_dagster.cdc.sources.base import ConsistentCopy, CopyChunk, SourceTable
 from hybrid_dagster.errors import ValueFreeError
@@ -127,10 +129,13 @@ def copy_table_chunked(
     state: SnapshotState,
     *,
     chunk_rows: int,
+    on_chunk: Callable[[BatchEvidence, int | None], None] | None = None,
 ) -> Iterator[int]:
     """Copy (or resume copying) ``source`` into ``identifier`` chunk by chunk; yields rows per chunk.
 
-    Ends with the completion commit that gives the table the source's watermark.
+    Ends with the completion commit that gives the table the source's watermark. Each chunk commit is
+    checked (rows handed over against rows read back from the files it added; a mismatch raises before
+    the next commit) and, with ``on_chunk``, reported with its evidence and snapshot id.
 
     Example:
         >>> with source.open_copy() as copy:  # doctest: +SKIP
@@ -144,6 +149,8 @@ def copy_table_chunked(
         before_write=applier.before_write,
         target_file_size_bytes=applier.target_file_size_bytes,
         max_commit_retries=applier.max_commit_retries,
+        verify_integrity=applier.verify_integrity,
+        on_mismatch=applier.on_mismatch,
     )
     segments = [*state.segments, (state.last_key, copy.position.commit)]
     total, chunk_number = state.rows, state.next_chunk
@@ -164,9 +171,26 @@ def copy_table_chunked(
             ROWS_PROPERTY: str(total),
         }
         table = snapshot_applier.ensure_table(identifier, changes.data_schema, list(changes.key_columns))
-        if not _append(snapshot_applier, table, changes, progress):
+        appended = _append(snapshot_applier, table, changes, progress)
+        if appended is None:
             # The source's columns changed since the copy began: evolve the schema with the data.
-            snapshot_applier.apply(identifier, changes, extra_properties=_constant(progress))
+            result = snapshot_applier.apply(identifier, changes, extra_properties=_constant(progress))
+            if on_chunk is not None and result.evidence is not None:
+                on_chunk(result.evidence, result.snapshot_id)
+        elif snapshot_applier.verify_integrity:
+            evidence = appended_evidence(table, identifier, *appended)
+            if not evidence.matches:
+                if snapshot_applier.on_mismatch is not None:
+                    snapshot_applier.on_mismatch(evidence)
+                check_integrity(
+                    expected_sha256=evidence.source_sha256,
+                    staged_sha256=evidence.target_sha256,
+                    what=f"snapshot chunk {chunk_number} of Iceberg table {identifier} (re-snapshot the "
+                    "table: hybrid-dagster cdc resnapshot)",
+                )
+            if on_chunk is not None:
+                snapshot = table.current_snapshot()
+                on_chunk(evidence, snapshot.snapshot_id if snapshot is not None else None)
         yield changes.count
     if schema_known is None:
         raise RuntimeError(f"{type(copy).__name__} copied nothing for {source.name}")
@@ -174,8 +198,11 @@ def copy_table_chunked(
     _complete(applier, table, segments, total)
 
 
-def _append(applier: IcebergApplier, table: Table, changes: TableChanges, progress: dict[str, str]) -> bool:
-    """Append a chunk's rows as new files in one snapshot; False if the table's columns differ.
+def _append(
+    applier: IcebergApplier, table: Table, changes: TableChanges, progress: dict[str, str]
+) -> tuple[pa.Table, Position] | None:
+    """Append a chunk's rows as new files in one snapshot (the rows and their position); None if the
+    table's columns differ.
 
     A chunk holds only keys the table has not got (the copy began on an empty table and ranges do not
     overlap), so an append is the apply; the rows come key-ordered from the server, so files keep
@@ -184,7 +211,7 @@ def _append(applier: IcebergApplier, table: Table, changes: TableChanges, progre
     target = table.schema().as_arrow()
     data = changes.rows.select(changes.data_schema.names)
     if [(f.name, _plain(f.type)) for f in target] != [(f.name, _plain(f.type)) for f in data.schema]:
-        return False
+        return None
     if applier.changelog is not None:
         applier.changelog.write(".".join(table.name()), changes)
     if applier.before_write is not None:
@@ -194,8 +221,9 @@ def _append(applier: IcebergApplier, table: Table, changes: TableChanges, progre
         int(pc.max(changes.rows.column(EVENT_POS_COL)).as_py()),
     )
     properties = {**position_properties(applier.source_id, position), **progress}
-    table.append(data.cast(target), snapshot_properties=properties)
-    return True
+    appended = data.cast(target)
+    table.append(appended, snapshot_properties=properties)
+    return appended, position
 
 
 def _plain(arrow_type: pa.DataType) -> pa.DataType:

@@ -3,8 +3,14 @@
 Started by the CDC assets through ``DataPlane.run`` (Dagster Pipes): it reads the job spec from the Pipes
 extras, streams the source into the plane's Iceberg catalog and reports per table only counts,
 positions, lag and schema. Also runnable by hand (``python -m hybrid_dagster.cdc.worker --spec job.json``),
-which prints the report as JSON; the crash tests kill this process. :func:`resnapshot` requests a fresh
-copy of one table of a job (``hybrid-dagster cdc resnapshot``), through the same residency guard.
+which prints the report as JSON; the crash tests kill this process. With ``--follow`` (or ``"follow"``
+in the spec) it keeps applying small batches with a target end-to-end latency until ``max_seconds``.
+:func:`resnapshot` requests a fresh copy of one table of a job (``hybrid-dagster cdc resnapshot``),
+through the same residency guard.
+
+Every Iceberg commit is recorded in the audit log (``cdc.commit``, with the content hash of the batch as
+decoded and of the rows as staged, compared before the commit) before the source is acknowledged
+(:mod:`hybrid_dagster.cdc.evidence`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from typing import Any
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field, model_validator
 
-from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, PipelineReport, TableMapping
+from hybrid_dagster.cdc.evidence import CdcAuditRecorder, InboundRoute
+from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, Follow, PipelineReport, TableMapping
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
@@ -49,6 +56,23 @@ class CdcTableSpec(BaseModel):
     classification: str = "internal"
     home_plane: str = ""
     data_jurisdictions: list[str] = Field(default_factory=list)
+
+
+class FollowSpec(BaseModel):
+    """The long-running mode of a job: apply small batches within ``target_latency_s`` of their source
+    commit, for ``max_seconds`` (None: until the worker is stopped; a supervising schedule or sensor
+    starts the next run, which resumes from the committed watermarks).
+
+    Example:
+        >>> FollowSpec(target_latency_s=2.0, max_seconds=3300).to_follow().linger_s
+        1.0
+    """
+
+    target_latency_s: float = Field(default=2.0, gt=0)
+    max_seconds: float | None = Field(default=3300.0)
+
+    def to_follow(self) -> Follow:
+        return Follow(target_latency_s=self.target_latency_s, max_seconds=self.max_seconds)
 
 
 DEFAULT_MAX_SECONDS = 900.0
@@ -94,6 +118,8 @@ class CdcJobSpec(BaseModel):
     batch_events: int = 50_000
     max_seconds: float | None = DEFAULT_MAX_SECONDS
     max_lag_seconds: float = 900.0
+    follow: FollowSpec | None = None
+    """Long-running mode instead of one drain (``max_seconds`` is then ``follow.max_seconds``)."""
 
     @model_validator(mode="after")
     def _default_dead_letter_table(self) -> CdcJobSpec:
@@ -149,12 +175,39 @@ def contract_intents(spec: CdcJobSpec, contract: ResidencyExtras) -> dict[str, W
     return intents
 
 
+def commit_recorder(spec: CdcJobSpec, plane: DataPlane) -> CdcAuditRecorder:
+    """The audit recorder of this job's commits (``cdc.commit`` per Iceberg commit, before the ack);
+    :func:`build_pipeline` fills in the source."""
+    policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
+    routes: dict[str, InboundRoute] = {}
+    for t in spec.tables:
+        foreign = sorted(set(t.data_jurisdictions) - {plane.jurisdiction})
+        if foreign:
+            route = policy.route_for(foreign[0], plane.jurisdiction, Classification.parse(t.classification))
+            routes[t.identifier] = InboundRoute(foreign[0], route.legal_basis if route else None)
+    return CdcAuditRecorder.open(
+        plane=plane.name,
+        jurisdiction=plane.jurisdiction,
+        source_id="",
+        run_id=pipes_run_id(),
+        warn=logging.getLogger(__name__).warning,
+        actors={t.identifier: f"cdc:{t.asset_key or t.identifier}" for t in spec.tables},
+        routes=routes,
+    )
+
+
 def build_pipeline(
-    spec: CdcJobSpec, plane: DataPlane, intents: Mapping[str, WriteIntent] | None = None
+    spec: CdcJobSpec,
+    plane: DataPlane,
+    intents: Mapping[str, WriteIntent] | None = None,
+    recorder: CdcAuditRecorder | None = None,
 ) -> CdcPipeline:
-    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write."""
+    """The pipeline for ``spec`` inside ``plane``, with the residency guard on every table write and,
+    given a ``recorder``, an audit record of every commit (see :func:`commit_recorder`)."""
     intents = dict(intents) if intents is not None else spec_intents(spec, plane)
     source = spec.source.build([m.source for m in spec.mappings()])
+    if recorder is not None:
+        recorder.source_id = source.source_id
     catalog = open_catalog(plane.spec())
     policy = ResidencyPolicy(routes=[TransferRoute(**r) for r in spec.routes])
 
@@ -168,7 +221,13 @@ def build_pipeline(
 
     filesystem, root = plane.filesystem()
     changelog = ChangelogWriter(f"{root}/_changelog", filesystem=filesystem) if spec.changelog else None
-    applier = IcebergApplier(catalog, source_id=source.source_id, changelog=changelog, before_write=guard)
+    applier = IcebergApplier(
+        catalog,
+        source_id=source.source_id,
+        changelog=changelog,
+        before_write=guard,
+        on_mismatch=recorder.mismatched if recorder is not None else None,
+    )
     dead_letters = DeadLetterTable(catalog, spec.dead_letter_table) if spec.dead_letter_table else None
     return CdcPipeline(
         source,
@@ -177,6 +236,8 @@ def build_pipeline(
         dead_letters=dead_letters,
         dead_letter_policy=spec.dead_letter_policy,
         batch_events=spec.batch_events,
+        on_commit=recorder.committed if recorder is not None else None,
+        on_copy_commit=recorder.chunk_committed if recorder is not None else None,
     )
 
 
@@ -330,10 +391,15 @@ def run_job(
     # the source's password_secret (if any) is resolved with this plane's identity, masked and audited
     secrets = PlaneSecrets.from_plane_config(plane.to_config(), run_id=pipes_run_id())
     use_plane_secrets(secrets)
+    recorder: CdcAuditRecorder | None = None
     try:
-        pipeline = build_pipeline(spec, plane, intents)
+        recorder = commit_recorder(spec, plane)
+        pipeline = build_pipeline(spec, plane, intents, recorder)
         try:
-            report = pipeline.run(deadline_s=spec.max_seconds)
+            if spec.follow is not None:
+                report = pipeline.run(follow=spec.follow.to_follow())
+            else:
+                report = pipeline.run(deadline_s=spec.max_seconds)
         finally:
             pipeline.source.close()
         catalog = open_catalog(plane.spec())
@@ -342,6 +408,8 @@ def run_job(
                 _label(catalog.load_table(identifier), intent, plane)
         return report, table_report(spec, report, plane)
     finally:
+        if recorder is not None:
+            recorder.close()
         secrets.close()
         use_plane_secrets(None)
 
@@ -352,11 +420,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plane", help="JSON plane config file (standalone mode; default: from environment)."
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="long-running mode: keep applying small batches (the spec's 'follow' settings, else defaults)",
+    )
+    parser.add_argument("--target-latency", type=float, help="follow mode: target end-to-end latency (s)")
+    parser.add_argument("--follow-seconds", type=float, help="follow mode: stop after this many seconds")
     args = parser.parse_args(argv)
     if args.spec:
         # one line per applied batch (table, counts, watermark; never row values) on stderr
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
         spec = CdcJobSpec.model_validate_json(Path(args.spec).read_text())
+        if args.follow or args.target_latency is not None or args.follow_seconds is not None:
+            follow = spec.follow or FollowSpec()
+            if args.target_latency is not None:
+                follow = follow.model_copy(update={"target_latency_s": args.target_latency})
+            if args.follow_seconds is not None:
+                follow = follow.model_copy(update={"max_seconds": args.follow_seconds})
+            spec = spec.model_copy(update={"follow": follow})
         plane = (
             DataPlane.from_config(json.loads(Path(args.plane).read_text()))
             if args.plane

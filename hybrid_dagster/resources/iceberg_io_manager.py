@@ -1,13 +1,34 @@
-"""An IO manager that stores each asset as an Iceberg table in the catalog of the plane it is pinned to."""
+"""An IO manager that stores each asset as an Iceberg table in the catalog of the plane it is pinned to.
+
+Correctness rules for movements across planes (the transfer ledger, :mod:`hybrid_dagster.audit.transfers`):
+
+- An input loaded from one plane and an output written to another within the same step is a transfer:
+  the input is hashed as read at its source (:func:`~hybrid_dagster.audit.content_sha256`), and so is a
+  write that ``target_plane`` redirects away from the asset's own plane (its rows as handed over).
+- Such a write hashes the rows handed over, stages the Iceberg commit, hashes the staged rows read back
+  from the new snapshot's data files and abandons the commit on a mismatch (recording
+  ``transfer.mismatch``, raising :class:`~hybrid_dagster.audit.TransferIntegrityError`).
+- After the commit, each transfer is recorded (kind ``transfer``): route, legal basis (the policy's route
+  for it), source and target plane and table, rows, bytes, both hashes, egress cost.
+- The audit store is ``audit_url``, else the default (``HYBRID_DAGSTER_AUDIT_URL``, else
+  ``$DAGSTER_HOME/hybrid_audit.db``); without one, hashes are still checked, nothing is recorded, and the
+  step log says so. Only metadata is recorded, never row values.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
+from hybrid_dagster.audit.content_hash import content_sha256
+from hybrid_dagster.audit.errors import AuditConfigError
+from hybrid_dagster.audit.log import AuditLog
+from hybrid_dagster.audit.transfers import Transfer, TransferLedger, check_integrity
 from hybrid_dagster.errors import ResidencyError, UnsupportedAssetError
 from hybrid_dagster.keys import JURISDICTION_METADATA_KEY, PLANE_TAG, TRANSFER_ROUTES_METADATA_KEY
 from hybrid_dagster.plane import storage
@@ -21,11 +42,24 @@ from hybrid_dagster.residency.guard import (
     write_intent_for,
 )
 from hybrid_dagster.residency.labels import check_relabel, label_for_write
-from hybrid_dagster.residency.model import ResidencyPolicy
+from hybrid_dagster.residency.model import Classification, ResidencyPolicy
 from hybrid_dagster.resources.data_plane import DataPlane
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A table as loaded by a step: where from, what label, and its content hash as read."""
+
+    plane: str
+    jurisdiction: str
+    table: str
+    classification: Classification
+    rows: int
+    bytes: int
+    sha256: str
 
 
 class PlaneIcebergIOManager(dg.ConfigurableIOManager):
@@ -87,6 +121,14 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         ),
     )
 
+    audit_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the audit log that records transfers across planes; empty means "
+        "HYBRID_DAGSTER_AUDIT_URL, else $DAGSTER_HOME/hybrid_audit.db (prefer dg.EnvVar for a password).",
+    )
+
+    _reads: dict[tuple[str, str], list[_Read]] = PrivateAttr(default_factory=dict)
+
     def handle_output(self, context: dg.OutputContext, obj: pa.Table | None) -> None:
         key = context.asset_key
         if obj is None:
@@ -112,7 +154,14 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         label = label_for_write(intent.asset, intent.classification, intent.data_jurisdictions, plane)
         if catalog.table_exists(identifier):
             check_relabel(table_label(catalog.load_table(identifier), plane), label, table=identifier)
-        table = replace_table(catalog, identifier, obj, label)
+        transfers = self._transfers(context, intent.home_plane, plane, identifier, obj, intent.classification)
+        if not transfers:
+            table = replace_table(catalog, identifier, obj, label)
+        else:
+            handed = transfers[0].target_sha256 or ""
+            check = self._before_commit(context, plane, identifier, handed, transfers)
+            table = replace_table(catalog, identifier, obj, label, before_commit=check)
+            self._record(context, transfers, mismatch=False)
         metadata = self._metadata(plane, identifier, table, obj, [r.describe() for r in routes])
         context.add_output_metadata({**metadata, **self._residency(intent, plane)})
 
@@ -133,7 +182,105 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
                 "PlaneIcebergIOManager will not load its rows into the step process (compute inside the "
                 "plane with DataPlane.run, or set regulated_rows_in_step_process=True)"
             )
-        return table.scan().to_arrow()
+        rows = table.scan().to_arrow()
+        self._reads.setdefault(_step_of(context), []).append(
+            _Read(
+                plane=plane.name,
+                jurisdiction=plane.jurisdiction,
+                table=f"{namespace}.{name}",
+                classification=label.classification,
+                rows=rows.num_rows,
+                bytes=rows.nbytes,
+                sha256=content_sha256(rows),
+            )
+        )
+        return rows
+
+    # -- transfers across planes --------------------------------------------------------------------------
+
+    def _transfers(
+        self,
+        context: dg.OutputContext,
+        home_plane: str,
+        plane: DataPlane,
+        identifier: str,
+        obj: pa.Table,
+        classification: Classification,
+    ) -> list[Transfer]:
+        """The movements into ``plane`` this write completes: inputs of the step from other planes, and
+        the asset's own rows when ``target_plane`` sends them away from its home plane."""
+        sources = [r for r in self._reads.get(_step_of(context), []) if r.plane != plane.name]
+        redirected = home_plane != plane.name
+        if not sources and not redirected:
+            return []
+        handed = content_sha256(obj)
+        if redirected:
+            home = self._plane(home_plane)
+            sources.append(
+                _Read(
+                    home.name, home.jurisdiction, identifier, classification, obj.num_rows, obj.nbytes, handed
+                )
+            )
+        transfers = []
+        for read in sources:
+            route = self.policy.route_for(read.jurisdiction, plane.jurisdiction, read.classification)
+            transfers.append(
+                Transfer(
+                    source_plane=read.plane,
+                    source_jurisdiction=read.jurisdiction,
+                    target_plane=plane.name,
+                    target_jurisdiction=plane.jurisdiction,
+                    classification=read.classification.value,
+                    legal_basis=route.legal_basis if route is not None else None,
+                    source_table=read.table,
+                    target_table=identifier,
+                    rows=read.rows,
+                    bytes=read.bytes,
+                    source_sha256=read.sha256,
+                    target_sha256=handed,
+                    egress_usd_per_gb=route.egress_usd_per_gb if route is not None else None,
+                    extra={"target_rows": obj.num_rows, "asset": context.asset_key.to_user_string()},
+                )
+            )
+        return transfers
+
+    def _before_commit(
+        self,
+        context: dg.OutputContext,
+        plane: DataPlane,
+        identifier: str,
+        handed_sha256: str,
+        transfers: list[Transfer],
+    ) -> Callable[[pa.Table], None]:
+        """A ``replace_table`` hook: the staged rows must hash to what was handed over, or no commit."""
+
+        def check(staged: pa.Table) -> None:
+            staged_sha256 = content_sha256(staged)
+            if staged_sha256 != handed_sha256:
+                self._record(
+                    context,
+                    [_with_target(t, staged_sha256) for t in transfers],
+                    mismatch=True,
+                )
+            check_integrity(
+                expected_sha256=handed_sha256,
+                staged_sha256=staged_sha256,
+                what=f"plane {plane.name!r} table {identifier}",
+            )
+
+        return check
+
+    def _record(self, context: dg.OutputContext, transfers: list[Transfer], *, mismatch: bool) -> None:
+        try:
+            log = AuditLog(self.audit_url)
+        except AuditConfigError as missing:
+            context.log.warning(f"PlaneIcebergIOManager: transfers hash-checked but not recorded: {missing}")
+            return
+        with log:
+            ledger = TransferLedger(log)
+            for transfer in transfers:
+                write = ledger.record_mismatch if mismatch else ledger.record
+                write(transfer, actor="dagster:io_manager", run_id=context.run_id)
 
     def _reconcile(self, resources: object) -> None:
         """The planes given to this IO manager must be the step's own DataPlane resources."""
@@ -200,3 +347,11 @@ class PlaneIcebergIOManager(dg.ConfigurableIOManager):
         if routes:
             metadata[TRANSFER_ROUTES_METADATA_KEY] = ", ".join(routes)
         return metadata
+
+
+def _step_of(context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
+    return context.step_context.run_id, context.step_context.step.key
+
+
+def _with_target(transfer: Transfer, target_sha256: str) -> Transfer:
+    return Transfer(**{**transfer.__dict__, "target_sha256": target_sha256})

@@ -9,7 +9,9 @@ Two streams, both through public ``DagsterInstance`` methods:
 - Each run's own stream (step start/success/failure, asset materializations and observations, asset
   check evaluations) in that run's order: ``get_records_for_run(run_id, cursor, of_type)``. On the
   run-sharded SQLite storage step events live only in the run's shard, so a cross-run query by storage
-  id cannot see them; per run they are complete and ordered on every storage.
+  id cannot see them; per run they are complete and ordered on every storage. There, one tick reads
+  them through :class:`~hybrid_dagster._dagster_compat.RunShardReader` (the same query and cursors, one
+  connection per shard, no per-call engine or schema check).
 
 Correctness rules: merging per-status pages of ``limit`` records each and keeping the ``limit`` smallest
 storage ids yields exactly the first ``limit`` records of the merged stream (each page is sorted, and
@@ -25,9 +27,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
+
+from hybrid_dagster._dagster_compat import RunShardReader
 
 RUN_STATUS_TYPES: tuple[dg.DagsterEventType, ...] = (
     dg.DagsterEventType.RUN_START,
@@ -50,6 +55,19 @@ RUN_EVENT_TYPES = frozenset(
     }
 )
 """Events read from each run's own stream."""
+
+
+def iter_run_status_records(
+    instance: dg.DagsterInstance, *, after_storage_id: int, page_size: int = 64
+) -> Iterator[dg.EventLogRecord]:
+    """Every run-status record after ``after_storage_id``, oldest first, read ``page_size`` at a time
+    (a consumer that stops early reads no more than it used, plus one page)."""
+    while True:
+        page = run_status_records(instance, after_storage_id=after_storage_id, limit=page_size)
+        yield from page
+        if len(page) < page_size:
+            return
+        after_storage_id = page[-1].storage_id
 
 
 def run_status_records(
@@ -77,11 +95,26 @@ class RunPage:
     has_more: bool
 
 
-def run_records(instance: dg.DagsterInstance, run_id: str, *, cursor: str | None, limit: int) -> RunPage:
-    """Up to ``limit`` of the run's lineage-relevant records after ``cursor``, in the run's order."""
-    connection = instance.get_records_for_run(
-        run_id, cursor=cursor, of_type=set(RUN_EVENT_TYPES), limit=limit, ascending=True
+def run_records(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    *,
+    cursor: str | None,
+    limit: int,
+    shards: RunShardReader | None = None,
+) -> RunPage:
+    """Up to ``limit`` of the run's lineage-relevant records after ``cursor``, in the run's order.
+
+    ``shards`` (:meth:`RunShardReader.for_instance`, on the default storage) reads the run's shard
+    directly; the records and cursors are those of ``get_records_for_run``.
+    """
+    connection = (
+        shards.records_for_run(run_id, cursor, RUN_EVENT_TYPES, limit) if shards is not None else None
     )
+    if connection is None:
+        connection = instance.get_records_for_run(
+            run_id, cursor=cursor, of_type=set(RUN_EVENT_TYPES), limit=limit, ascending=True
+        )
     records = list(connection.records)
     return RunPage(
         records=records, cursor=connection.cursor if records else cursor, has_more=connection.has_more

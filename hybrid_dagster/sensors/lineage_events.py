@@ -16,6 +16,9 @@ asset check evaluation      ``RUNNING`` of the step: the asset as input, ``dataQ
 
 Correctness rules:
 
+- Facet objects are immutable once built and shared between events (parent, job type, statistics and
+  assertion facets are memoized per builder); the containers (``facets`` mappings, datasets, the event)
+  are new per event, so a client that adds facets to one event never touches another.
 - Run ids are derived, never random: ``uuid5`` of the Dagster run id (and step key), so a re-sent event
   names the same OpenLineage run and a restart cannot fork one run into two.
 - ``eventTime`` is the Dagster event's own timestamp, not the time of emission.
@@ -36,6 +39,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -92,6 +96,7 @@ def _value_free_error_names() -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=4096)
 def run_uuid(dagster_run_id: str, step_key: str | None = None) -> str:
     """The OpenLineage run id of a Dagster run, or of one of its steps.
 
@@ -132,6 +137,10 @@ class EventBuilder:
         self._names: dict[dg.AssetKey, DatasetName] = {}
         self._inputs: dict[dg.AssetKey, event_v2.InputDataset] = {}
         self._value_free = _value_free_error_names()
+        self._job_types: dict[bool, job_type_job.JobTypeJobFacet] = {}
+        self._parents: dict[tuple[str, str], parent_run.ParentRunFacet] = {}
+        self._statistics: dict[int, output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet] = {}
+        self._assertions: dict[tuple[str, bool, str | None], _Assertions] = {}
         self._engine = processing_engine_run.ProcessingEngineRunFacet(
             version=dg.__version__,
             name="Dagster",
@@ -144,12 +153,15 @@ class EventBuilder:
     def _job(self, job_name: str, step_key: str | None, starts: bool) -> event_v2.Job:
         facets: dict[str, JobFacet] = {}
         if starts:
-            facets["jobType"] = job_type_job.JobTypeJobFacet(
-                processingType="BATCH",
-                integration="DAGSTER",
-                jobType="JOB" if step_key is None else "TASK",
-                producer=PRODUCER,
-            )
+            task = step_key is not None
+            if task not in self._job_types:
+                self._job_types[task] = job_type_job.JobTypeJobFacet(
+                    processingType="BATCH",
+                    integration="DAGSTER",
+                    jobType="TASK" if task else "JOB",
+                    producer=PRODUCER,
+                )
+            facets["jobType"] = self._job_types[task]
         name = job_name if step_key is None else f"{job_name}.{step_key}"
         return event_v2.Job(namespace=self.job_namespace, name=name, facets=facets)
 
@@ -158,8 +170,17 @@ class EventBuilder:
     ) -> event_v2.Run:
         facets: dict[str, RunFacet] = {"processing_engine": self._engine, **extra} if starts else dict(extra)
         if step_key is not None:
+            facets["parent"] = self._parent(run_id, job_name)
+        return event_v2.Run(runId=run_uuid(run_id, step_key), facets=facets)
+
+    def _parent(self, run_id: str, job_name: str) -> parent_run.ParentRunFacet:
+        memo = (run_id, job_name)
+        facet = self._parents.get(memo)
+        if facet is None:
+            if len(self._parents) > 4096:
+                self._parents.clear()
             parent = run_uuid(run_id)
-            facets["parent"] = parent_run.ParentRunFacet(
+            facet = self._parents[memo] = parent_run.ParentRunFacet(
                 run=parent_run.Run(runId=parent),
                 job=parent_run.Job(namespace=self.job_namespace, name=job_name),
                 root=parent_run.Root(
@@ -168,7 +189,29 @@ class EventBuilder:
                 ),
                 producer=PRODUCER,
             )
-        return event_v2.Run(runId=run_uuid(run_id, step_key), facets=facets)
+        return facet
+
+    def _assertion(self, check_name: str, passed: bool, severity: str | None) -> _Assertions:
+        memo = (check_name, passed, severity)
+        facet = self._assertions.get(memo)
+        if facet is None:
+            assertion = data_quality_assertions_dataset.Assertion(
+                assertion=check_name, success=passed, severity=severity
+            )
+            facet = self._assertions[memo] = _Assertions(assertions=[assertion], producer=PRODUCER)
+        return facet
+
+    def _row_count(self, rows: int) -> output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet:
+        facet = self._statistics.get(rows)
+        if facet is None:
+            if len(self._statistics) > 4096:
+                self._statistics.clear()
+            facet = self._statistics[rows] = (
+                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                    rowCount=rows, producer=PRODUCER
+                )
+            )
+        return facet
 
     # -- records -----------------------------------------------------------------------------------------
 
@@ -201,10 +244,10 @@ class EventBuilder:
         elif kind == _DT.ASSET_CHECK_EVALUATION:
             state = event_v2.RunState.RUNNING
             evaluation = event.asset_check_evaluation_data
-            assertion = data_quality_assertions_dataset.Assertion(
-                assertion=evaluation.check_name,
-                success=evaluation.passed,
-                severity=evaluation.severity.value.lower() if evaluation.severity else None,
+            assertions = self._assertion(
+                evaluation.check_name,
+                evaluation.passed,
+                evaluation.severity.value.lower() if evaluation.severity else None,
             )
             base = self._input(evaluation.asset_key, {})
             inputs = [
@@ -212,9 +255,7 @@ class EventBuilder:
                     namespace=base.namespace,
                     name=base.name,
                     facets=base.facets,
-                    inputFacets={
-                        "dataQualityAssertions": _Assertions(assertions=[assertion], producer=PRODUCER)
-                    },
+                    inputFacets={"dataQualityAssertions": assertions},
                 )
             ]
         else:
@@ -274,11 +315,7 @@ class EventBuilder:
         output_facets = {}
         row_count = getattr(merged.get("dagster/row_count"), "value", merged.get("dagster/row_count"))
         if isinstance(row_count, int) and not isinstance(row_count, bool):
-            output_facets["outputStatistics"] = (
-                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                    rowCount=row_count, producer=PRODUCER
-                )
-            )
+            output_facets["outputStatistics"] = self._row_count(row_count)
         inputs = [self._input(parent, {}) for parent in (info.parents if info else ())]
         source = getattr(merged.get("hybrid/source"), "value", merged.get("hybrid/source"))
         source_name = source_dataset(source) if isinstance(source, str) else None

@@ -43,10 +43,11 @@ import dagster as dg
 from openlineage.client import OpenLineageClient, event_v2
 from pydantic import BaseModel, ConfigDict
 
+from hybrid_dagster._dagster_compat import RunShardReader
 from hybrid_dagster.errors import LineageEmitError
 from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.sensors.base import SensorCursor, TickOutcome, cursored_sensor
-from hybrid_dagster.sensors.event_log import RUN_END_TYPES, run_records, run_status_records
+from hybrid_dagster.sensors.event_log import RUN_END_TYPES, iter_run_status_records, run_records
 from hybrid_dagster.sensors.lineage_datasets import DatasetNamer, asset_infos
 from hybrid_dagster.sensors.lineage_events import EventBuilder
 
@@ -129,6 +130,7 @@ class _Tick:
     runs: dict[str, RunPosition]
     records: int = 0
     skipped_ids: list[int] = field(default_factory=list)
+    shards: RunShardReader | None = None
 
     def cursor(self) -> LineageCursor:
         return LineageCursor(after_storage_id=self.after_storage_id, runs=dict(self.runs))
@@ -145,7 +147,11 @@ class _Tick:
         while self.budget > 0:
             position = self.runs.get(run_id, RunPosition())
             page = run_records(
-                self.instance, run_id, cursor=position.cursor, limit=position.done + self.budget
+                self.instance,
+                run_id,
+                cursor=position.cursor,
+                limit=position.done + self.budget,
+                shards=self.shards,
             )
             fresh = page.records[position.done :]
             for record in fresh:
@@ -160,8 +166,8 @@ class _Tick:
         return False
 
     def run(self) -> None:
-        for record in run_status_records(
-            self.instance, after_storage_id=self.after_storage_id, limit=self.budget
+        for record in iter_run_status_records(
+            self.instance, after_storage_id=self.after_storage_id, page_size=min(self.budget, 64)
         ):
             if self.budget <= 0:
                 return
@@ -248,6 +254,7 @@ def openlineage_sensor(
         )
         emitter = RetryingEmitter(make_client(), attempts=attempts, backoff_seconds=backoff_seconds)
         tick = _Tick(instance, builder, emitter, budget, cursor.after_storage_id, dict(cursor.runs))
+        tick.shards = RunShardReader.for_instance(instance)
         try:
             tick.run()
         except _EmitFailed as failed:
@@ -264,6 +271,9 @@ def openlineage_sensor(
                 f"Delivered {emitter.delivered} events, then: {problem}",
                 events=emitter.delivered,
             )
+        finally:
+            if tick.shards is not None:
+                tick.shards.close()
         new = tick.cursor()
         stats = {"records": tick.records, "events": emitter.delivered, "retries": emitter.retries}
         if tick.records == 0:

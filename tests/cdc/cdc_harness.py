@@ -27,10 +27,20 @@ def plane_at(warehouse: Path) -> DataPlane:
     return make_plane(warehouse)
 
 
-def job_spec(dsn: str, decoder: str, slot: str, *, batch_events: int = 50_000) -> CdcJobSpec:
+def job_spec(
+    dsn: str, decoder: str, slot: str, *, batch_events: int = 50_000, reader: str = "stream"
+) -> CdcJobSpec:
+    """The end-to-end tests (equivalence, SIGKILL at random points) run the stream reader; the peek
+    reader's own tests are in tests/cdc/sources/postgres/test_source.py."""
     return CdcJobSpec.model_validate(
         {
-            "source": {"kind": "postgres", "dsn": dsn, "slot_name": slot, "decoder": decoder},
+            "source": {
+                "kind": "postgres",
+                "dsn": dsn,
+                "slot_name": slot,
+                "decoder": decoder,
+                "reader": reader,
+            },
             "tables": [
                 CdcTableSpec(
                     source_table=t,

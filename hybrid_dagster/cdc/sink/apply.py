@@ -9,7 +9,9 @@ One :meth:`IcebergApplier.apply` call:
 5. rewrites only the data files whose key range holds a touched key, sorted by key, and adds the new
    keys in new files: the deletes of old files and the adds of new ones land in ONE snapshot, whose
    summary records the source position;
-6. on a concurrent commit, refreshes, re-reads the watermark and redoes the work.
+6. before committing, hashes the batch as decoded and the staged rows at its keys
+   (:mod:`.integrity`); on a mismatch the commit is abandoned (``TransferIntegrityError``);
+7. on a concurrent commit, refreshes, re-reads the watermark and redoes the work.
 
 Files written for an attempt (data files, changelog files) are deleted when its commit certainly did
 not happen: an error before the commit, or a commit the catalog rejected (``CommitFailedException``,
@@ -35,6 +37,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 
+from hybrid_dagster.audit.transfers import check_integrity
 from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.collapse import (
@@ -43,6 +46,7 @@ from hybrid_dagster.cdc.sink.collapse import (
     last_position,
     order_changes,
 )
+from hybrid_dagster.cdc.sink.integrity import BatchEvidence, batch_evidence
 from hybrid_dagster.cdc.sink.rewrite import Rewrite, rewrite as rewrite_files
 from hybrid_dagster.cdc.sink.schema_evolution import (
     SchemaEvolutionError,
@@ -87,6 +91,8 @@ class ApplyResult:
     schema_id: int = 0
     row_count: int = 0
     duration_s: float = 0.0
+    evidence: BatchEvidence | None = None
+    """The two content hashes of the commit (None when nothing was committed or checking is off)."""
 
 
 _OUTCOME_UNKNOWN = "_hybrid_commit_outcome_unknown"
@@ -113,6 +119,8 @@ class IcebergApplier:
         before_write: Callable[[str], None] | None = None,
         target_file_size_bytes: int = 64 * 1024 * 1024,
         max_commit_retries: int = 5,
+        verify_integrity: bool = True,
+        on_mismatch: Callable[[BatchEvidence], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.source_id = source_id
@@ -120,6 +128,8 @@ class IcebergApplier:
         self.before_write = before_write
         self.target_file_size_bytes = target_file_size_bytes
         self.max_commit_retries = max_commit_retries
+        self.verify_integrity = verify_integrity
+        self.on_mismatch = on_mismatch
 
     # -- tables -------------------------------------------------------------------------------------
 
@@ -333,6 +343,20 @@ class IcebergApplier:
                 "copies the source table afresh at a consistent point."
             ) from None
         position = last_position(pending)
+        evidence = None
+        if self.verify_integrity:
+            evidence = batch_evidence(
+                identifier, metadata, table.io, rewrite, list(changes.key_columns), pending, position
+            )
+            if not evidence.matches:
+                self._delete_files(table, rewrite.added_files)  # abandoned: nothing was committed
+                if self.on_mismatch is not None:
+                    self.on_mismatch(evidence)
+                check_integrity(
+                    expected_sha256=evidence.source_sha256,
+                    staged_sha256=evidence.target_sha256,
+                    what=f"CDC batch into Iceberg table {identifier} (source {self.source_id})",
+                )
         properties = {
             **position_properties(self.source_id, position),
             EVENTS_PROPERTY: str(pending.num_rows),
@@ -359,6 +383,7 @@ class IcebergApplier:
             schema_changes=plan.describe(),
             schema_id=committed.metadata.current_schema_id,
             row_count=_row_count(committed),
+            evidence=evidence,
         )
 
     def _commit(

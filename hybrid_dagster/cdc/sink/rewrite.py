@@ -49,6 +49,10 @@ class Rewrite:
     inserted: int
     updated: int
     deleted: int
+    upserts: pa.Table | None = None
+    """The rows the batch upserts, as written (unchanged values carried forward, in the table's schema)."""
+    touched: pa.Table | None = None
+    """Key columns of every key the batch upserts or deletes."""
 
 
 def rewrite(
@@ -103,6 +107,8 @@ def rewrite(
         inserted=new_rows.num_rows - updated,
         updated=updated,
         deleted=deleted,
+        upserts=new_rows,
+        touched=touched,
     )
 
 

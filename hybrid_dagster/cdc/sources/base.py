@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -127,6 +128,17 @@ class ChangeSource(ABC):
     @abstractmethod
     def read(self, max_events: int) -> ChangeBatch:
         """Read up to about ``max_events`` changes after the acknowledged position, without consuming."""
+
+    def follow_read(self, max_events: int, max_wait_s: float) -> ChangeBatch:
+        """The long-running mode's read: changes that arrived, waiting at most about ``max_wait_s``.
+
+        An empty batch means nothing new yet (the follow loop goes on). Sources that can wait for new
+        changes override it; this default reads and, when there is nothing, sleeps ``max_wait_s``.
+        """
+        batch = self.read(max_events)
+        if batch.empty and batch.ack_position is None:
+            time.sleep(max_wait_s)
+        return batch
 
     @abstractmethod
     def ack(self, position: Position) -> None:

@@ -72,6 +72,26 @@ class PostgresCdcSource(CdcSourceConfig):
     publication_name: str | None = Field(
         default=None, description="pgoutput publication (default: the slot name; created on first run)."
     )
+    reader: Literal["stream", "peek"] = Field(
+        default="peek",
+        description=(
+            "How the slot is read: 'stream' over the replication protocol (START_REPLICATION; standby "
+            "status updates only after the Iceberg commit; reconnects with backoff; needed for the "
+            "long-running mode's low latency), or 'peek' through pg_logical_slot_peek_* SQL calls "
+            "(the default while it drains a backlog faster, see docs/cdc.md)."
+        ),
+    )
+    reconnect_timeout_s: float = Field(
+        default=60.0,
+        description="Stream reader: how long to keep reconnecting after a dropped connection or restart.",
+    )
+    slot_busy_timeout_s: float = Field(
+        default=10.0,
+        description=(
+            "Stream reader: how long to wait for a slot held by another consumer before failing with "
+            "ReplicationSlotInUse (a consumer just killed holds it until its walsender notices)."
+        ),
+    )
     on_malformed: Literal["stop", "dead_letter"] = Field(
         default="stop",
         description=(
@@ -98,6 +118,9 @@ class PostgresCdcSource(CdcSourceConfig):
             decoder=self.decoder,
             publication_name=self.publication_name,
             on_malformed=self.on_malformed,
+            reader=self.reader,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+            slot_busy_timeout_s=self.slot_busy_timeout_s,
         )
 
 

@@ -250,7 +250,7 @@ class PgOutputDecoder:
         self, lsns: Sequence[int] | np.ndarray, payloads: Sequence[bytes | memoryview]
     ) -> DecodedStream:
         """Decode one peek's rows (``lsn``, ``data``); a peek always holds whole transactions."""
-        sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
+        sizes = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
         starts = np.cumsum(sizes) - sizes
         return self.decode_buffer(b"".join([*payloads, bytes(WINDOW)]), starts, sizes, lsns)
 

@@ -1,7 +1,17 @@
-"""PostgreSQL change source: a logical replication slot read through the SQL interface.
+"""PostgreSQL change source: a logical replication slot, streamed or peeked.
 
-``read`` peeks (``pg_logical_slot_peek_*``, never ``get``, which consumes on read and loses data on a
-crash); ``ack`` advances the slot with ``pg_replication_slot_advance`` after the Iceberg commit.
+Two readers, the same decoders and the same exactness rules:
+
+* ``reader="stream"``: the replication protocol (``START_REPLICATION SLOT ... LOGICAL``, see
+  :mod:`hybrid_dagster.cdc.sources.postgres.stream`); ``ack`` becomes the flush position of the next
+  standby status update. Reading again without an ``ack`` continues after what was read (a new source,
+  or a reconnect, starts again at the acknowledged position).
+* ``reader="peek"`` (default: it drains a backlog faster, as measured so far): the SQL interface.
+  ``read`` peeks (``pg_logical_slot_peek_*``, never ``get``, which consumes on read and loses data on a
+  crash), so reading again without an ``ack`` returns the same changes; ``ack`` advances the slot with
+  ``pg_replication_slot_advance``.
+
+Either way ``ack`` is called only after the Iceberg commit carrying the watermark.
 
 Replica identity stays DEFAULT: the apply writes full after-images keyed by primary key, so old values of
 non-key columns are not needed, and a primary-key change still carries the old key (pgoutput sends it as
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -33,6 +44,7 @@ from hybrid_dagster.cdc.sources.postgres.pgoutput import (
     PgOutputDecoder,
     read_copy_binary,
 )
+from hybrid_dagster.cdc.sources.postgres.stream import ReplicationReceiver, StreamBatcher
 from hybrid_dagster.cdc.sources.postgres.types import (
     NUMERIC,
     SESSION_SETTINGS,
@@ -42,9 +54,16 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     text_to_arrow,
 )
 from hybrid_dagster.cdc.sources.postgres.wal2json import NUMERIC_AS_STRING, WAL2JSON_OPTIONS, Wal2JsonDecoder
-from hybrid_dagster.errors import DecoderError, PostgresSetupError as PostgresSetupError
+from hybrid_dagster.errors import (
+    DecoderError,
+    PostgresSetupError as PostgresSetupError,
+    ReplicationSlotInUse as ReplicationSlotInUse,
+)
 
 Decoder = Literal["pgoutput", "wal2json"]
+Reader = Literal["stream", "peek"]
+_CONNECTION_LOST = (None, "57P01", "57P02", "57P03", "08000", "08003", "08006")
+"""SQLSTATEs of a lost connection (None: libpq could not reach the server): retried, not raised."""
 log = logging.getLogger(__name__)
 
 
@@ -95,11 +114,21 @@ class PostgresChangeSource(ChangeSource):
         decoder: Decoder = "pgoutput",
         publication_name: str | None = None,
         on_malformed: OnMalformed = "stop",
+        reader: Reader = "peek",
+        reconnect_timeout_s: float = 60.0,
+        slot_busy_timeout_s: float = 10.0,
     ) -> None:
         if decoder not in ("pgoutput", "wal2json"):
             raise ValueError(f"decoder must be 'pgoutput' or 'wal2json', not {decoder!r}")
         if not tables:
             raise ValueError("PostgresChangeSource needs at least one table")
+        if reader not in ("stream", "peek"):
+            raise ValueError(f"reader must be 'stream' or 'peek', not {reader!r}")
+        self.reader: Reader = reader
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.slot_busy_timeout_s = slot_busy_timeout_s
+        self._stream: StreamBatcher | None = None
+        self._acked = 0
         self.dsn = dsn
         self.tables = list(tables)
         self.slot_name = slot_name
@@ -134,9 +163,33 @@ class PostgresChangeSource(ChangeSource):
         return self._conn
 
     def _query(self, query: str | sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:
-        with self._connection().cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
+        """Run one statement; with the stream reader a lost connection (server restart) is retried with
+        backoff for ``reconnect_timeout_s``, like the replication connection."""
+        started, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                with self._connection().cursor() as cur:
+                    cur.execute(query, params)
+                    return cur.fetchall() if cur.description else []
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+                lost = getattr(err, "pgcode", None) in _CONNECTION_LOST
+                if (
+                    not lost
+                    or self.reader != "stream"
+                    or time.monotonic() - started > self.reconnect_timeout_s
+                ):
+                    raise
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                log.warning(
+                    "%s: connection lost (%s); reconnecting in %.1fs",
+                    self.source_id,
+                    type(err).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _regclass(self, table: SourceTable) -> str:
         schema, name = split_table_name(table.name)
@@ -286,8 +339,27 @@ class PostgresChangeSource(ChangeSource):
                 sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, sql.Identifier(schema, table))
             )
 
+    def _wait_slot_released(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                rows = self._query(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot_name,)
+                )
+                if not rows or not rows[0][0]:
+                    return
+                time.sleep(0.05)
+        except psycopg2.Error:
+            return  # the server is gone: nothing holds the slot on our side
+
     def teardown(self) -> None:
         """Drop the slot and (pgoutput) the publication; for tests and decommissioning."""
+        if self._stream is not None:
+            receiver = self._stream.receiver
+            receiver.close()
+            self._stream = None
+            if receiver.connections:
+                self._wait_slot_released(5.0)
         if self._query("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot_name,)):
             self._query("SELECT pg_drop_replication_slot(%s)", (self.slot_name,))
         if self.decoder == "pgoutput":
@@ -298,9 +370,49 @@ class PostgresChangeSource(ChangeSource):
     # --- reading ---
 
     def read(self, max_events: int) -> ChangeBatch:
-        """Peek up to about ``max_events`` messages (whole transactions) after the acknowledged position."""
+        """Up to about ``max_events`` changes after the acknowledged position (see the module docstring)."""
+        if self.reader == "stream":
+            return self._read_stream(max_events, linger_s=None)
+        return self._read_peek(max_events)
+
+    def follow_read(self, max_events: int, max_wait_s: float) -> ChangeBatch:
+        """The long-running mode's read: what arrived within about ``max_wait_s`` (possibly nothing)."""
+        if self.reader == "stream":
+            return self._read_stream(max_events, linger_s=max_wait_s)
+        return super().follow_read(max_events, max_wait_s)
+
+    def _names_and_keys(self) -> tuple[dict[tuple[str, str], str], dict[str, list[str]]]:
         table_names = {split_table_name(t.name): t.name for t in self.tables}
-        keys = {t.name: self.key_columns(t) for t in self.tables}
+        return table_names, {t.name: self.key_columns(t) for t in self.tables}
+
+    def _wal2json_options(self, table_names: dict[tuple[str, str], str]) -> list[tuple[str, str]]:
+        add_tables = ",".join(f"{_escape_wal2json(s)}.{_escape_wal2json(t)}" for s, t in table_names)
+        extra = (NUMERIC_AS_STRING,) if self._wal2json_has_numeric_strings() else ()
+        return [*WAL2JSON_OPTIONS, *extra, ("add-tables", add_tables)]
+
+    def _wal2json_decode(self, lsns: list[int], payloads: list[str]) -> DecodedStream:
+        table_names, keys = self._names_and_keys()
+        decoder = Wal2JsonDecoder(
+            self.source_id,
+            table_names,
+            keys,
+            {t.name: self._columns(t) for t in self.tables},
+            on_malformed=self.on_malformed,
+            numbers_as_strings=self._wal2json_has_numeric_strings(),
+        )
+        decoded = decoder.decode(lsns, payloads)
+        if decoded.ambiguous_nulls:
+            log.warning(
+                "%s: this wal2json writes float/numeric NaN, Infinity and NULL alike as null; %s read as "
+                "NULL may be NaN or Infinity at the source (upgrade wal2json to 2.4+, or use pgoutput)",
+                self.source_id,
+                ", ".join(f"{n} value(s) of {c}" for c, n in sorted(decoded.ambiguous_nulls.items())),
+            )
+        return decoded
+
+    def _read_peek(self, max_events: int) -> ChangeBatch:
+        """Peek up to about ``max_events`` messages (whole transactions) after the acknowledged position."""
+        table_names, keys = self._names_and_keys()
         if self.decoder == "pgoutput":
             # binary COPY: bytea arrives raw (no hex) and no Python object per row is made
             with self._connection().cursor() as cur:
@@ -317,34 +429,18 @@ class PostgresChangeSource(ChangeSource):
                 self.source_id, table_names, keys, on_malformed=self.on_malformed
             ).decode_buffer(buf, starts, sizes, lsns)
         else:
-            catalog = {t.name: self._columns(t) for t in self.tables}
-            add_tables = ",".join(f"{_escape_wal2json(s)}.{_escape_wal2json(t)}" for s, t in table_names)
-            numbers_as_strings = self._wal2json_has_numeric_strings()
-            extra = (NUMERIC_AS_STRING,) if numbers_as_strings else ()
-            options = [v for pair in (*WAL2JSON_OPTIONS, *extra, ("add-tables", add_tables)) for v in pair]
+            options = [v for pair in self._wal2json_options(table_names) for v in pair]
             placeholders = ", ".join(["%s"] * len(options))
             rows = self._query(
                 "SELECT (lsn - '0/0'::pg_lsn)::int8, data FROM pg_logical_slot_peek_changes("
                 f"%s, NULL, %s, {placeholders})",
                 (self.slot_name, max_events, *options),
             )
-            decoder = Wal2JsonDecoder(
-                self.source_id,
-                table_names,
-                keys,
-                catalog,
-                on_malformed=self.on_malformed,
-                numbers_as_strings=numbers_as_strings,
-            )
-            decoded = decoder.decode([r[0] for r in rows], [r[1] for r in rows])
-            if decoded.ambiguous_nulls:
-                log.warning(
-                    "%s: this wal2json writes float/numeric NaN, Infinity and NULL alike as null; %s read as "
-                    "NULL may be NaN or Infinity at the source (upgrade wal2json to 2.4+, or use pgoutput)",
-                    self.source_id,
-                    ", ".join(f"{n} value(s) of {c}" for c, n in sorted(decoded.ambiguous_nulls.items())),
-                )
+            decoded = self._wal2json_decode([r[0] for r in rows], [r[1] for r in rows])
             messages = len(rows)
+        return self._finish(decoded, keys, messages)
+
+    def _finish(self, decoded: DecodedStream, keys: dict[str, list[str]], messages: int) -> ChangeBatch:
         if messages and decoded.transactions == 0 and decoded.dead_letters:
             raise DecoderError(
                 f"{self.source_id}: none of the {messages} messages from slot {self.slot_name} decode as "
@@ -354,6 +450,43 @@ class PostgresChangeSource(ChangeSource):
         batch = self._batch(decoded, keys)
         batch.source_position = self.current_position()
         return batch
+
+    @property
+    def stream(self) -> StreamBatcher | None:
+        """The stream reader's state once it started (connections, largest batch), else None."""
+        return self._stream
+
+    def _open_stream(self) -> StreamBatcher:
+        if self._stream is None:
+            table_names, _ = self._names_and_keys()
+            if self.decoder == "pgoutput":
+                options = {"proto_version": "1", "publication_names": self.publication_name}
+            else:
+                options = dict(self._wal2json_options(table_names))
+            receiver = ReplicationReceiver(
+                self.dsn,
+                self.slot_name,
+                self.decoder,
+                options,
+                source_id=self.source_id,
+                reconnect_timeout_s=self.reconnect_timeout_s,
+                slot_busy_timeout_s=self.slot_busy_timeout_s,
+            )
+            receiver.start(self._acked)
+            self._stream = StreamBatcher(receiver, self.decoder)
+        return self._stream
+
+    def _read_stream(self, max_events: int, *, linger_s: float | None) -> ChangeBatch:
+        table_names, keys = self._names_and_keys()
+        stream = self._open_stream()
+        target = self.current_position().commit if linger_s is None else None
+        lsns, payloads, messages = stream.next_batch(max_events, target=target, linger_s=linger_s)
+        if self.decoder == "pgoutput":
+            decoder = PgOutputDecoder(self.source_id, table_names, keys, on_malformed=self.on_malformed)
+            decoded = decoder.decode(lsns, payloads)
+        else:
+            decoded = self._wal2json_decode(lsns, [p.decode() for p in payloads])
+        return self._finish(decoded, keys, messages)
 
     def _batch(self, decoded: DecodedStream, keys: dict[str, list[str]]) -> ChangeBatch:
         batch = ChangeBatch(self.source_id, dead_letters=list(decoded.dead_letters))
@@ -370,7 +503,8 @@ class PostgresChangeSource(ChangeSource):
 
     def _wal2json_has_numeric_strings(self) -> bool:
         """Whether the server's wal2json accepts ``numeric-data-types-as-string`` (asked once)."""
-        if self._numeric_strings is None:
+        busy_since = time.monotonic()
+        while self._numeric_strings is None:
             try:
                 self._query(
                     "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, '0/1'::pg_lsn, NULL, %s, %s)",
@@ -379,6 +513,17 @@ class PostgresChangeSource(ChangeSource):
                 self._numeric_strings = True
             except psycopg2.errors.InvalidParameterValue:
                 self._numeric_strings = False
+            except psycopg2.errors.ObjectInUse:
+                # a consumer killed a moment ago still holds the slot until its walsender notices
+                if time.monotonic() - busy_since >= self.slot_busy_timeout_s:
+                    raise ReplicationSlotInUse(
+                        f"{self.source_id}: replication slot {self.slot_name} is in use by another consumer "
+                        f"(still after {self.slot_busy_timeout_s:.0f}s). A slot serves one consumer at a "
+                        "time: stop the other worker or run that reads it (SELECT pg_terminate_backend("
+                        f"active_pid) FROM pg_replication_slots WHERE slot_name = '{self.slot_name}' ends "
+                        "it), or give this source its own slot_name."
+                    ) from None
+                time.sleep(0.2)
         return self._numeric_strings
 
     def _missing_values(self, table: str, columns: list[PgColumn]) -> dict[str, Any]:
@@ -404,7 +549,15 @@ class PostgresChangeSource(ChangeSource):
         return out
 
     def ack(self, position: Position) -> None:
-        """Advance the slot to ``position.commit`` (an end LSN); never moves it backwards."""
+        """Advance the slot to ``position.commit`` (an end LSN); never moves it backwards.
+
+        The stream reader sends it as the flush position of its next standby status update; the peek
+        reader advances the slot with ``pg_replication_slot_advance``.
+        """
+        self._acked = max(self._acked, position.commit)
+        if self._stream is not None:
+            self._stream.receiver.confirm(position.commit)
+            return
         rows = self._query(
             "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::int8 FROM pg_replication_slots"
             " WHERE slot_name = %s",
@@ -437,6 +590,14 @@ class PostgresChangeSource(ChangeSource):
         )
 
     def close(self) -> None:
+        """Release the connections; the stream reader first sends the last acknowledged position and
+        waits (up to 5 s) until the server has released the slot, so the next consumer finds it free."""
+        if self._stream is not None:
+            receiver = self._stream.receiver
+            receiver.close()  # sends the last acknowledged position first
+            self._stream = None
+            if receiver.connections:
+                self._wait_slot_released(5.0)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

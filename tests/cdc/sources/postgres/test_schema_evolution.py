@@ -1,5 +1,6 @@
 """Schema changes at the PostgreSQL source, followed (or refused) by the Iceberg table."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -20,11 +21,23 @@ def execute(dsn: str, *statements: str) -> None:
     conn.close()
 
 
+_OPENED: list[PostgresChangeSource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources(pg_decoder_db: tuple[str, str]) -> Iterator[None]:
+    """Close the stream readers before the database is dropped (a streamed slot is active until then)."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def pipeline(dsn: str, decoder: str, warehouse: Path) -> tuple[CdcPipeline, IcebergApplier]:
     plane = plane_at(warehouse)
     source = PostgresChangeSource(
         dsn, [SourceTable("public.visits")], slot_name=f"evo_{decoder}", decoder=decoder
     )  # type: ignore[arg-type]
+    _OPENED.append(source)
     applier = IcebergApplier(plane.load_catalog(), source_id=source.source_id)
     return CdcPipeline(source, applier, [TableMapping("public.visits", "clinic.visits")]), applier
 

@@ -31,12 +31,15 @@ def run(dsn: str, *statements: str) -> None:
 
 
 def source(dsn: str, decoder: str, *tables: str) -> PostgresChangeSource:
+    """The peek reader: these tests read again without acknowledging (the stream reader's own tests are
+    in test_stream.py; both readers feed the same decoders)."""
     return PostgresChangeSource(
         dsn,
         [SourceTable(t) for t in tables or ("t",)],
         slot_name=f"s_{uuid.uuid4().hex[:8]}",
-        decoder=decoder,
-    )  # type: ignore[arg-type]
+        decoder=decoder,  # type: ignore[arg-type]
+        reader="peek",
+    )
 
 
 def data_rows(rows: pa.Table) -> list[dict[str, Any]]:
@@ -104,7 +107,9 @@ def test_key_other_than_the_primary_key_needs_a_covering_replica_identity(pg_db:
         "CREATE UNIQUE INDEX acc_code ON acc (code)",
         "INSERT INTO acc VALUES (1, 'A', 1), (2, 'B', 2)",
     )
-    src = PostgresChangeSource(pg_db.dsn, [SourceTable("acc", ("code",))], slot_name="acc_slot")
+    src = PostgresChangeSource(
+        pg_db.dsn, [SourceTable("acc", ("code",))], slot_name="acc_slot", reader="peek"
+    )
     with pytest.raises(PostgresSetupError) as raised:
         src.setup()
     message = str(raised.value)
