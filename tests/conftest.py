@@ -25,6 +25,7 @@ def warehouse(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test`` runs two workers), the tests of the one shared demo run share a
     worker: the session-scoped ``demo`` fixture then runs once, not once per worker. The first of them
