@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= .demo
 PYTEST_ARGS ?=
-# Two workers: most tests wait on subprocesses and servers; the demo's tests share one worker (tests/conftest.py).
+# Two workers (pytest-xdist): most tests wait on subprocesses and servers. Whole files go to a worker, so
+# the one demo run serves every test of tests/examples/test_demo.py.
 PYTEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck unit ui validate bench clean
@@ -23,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.clinical_ai.demo --home $(DEMO_HOME)
 
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hybrid_dagster examples benchmarks tests

@@ -25,12 +25,8 @@ def warehouse(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs two workers), the tests of the one shared demo run share a
-    worker: the session-scoped ``demo`` fixture then runs once, not once per worker. The first of them
-    runs the whole demo in its setup, hence the longer timeout."""
+    """The first test using the shared ``demo`` runs the whole demo in its setup: a longer timeout."""
     for item in items:
         if "demo" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("demo"))
             item.add_marker(pytest.mark.timeout(1500))

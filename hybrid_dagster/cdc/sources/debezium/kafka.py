@@ -161,8 +161,12 @@ class DebeziumKafkaChangeSource(ChangeSource):
             key = f"{tp.topic}/{tp.partition}"
             records = [offsets[key] for offsets in recorded if key in offsets]
             group = committed.get((tp.topic, tp.partition), -1)
-            floor = [group] if group >= 0 and (len(records) < len(recorded) or not records) else []
-            start = min(records + floor) if records or floor else self._kafka.OFFSET_BEGINNING
+            if records and len(records) == len(recorded):  # every table recorded this partition
+                start = min(records)
+            elif group >= 0:  # the group commits only after every table of a batch committed
+                start = min([*records, group])
+            else:  # a table without a record may not have applied anything yet: from the beginning
+                start = self._kafka.OFFSET_BEGINNING
             tp.offset = start
             self._read_from[(tp.topic, tp.partition)] = start
             self._at_end.discard((tp.topic, tp.partition))
