@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
@@ -34,12 +33,9 @@ from hybrid_dagster.cdc.sources.base import ConsistentCopy, CopyChunk, SourceTab
 from hybrid_dagster.cdc.sources.postgres.snapshot import read_chunks
 from hybrid_dagster.cdc.sources.postgres.types import (
     SESSION_SETTINGS,
-    ConversionError,
     PgColumn,
-    TextSegment,
-    build_table_changes,
     string_array,
-    text_to_arrow,
+    text_changes,
 )
 from hybrid_dagster.errors import PostgresSetupError
 
@@ -156,29 +152,6 @@ def copy_chunk(
     table: str, keys: list[str], columns: list[PgColumn], chunk: list[tuple[Any, ...]], position: Position
 ) -> TableChanges:
     """Rows read as text -> ``r`` changes at ``position``, converted like the decoders' (same Arrow types)."""
-    n = len(chunk)
     by_column = list(zip(*chunk, strict=True)) if chunk else [() for _ in columns]
     values = {c.name: string_array(list(v)) for c, v in zip(columns, by_column, strict=True)}
-    segment = TextSegment(
-        columns=columns,
-        ops=np.full(n, ord("r"), dtype=np.uint8),
-        commit_pos=np.full(n, position.commit, dtype=np.int64),
-        event_pos=np.full(n, position.event, dtype=np.int64),
-        tx_id=None,
-        commit_ts_us=None,
-        values=values,
-    )
-    data_schema, rows, rejected = build_table_changes(table, keys, [segment])
-    if rejected:
-        # Never row values in exception text: it leaves the plane. Name the columns and the count.
-        bad_columns = []
-        for column in columns:
-            try:
-                text_to_arrow(values[column.name], column)
-            except ConversionError:
-                bad_columns.append(f"{column.name!r} ({column.arrow_type})")
-        raise ValueError(
-            f"snapshot of {table}: {len(rejected)} rows have values that do not convert, in columns "
-            f"{', '.join(bad_columns) or 'unknown'}"
-        )
-    return TableChanges(table, keys, data_schema, rows)
+    return text_changes(table, keys, columns, values, len(chunk), position)

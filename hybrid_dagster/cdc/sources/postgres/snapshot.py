@@ -22,7 +22,6 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
@@ -34,8 +33,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     TEXT,
     VARCHAR,
     PgColumn,
-    TextSegment,
-    build_table_changes,
+    text_changes,
 )
 
 TEXT_TYPES = frozenset({TEXT, VARCHAR, BPCHAR})
@@ -146,19 +144,5 @@ def _parse_csv(data: bytes, columns: list[PgColumn]) -> pa.Table:
 def _changes(
     table: str, keys: list[str], columns: list[PgColumn], text: pa.Table, position: Position
 ) -> TableChanges:
-    n = text.num_rows
     values = {c.name: text.column(c.name).combine_chunks() for c in columns}
-    segment = TextSegment(
-        columns=columns,
-        ops=np.full(n, ord("r"), dtype=np.uint8),
-        commit_pos=np.full(n, position.commit, dtype=np.int64),
-        event_pos=np.full(n, position.event, dtype=np.int64),
-        tx_id=None,
-        commit_ts_us=None,
-        values=values,
-    )
-    data_schema, rows, rejected = build_table_changes(table, keys, [segment])
-    if rejected:
-        # Never row values in exception text: it leaves the plane. Name the count only.
-        raise ValueError(f"snapshot of {table}: {len(rejected)} rows have values that do not convert")
-    return TableChanges(table, keys, data_schema, rows)
+    return text_changes(table, keys, columns, values, text.num_rows, position)

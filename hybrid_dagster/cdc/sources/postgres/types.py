@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
 
+from hybrid_dagster.cdc.changes import Position, TableChanges
+
 SESSION_SETTINGS = (
     "SET TimeZone = 'UTC'",
     "SET DateStyle = 'ISO, YMD'",
@@ -419,3 +421,38 @@ def build_table_changes(
         if unsorted.any():
             rows = rows.take(pa.array(np.lexsort((event_pos, commit_pos))))
     return data_schema, rows, rejected
+
+
+def text_changes(
+    table: str,
+    keys: list[str],
+    columns: list[PgColumn],
+    values: dict[str, pa.Array],
+    n: int,
+    position: Position,
+) -> TableChanges:
+    """``n`` rows of text columns -> ``r`` changes at ``position``; unconvertible values raise, naming
+    the columns and the count (never a value)."""
+    segment = TextSegment(
+        columns=columns,
+        ops=np.full(n, ord("r"), dtype=np.uint8),
+        commit_pos=np.full(n, position.commit, dtype=np.int64),
+        event_pos=np.full(n, position.event, dtype=np.int64),
+        tx_id=None,
+        commit_ts_us=None,
+        values=values,
+    )
+    data_schema, rows, rejected = build_table_changes(table, keys, [segment])
+    if rejected:
+        # Never row values in exception text: it leaves the plane. Name the columns and the count.
+        bad_columns = []
+        for column in columns:
+            try:
+                text_to_arrow(values[column.name], column)
+            except ConversionError:
+                bad_columns.append(f"{column.name!r} ({column.arrow_type})")
+        raise ValueError(
+            f"snapshot of {table}: {len(rejected)} rows have values that do not convert, in columns "
+            f"{', '.join(bad_columns) or 'unknown'}"
+        )
+    return TableChanges(table, keys, data_schema, rows)
