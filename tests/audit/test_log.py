@@ -198,9 +198,14 @@ def test_two_processes_appending_at_once_give_one_chain(audit_url: str, tmp_path
     n = 300
     go = tmp_path / "go"
     ready = [tmp_path / f"ready-{w}" for w in range(2)]
+    first = [tmp_path / f"first-{w}" for w in range(2)]
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), audit_url, str(n), f"writer-{w}", str(ready[w]), str(go)], env=env
+            [
+                *(sys.executable, str(WORKER), audit_url, str(n), f"writer-{w}", str(ready[w]), str(go)),
+                *(str(first[w]), str(first[1 - w])),
+            ],
+            env=env,
         )
         for w in range(2)
     ]
@@ -215,7 +220,7 @@ def test_two_processes_appending_at_once_give_one_chain(audit_url: str, tmp_path
     assert result.count == 2 * n
     actors = [r.actor for r in log.records()]
     assert actors.count("writer-0") == n and actors.count("writer-1") == n
-    # Both writers really interleaved (otherwise the test proves nothing about concurrency).
+    # Both writers really interleaved (each waits for the other's first record before the rest).
     switches = sum(1 for a, b in itertools.pairwise(actors) if a != b)
     assert switches > 1
 
