@@ -20,6 +20,12 @@ default batch on the same event log, or ``null`` with ``baseline_reason`` when i
 in a subprocess of this Python with ``--baseline-path`` (default ``.work/baseline-lib``) in front of
 ``sys.path``, so it sits beside the same dagster; install it there with
 ``pip install --no-deps --target .work/baseline-lib dagster-openlineage==0.2.1 cattrs``.
+
+dagster-openlineage 0.2.1 raises at its first tick on the default storage, so the same records are also
+written to a consolidated SQLite event log (one database, which it can read) and both sensors read that
+one too: ``consolidated`` holds ``records_per_s`` of ours and ``baseline_records_per_s`` of
+dagster-openlineage there (its records are the OpenLineage events it wrote, one per record it handled).
+``--skip-consolidated`` leaves that part out.
 """
 
 from __future__ import annotations
@@ -116,9 +122,13 @@ def replicate_run(instance: dg.DagsterInstance, run_id: str, copies: int) -> Non
     machine (a new SQLite connection per event), so the log is seeded by real runs and then replicated:
     each copy gets a new run id, a run record and timestamps after the previous copy; its events go into
     its own run shard and the run-status, asset and check events also into the index shard, in one
-    batch each. The sensors read the result only through Dagster's public API.
+    batch each (on a consolidated storage, into its one database). The sensors read the result only
+    through Dagster's public API.
     """
     storage: Any = instance.event_log_storage
+    kind = type(storage).__name__
+    assert kind in ("SqliteEventLogStorage", "ConsolidatedSqliteEventLogStorage"), kind
+    sharded = kind == "SqliteEventLogStorage"
     template = instance.get_run_by_id(run_id)
     assert template is not None
     entries = [record.event_log_entry for record in instance.get_records_for_run(run_id).records]
@@ -129,15 +139,29 @@ def replicate_run(instance: dg.DagsterInstance, run_id: str, copies: int) -> Non
         batch = [entry._replace(run_id=new_id, timestamp=entry.timestamp + k * span) for entry in entries]
         with storage.run_connection(new_id) as conn:
             conn.execute(storage.prepare_insert_event_batch(batch))
+        if sharded is False:
+            continue  # one database: the run's rows are the index
         mirrored = [entry for entry in batch if entry.dagster_event_type in MIRRORED]
         with storage.index_connection() as conn:
             conn.execute(storage.prepare_insert_event_batch(mirrored))
 
 
+CONSOLIDATED_YAML = """event_log_storage:
+  module: dagster._core.storage.event_log
+  class: ConsolidatedSqliteEventLogStorage
+  config:
+    base_dir: {base_dir}
+"""
+"""``dagster.yaml`` of a home whose event log is one SQLite database (what dagster-openlineage can read)."""
+
+
 def write_event_log(
-    home: Path, records: int, assets_per_run: int, real_runs: int
+    home: Path, records: int, assets_per_run: int, real_runs: int, *, consolidated: bool = False
 ) -> tuple[dg.Definitions, DataPlane, int]:
-    """Runs on the default storage in ``home`` until the log holds at least ``records`` lineage records."""
+    """Runs in ``home`` until the log holds at least ``records`` lineage records: on the default storage,
+    or with ``consolidated`` on one SQLite database."""
+    if consolidated:
+        (home / "dagster.yaml").write_text(CONSOLIDATED_YAML.format(base_dir=home / "history"), "utf-8")
     plane = DataPlane(
         name="eu-onprem",
         jurisdiction="EU",
@@ -271,6 +295,26 @@ def measure_baseline(home: Path, path: Path) -> dict[str, Any]:
     return result
 
 
+def side_by_side_consolidated(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Ours and dagster-openlineage 0.2.1 on the same records in one consolidated SQLite event log."""
+    home.mkdir(parents=True, exist_ok=True)
+    defs, plane, written = write_event_log(
+        home, args.records, args.assets_per_run, args.real_runs, consolidated=True
+    )
+    _log(f"consolidated event log: {written} lineage records in {home}")
+    ours = measure_ours(home, defs, plane, args.batch_size)
+    result: dict[str, Any] = {
+        "storage": "consolidated SQLite",
+        "records": ours["records"],
+        "events": ours["events"],
+        "records_per_s": round(ours["records"] / ours["seconds"], 1),
+        "records_per_cpu_s": round(ours["records"] / ours["cpu_seconds"], 1),
+    }
+    if args.skip_baseline:
+        return {**result, "baseline_records_per_s": None, "baseline_reason": "--skip-baseline"}
+    return {**result, **measure_baseline(home, args.baseline_path)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -288,6 +332,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--batch-size", type=int, default=1000, help="records per tick of our sensor (default 1000)"
     )
     parser.add_argument("--skip-baseline", action="store_true", help="do not run dagster-openlineage 0.2.1")
+    parser.add_argument(
+        "--skip-consolidated", action="store_true", help="do not repeat both on a consolidated SQLite log"
+    )
     parser.add_argument(
         "--baseline-path",
         type=Path,
@@ -321,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result.update(baseline_records_per_s=None, baseline_reason="--skip-baseline")
         else:
             result.update(measure_baseline(home, args.baseline_path))
+        if not args.skip_consolidated:
+            result["consolidated"] = side_by_side_consolidated(Path(scratch) / "consolidated", args)
     print(json.dumps(result))
     return result
 

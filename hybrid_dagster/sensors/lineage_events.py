@@ -14,6 +14,14 @@ asset observation           ``RUNNING`` of the step: the asset as input
 asset check evaluation      ``RUNNING`` of the step: the asset as input, ``dataQualityAssertions`` facet
 ========================== ===========================================================================
 
+Consecutive asset records of one step that a tick reads together (materializations, observations and
+check evaluations) become ONE ``RUNNING`` event (:meth:`EventBuilder.build_many`): each dataset appears
+once among the inputs and once among the outputs, with the facets of its latest record, and the
+assertions of all its check evaluations in their order; a dataset that is both carries its dataset
+facets on the output only (its input entry keeps the input facets, e.g. the assertions). OpenLineage
+consumers merge a run's events per dataset, so they see the same lineage; a step that materializes many
+assets costs one event per tick instead of one per record (and the transport one serialization).
+
 Correctness rules:
 
 - Facet objects are immutable once built and shared between events (parent, job type, statistics and
@@ -37,7 +45,7 @@ Example:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -75,6 +83,8 @@ RUN_ID_NAMESPACE = uuid.UUID("8e0f5c0e-5d4b-4c1e-9a57-4f1b6c3c2d10")
 """Namespace of the derived OpenLineage run ids (``uuid5``); changing it would fork every run."""
 
 _DT = dg.DagsterEventType
+_RUN_KINDS = frozenset({_DT.RUN_START, _DT.RUN_SUCCESS, _DT.RUN_FAILURE, _DT.RUN_CANCELED})
+_ASSET_RECORDS = frozenset({_DT.ASSET_MATERIALIZATION, _DT.ASSET_OBSERVATION, _DT.ASSET_CHECK_EVALUATION})
 _RUN_STATES = {
     _DT.RUN_START: event_v2.RunState.START,
     _DT.RUN_SUCCESS: event_v2.RunState.COMPLETE,
@@ -217,49 +227,75 @@ class EventBuilder:
 
     def build(self, record: dg.EventLogRecord) -> event_v2.RunEvent | None:
         """The OpenLineage event of one record (``None`` for records that carry no lineage)."""
-        entry = record.event_log_entry
-        event = entry.dagster_event
-        if event is None:
+        return self.build_many([record])
+
+    def foldable(self, records: Sequence[dg.EventLogRecord], limit: int) -> int:
+        """How many of the first ``limit`` records become one event: the asset records of one step that
+        lead ``records`` (at least 1)."""
+        first = records[0].event_log_entry
+        if first.dagster_event is None or first.dagster_event.event_type not in _ASSET_RECORDS:
+            return 1
+        count = 1
+        for record in records[1:limit]:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if (
+                event is None
+                or event.event_type not in _ASSET_RECORDS
+                or (entry.run_id, entry.step_key) != (first.run_id, first.step_key)
+            ):
+                break
+            count += 1
+        return count
+
+    def build_many(self, records: Sequence[dg.EventLogRecord]) -> event_v2.RunEvent | None:
+        """One event for one record, or for the asset records of one step that :meth:`foldable` groups
+        (``None`` if none carries lineage)."""
+        inputs: dict[tuple[str, str], event_v2.InputDataset] = {}
+        outputs: dict[tuple[str, str], event_v2.OutputDataset] = {}
+        last: dg.EventLogEntry | None = None
+        for record in records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type not in _ASSET_RECORDS:
+                return self._lifecycle(entry, event)
+            datasets = self._datasets(event)
+            if datasets is None:
+                continue
+            last = entry
+            for dataset in datasets[0]:
+                key = (dataset.namespace, dataset.name)
+                inputs[key] = _merged_input(inputs[key], dataset) if key in inputs else dataset
+            for output in datasets[1]:
+                outputs[(output.namespace, output.name)] = output
+        if last is None:
             return None
+        for key in inputs.keys() & outputs.keys():
+            inputs[key] = _bare_input(inputs[key])
+        job_name = last.job_name or "runless"
+        return event_v2.RunEvent(
+            eventType=event_v2.RunState.RUNNING,
+            eventTime=_event_time(last.timestamp),
+            run=self._run(last.run_id, job_name, last.step_key, {}, False),
+            job=self._job(job_name, last.step_key, False),
+            producer=PRODUCER,
+            inputs=list(inputs.values()),
+            outputs=list(outputs.values()),
+        )
+
+    def _lifecycle(self, entry: dg.EventLogEntry, event: dg.DagsterEvent) -> event_v2.RunEvent | None:
+        """The event of a run or step starting or ending."""
         kind = event.event_type
-        job_name = entry.job_name or "runless"
-        step_key = entry.step_key
-        run_facets: dict[str, RunFacet] = {}
-        inputs: list[event_v2.InputDataset] = []
-        outputs: list[event_v2.OutputDataset] = []
-        if kind in _RUN_STATES:
-            state = _RUN_STATES[kind]
-            if kind in (_DT.RUN_START, _DT.RUN_SUCCESS, _DT.RUN_FAILURE, _DT.RUN_CANCELED):
-                step_key = None
-            if state is event_v2.RunState.FAIL:
-                run_facets["errorMessage"] = self._error(event, entry.run_id, step_key)
-        elif kind == _DT.ASSET_MATERIALIZATION and event.asset_key is not None:
-            state = event_v2.RunState.RUNNING
-            materialization = event.step_materialization_data.materialization
-            inputs, outputs = self._materialized(event.asset_key, dict(materialization.metadata))
-        elif kind == _DT.ASSET_OBSERVATION and event.asset_key is not None:
-            state = event_v2.RunState.RUNNING
-            observation = event.asset_observation_data.asset_observation
-            inputs = [self._input(event.asset_key, dict(observation.metadata))]
-        elif kind == _DT.ASSET_CHECK_EVALUATION:
-            state = event_v2.RunState.RUNNING
-            evaluation = event.asset_check_evaluation_data
-            assertions = self._assertion(
-                evaluation.check_name,
-                evaluation.passed,
-                evaluation.severity.value.lower() if evaluation.severity else None,
-            )
-            base = self._input(evaluation.asset_key, {})
-            inputs = [
-                event_v2.InputDataset(
-                    namespace=base.namespace,
-                    name=base.name,
-                    facets=base.facets,
-                    inputFacets={"dataQualityAssertions": assertions},
-                )
-            ]
-        else:
+        state = _RUN_STATES.get(kind)
+        if state is None:
             return None
+        job_name = entry.job_name or "runless"
+        step_key = None if kind in _RUN_KINDS else entry.step_key
+        run_facets: dict[str, RunFacet] = {}
+        if state is event_v2.RunState.FAIL:
+            run_facets["errorMessage"] = self._error(event, entry.run_id, step_key)
         starts = state is event_v2.RunState.START
         return event_v2.RunEvent(
             eventType=state,
@@ -267,9 +303,37 @@ class EventBuilder:
             run=self._run(entry.run_id, job_name, step_key, run_facets, starts),
             job=self._job(job_name, step_key, starts),
             producer=PRODUCER,
-            inputs=inputs,
-            outputs=outputs,
+            inputs=[],
+            outputs=[],
         )
+
+    def _datasets(
+        self, event: dg.DagsterEvent
+    ) -> tuple[list[event_v2.InputDataset], list[event_v2.OutputDataset]] | None:
+        """Inputs and outputs of an asset record (``None`` for one without an asset)."""
+        kind = event.event_type
+        if kind == _DT.ASSET_MATERIALIZATION and event.asset_key is not None:
+            materialization = event.step_materialization_data.materialization
+            return self._materialized(event.asset_key, dict(materialization.metadata))
+        if kind == _DT.ASSET_OBSERVATION and event.asset_key is not None:
+            observation = event.asset_observation_data.asset_observation
+            return [self._input(event.asset_key, dict(observation.metadata))], []
+        if kind == _DT.ASSET_CHECK_EVALUATION:
+            evaluation = event.asset_check_evaluation_data
+            assertions = self._assertion(
+                evaluation.check_name,
+                evaluation.passed,
+                evaluation.severity.value.lower() if evaluation.severity else None,
+            )
+            base = self._input(evaluation.asset_key, {})
+            checked = event_v2.InputDataset(
+                namespace=base.namespace,
+                name=base.name,
+                facets=base.facets,
+                inputFacets={"dataQualityAssertions": assertions},
+            )
+            return [checked], []
+        return None
 
     # -- datasets ------------------------------------------------------------------------------------------
 
@@ -347,6 +411,30 @@ class EventBuilder:
         return error_message_run.ErrorMessageRunFacet(
             message="\ncaused by ".join(parts)[:4000], programmingLanguage="python", producer=PRODUCER
         )
+
+
+def _bare_input(dataset: event_v2.InputDataset) -> event_v2.InputDataset:
+    """An input that is also an output of its event: its identity facets are the output's."""
+    return event_v2.InputDataset(
+        namespace=dataset.namespace, name=dataset.name, facets={}, inputFacets=dataset.inputFacets
+    )
+
+
+def _merged_input(earlier: event_v2.InputDataset, later: event_v2.InputDataset) -> event_v2.InputDataset:
+    """One input dataset from two records: the later facets win, assertions accumulate in order."""
+    input_facets = {**(earlier.inputFacets or {}), **(later.inputFacets or {})}
+    before = (earlier.inputFacets or {}).get("dataQualityAssertions")
+    after = (later.inputFacets or {}).get("dataQualityAssertions")
+    if isinstance(before, _Assertions) and isinstance(after, _Assertions):
+        input_facets["dataQualityAssertions"] = _Assertions(
+            assertions=[*before.assertions, *after.assertions], producer=PRODUCER
+        )
+    return event_v2.InputDataset(
+        namespace=later.namespace,
+        name=later.name,
+        facets={**(earlier.facets or {}), **(later.facets or {})},
+        inputFacets=input_facets or None,
+    )
 
 
 def _adapter_version() -> str:

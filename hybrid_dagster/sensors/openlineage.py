@@ -135,12 +135,12 @@ class _Tick:
     def cursor(self) -> LineageCursor:
         return LineageCursor(after_storage_id=self.after_storage_id, runs=dict(self.runs))
 
-    def deliver(self, record: dg.EventLogRecord) -> None:
-        event = self.builder.build(record)
+    def deliver(self, records: list[dg.EventLogRecord]) -> None:
+        event = self.builder.build_many(records)
         if event is not None:
             self.emitter.emit(event)
-        self.budget -= 1
-        self.records += 1
+        self.budget -= len(records)
+        self.records += len(records)
 
     def drain(self, run_id: str) -> bool:
         """Deliver the run's records in order until none is left (True) or the budget is spent."""
@@ -154,11 +154,13 @@ class _Tick:
                 shards=self.shards,
             )
             fresh = page.records[position.done :]
-            for record in fresh:
+            while fresh:
                 if self.budget <= 0:
                     return False
-                self.deliver(record)
-                position = RunPosition(cursor=position.cursor, done=position.done + 1)
+                count = self.builder.foldable(fresh, self.budget)
+                self.deliver(fresh[:count])
+                fresh = fresh[count:]
+                position = RunPosition(cursor=position.cursor, done=position.done + count)
                 self.runs[run_id] = position
             self.runs[run_id] = RunPosition(cursor=page.cursor, done=0)
             if not page.has_more or not page.records:
@@ -175,10 +177,10 @@ class _Tick:
             if entry.dagster_event_type in RUN_END_TYPES:
                 if not self.drain(entry.run_id) or self.budget <= 0:
                     return
-                self.deliver(record)
+                self.deliver([record])
                 self.runs.pop(entry.run_id, None)
             else:
-                self.deliver(record)
+                self.deliver([record])
                 self.runs.setdefault(entry.run_id, RunPosition())
             self.after_storage_id = record.storage_id
         for run_id in list(self.runs):

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -142,6 +143,35 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def identity(event: dict[str, Any]) -> tuple[str, str, str, str]:
     return (event["run"]["runId"], event["eventType"], event["eventTime"], event["job"]["name"])
+
+
+@dataclass(frozen=True)
+class LineageContent:
+    """What a consumer learns from a stream of events, whatever records a tick folded into one RUNNING
+    event: the other events in order, and per run the datasets read (a set: one fold lists an upstream
+    once), the datasets written and the assertions made (multisets: a duplicate shows)."""
+
+    lifecycle: list[tuple[str, str, str, str]]
+    inputs: set[tuple[str, str, str]]
+    outputs: Counter[tuple[str, str, str]]
+    assertions: Counter[tuple[str, str, str, str, bool]]
+
+
+def lineage_content(events: list[dict[str, Any]]) -> LineageContent:
+    content = LineageContent([], set(), Counter(), Counter())
+    for event in events:
+        run = event["run"]["runId"]
+        if event["eventType"] != "RUNNING":
+            content.lifecycle.append(identity(event))
+        for dataset in event.get("inputs") or ():
+            content.inputs.add((run, dataset["namespace"], dataset["name"]))
+            facets = (dataset.get("inputFacets") or {}).get("dataQualityAssertions") or {}
+            for assertion in facets.get("assertions", []):
+                name = (run, dataset["namespace"], dataset["name"])
+                content.assertions[(*name, assertion["assertion"], assertion["success"])] += 1
+        for dataset in event.get("outputs") or ():
+            content.outputs[(run, dataset["namespace"], dataset["name"])] += 1
+    return content
 
 
 @dataclass

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
+from hybrid_dagster import pinned
 from hybrid_dagster.errors import SensorCursorError
 from hybrid_dagster.resources import DataPlane
 from hybrid_dagster.sensors import LineageCursor, openlineage_sensor, run_uuid
@@ -19,6 +21,7 @@ from tests.sensors.lineage_harness import (
     definitions,
     drain,
     identity,
+    lineage_content,
     local_instance,
     materialize_clinical,
     read_jsonl,
@@ -128,11 +131,16 @@ def test_datasets_are_named_physically_with_facets(
     }
 
     # ward_counts: inputs (its upstream, named physically) and outputs both present, column lineage.
+    # Its step's observation, materialization and check evaluation were read in one tick: one event.
     [counts_event, *_] = [
         e for e in events if e["outputs"] and e["job"]["name"].endswith("clinical__ward_counts")
     ]
-    assert [(i["namespace"], i["name"]) for i in counts_event["inputs"]] == [("file", admissions["name"])]
-    counts = counts_event["outputs"][0]
+    [counts] = counts_event["outputs"]
+    assert [(i["namespace"], i["name"]) for i in counts_event["inputs"]] == [
+        ("s3://eu-registry", "exports/wards.csv"),
+        ("file", admissions["name"]),
+        (counts["namespace"], counts["name"]),
+    ]
     assert counts["facets"]["hybridDagster_residency"]["classification"] == "internal"
     assert counts["facets"]["ownership"]["owners"][1] == {
         "name": "ward-lead@hospital.example",
@@ -230,7 +238,7 @@ def test_bounded_batch_and_restart_neither_lose_nor_duplicate(
         cursor = done.cursor
     assert counts and max(counts) <= 3 and len(counts) >= 10
     batched = read_jsonl(out)
-    assert [identity(e) for e in batched] == [identity(e) for e in reference]
+    assert lineage_content(batched) == lineage_content(reference)
     assert len({identity(e) for e in batched}) == len(batched)
     assert cursor is not None and LineageCursor.load(cursor, sensor_name="openlineage").runs == {}
 
@@ -257,3 +265,45 @@ def test_unreadable_cursor_fails_the_tick(tmp_path: Path, eu: DataPlane) -> None
     done = tick(sensor, instance, definitions(eu, sensor), '{"v": 99}')
     assert isinstance(done.raised, SensorCursorError)
     assert "Reset cursor" in str(done.raised)
+
+
+def test_asset_records_of_one_step_read_in_one_tick_become_one_event(tmp_path: Path, eu: DataPlane) -> None:
+    key = dg.AssetKey(["clinical", "beds"])
+
+    @dg.asset(
+        key=key,
+        check_specs=[dg.AssetCheckSpec("a", asset=key), dg.AssetCheckSpec("b", asset=key)],
+        **pinned("eu-onprem", "internal"),
+    )
+    def beds() -> Iterator[Any]:
+        yield dg.MaterializeResult(
+            metadata={"dagster/row_count": 2},
+            check_results=[
+                dg.AssetCheckResult(check_name="a", passed=True),
+                dg.AssetCheckResult(check_name="b", passed=False),
+            ],
+        )
+
+    instance = local_instance(tmp_path / "home")
+    dg.materialize([beds], instance=instance)
+
+    def emit(name: str, **kwargs: Any) -> list[dict[str, Any]]:
+        sensor = _file_sensor(tmp_path / name, eu, **kwargs)
+        drain(sensor, instance, dg.Definitions(assets=[beds], sensors=[sensor]))
+        return read_jsonl(tmp_path / name)
+
+    events = emit("whole.jsonl")
+    [running] = [e for e in events if e["eventType"] == "RUNNING"]
+    [output] = running["outputs"]
+    [checked] = running["inputs"]
+    assert (checked["namespace"], checked["name"]) == (output["namespace"], output["name"])
+    assertions = checked["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert [(a["assertion"], a["success"]) for a in assertions] == [("a", True), ("b", False)]
+    assert output["outputFacets"]["outputStatistics"]["rowCount"] == 2
+    for event in events:
+        validate_event(event)
+
+    # Ticks of 2 records cut the step's records apart: more events, the same lineage.
+    split = emit("split.jsonl", batch_size=2)
+    assert len([e for e in split if e["eventType"] == "RUNNING"]) > 1
+    assert lineage_content(split) == lineage_content(events)
