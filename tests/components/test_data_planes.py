@@ -8,8 +8,11 @@ import dagster as dg
 import pytest
 
 from hybrid_dagster.components import DataPlanesComponent
+from hybrid_dagster.pinning import pinned
 from hybrid_dagster.residency import Classification, ResidencyPolicy
+from hybrid_dagster.residency.graph import ViolationKind
 from hybrid_dagster.resources import DataPlane
+from hybrid_dagster.validation import validate_definitions
 from tests.components import defs_tree, error_chain, example_tree
 
 PLANES_YAML = """
@@ -123,3 +126,48 @@ def test_unknown_plane_name_lists_the_declared_ones() -> None:
     )
     with pytest.raises(KeyError, match=r"no data plane named 'us-cloud'; declared: eu-onprem"):
         component.plane("us-cloud")
+
+
+DR_YAML = """
+type: hybrid_dagster.components.DataPlanesComponent
+attributes:
+  planes:
+    - name: eu-onprem
+      jurisdiction: EU
+      region: fra-dc2
+      location: on_prem
+      warehouse: "file://{{{{ env.PLANES_TEST_HOME }}}}/eu-onprem"
+      dr_secondary:
+        name: eu-dr
+        jurisdiction: {dr_jurisdiction}
+        warehouse: "s3://meridian-eu-dr/warehouse"
+        catalog: {{kind: sql, uri: "sqlite:///{{{{ env.PLANES_TEST_HOME }}}}/eu-dr.db"}}
+        secret_refs: ["vault:clinical/cdc#password"]
+        rto_objective_s: 600
+"""
+
+
+@pytest.mark.parametrize("dr_jurisdiction", ["EU", "US"])
+def test_a_dr_secondary_declared_in_yaml_is_read_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dr_jurisdiction: str
+) -> None:
+    monkeypatch.setenv("PLANES_TEST_HOME", str(tmp_path / "home"))
+    text = DR_YAML.format(dr_jurisdiction=dr_jurisdiction)
+    component = defs_tree(tmp_path, {"planes": text}).load_component("planes", DataPlanesComponent)
+    secondary = component.plane("eu-onprem").dr_secondary
+    assert secondary is not None
+    assert (secondary.name, secondary.jurisdiction, secondary.warehouse) == (
+        "eu-dr",
+        dr_jurisdiction,
+        "s3://meridian-eu-dr/warehouse",
+    )
+    assert secondary.catalog.uri == f"sqlite:///{tmp_path / 'home'}/eu-dr.db"
+    assert (secondary.secret_refs, secondary.rto_objective_s) == (["vault:clinical/cdc#password"], 600)
+
+    @dg.asset(**pinned("eu-onprem", "restricted"))
+    def patients() -> None: ...
+
+    planes = dg.build_defs_for_component(component)
+    report = validate_definitions(dg.Definitions.merge(planes, dg.Definitions(assets=[patients])))
+    refused = [v for v in report.violations if v.kind == ViolationKind.DR_TARGET]
+    assert len(refused) == (1 if dr_jurisdiction == "US" else 0)
