@@ -107,14 +107,22 @@ class Transfer:
         return egress_cost_usd(self.bytes, self.egress_usd_per_gb)
 
     def details(self) -> dict[str, Any]:
-        """The audit record's details (plain JSON)."""
+        """The audit record's details (plain JSON).
+
+        ``copied_verbatim`` says whether the committed rows are exactly the rows read at the source (a
+        copy: True) or rows a step derived from them (False; ``None`` when nothing was written). It is
+        not an integrity verdict: the rows handed to the writer are compared with the rows staged for
+        commit by :func:`check_integrity` before every commit, and a difference stops the commit.
+        """
         body = {k: v for k, v in asdict(self).items() if k != "extra"}
         return {
             **dict(self.extra),
             **body,
             "route": self.route,
             "cost_usd": self.cost_usd,
-            "hashes_match": None if self.target_sha256 is None else self.source_sha256 == self.target_sha256,
+            "copied_verbatim": (
+                None if self.target_sha256 is None else self.source_sha256 == self.target_sha256
+            ),
         }
 
 

@@ -46,7 +46,7 @@ def test_ledger_records_transfers_and_reports_cost_per_route(log: AuditLog) -> N
     ledger.record(transfer(5_000_000), actor="plane:us-cloud", run_id="r2")
     ledger.record(transfer(1_000, target="UK", price=None), actor="plane:uk-cloud")
     [first, _, _] = ledger.transfers()
-    assert first.details["route"] == "EU->US" and first.details["hashes_match"] is True
+    assert first.details["route"] == "EU->US" and first.details["copied_verbatim"] is True
     assert first.details["cost_usd"] == pytest.approx(0.09)  # 1 GB at 0.09 USD/GB
     report = ledger.cost_by_route()
     assert report["EU->US"]["transfers"] == 2 and report["EU->US"]["bytes"] == 1_500_000_000

@@ -109,6 +109,6 @@ def test_a_cross_jurisdiction_read_is_recorded_with_both_hashes_and_its_cost(
     )
     assert (d["source_table"], d["target_table"], d["rows"]) == ("clinic.patients", "copies.patients", 2)
     assert d["source_sha256"] == source_hash and d["target_sha256"] == target_hash == source_hash
-    assert d["hashes_match"] is True and d["bytes"] > 0
+    assert d["copied_verbatim"] is True and d["bytes"] > 0
     assert d["cost_usd"] == pytest.approx(d["bytes"] / 1e9 * 0.09)
     assert "Ingrid" not in str(record.to_json())

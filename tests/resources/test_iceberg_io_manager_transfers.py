@@ -38,6 +38,11 @@ def ward_counts_us(ward_counts: pa.Table) -> pa.Table:  # EU -> US
     return ward_counts
 
 
+@dg.asset(key_prefix="us_stats", **pinned("us-cloud", "internal"))
+def admissions_total_us(ward_counts: pa.Table) -> pa.Table:  # EU -> US, derived rows
+    return pa.table({"admissions": [pa.compute.sum(ward_counts["admissions"]).as_py()]})
+
+
 def _io_manager(tmp_path: Path) -> tuple[PlaneIcebergIOManager, DataPlane, DataPlane, str]:
     eu, us = plane("eu-onprem", "EU", str(tmp_path)), plane("us-cloud", "US", str(tmp_path))
     url = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -63,7 +68,22 @@ def test_a_table_moved_to_another_plane_is_recorded_with_route_basis_and_both_ha
     assert d["rows"] == 3 and d["bytes"] == read_at_source.nbytes and d["cost_usd"] > 0
     assert d["source_sha256"] == content_sha256(read_at_source)
     assert d["target_sha256"] == content_sha256(committed) == d["source_sha256"]
+    assert d["copied_verbatim"] is True
     assert transfer.run_id == result.run_id
+
+    # A step that derives new rows from what it read across the border: a transfer, not a copy, and
+    # no mismatch (the integrity check compares the rows handed to the writer with what it staged).
+    derived = dg.materialize(
+        [ward_counts, admissions_total_us],
+        selection=[admissions_total_us.key],
+        resources={"io_manager": io_manager},
+    )
+    assert derived.success
+    with AuditLog(url) as log:
+        [_, total] = list(log.records(kind="transfer"))
+        assert not list(log.records(kind="transfer.mismatch"))
+    assert total.details["target_table"] == "us_stats.admissions_total_us"
+    assert total.details["copied_verbatim"] is False and total.details["target_rows"] == 1
 
 
 def test_staged_rows_that_do_not_hash_to_the_handed_rows_are_never_committed(
