@@ -31,6 +31,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,7 +39,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
+from pyiceberg.io import FileIO
 from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
 
 from hybrid_dagster.audit import check_integrity
@@ -134,8 +137,9 @@ def copy_table_chunked(
     """Copy (or resume copying) ``source`` into ``identifier`` chunk by chunk; yields rows per chunk.
 
     Ends with the completion commit that gives the table the source's watermark. Each chunk commit is
-    checked (rows handed over against rows read back from the files it added; a mismatch raises before
-    the next commit) and, with ``on_chunk``, reported with its evidence and snapshot id.
+    checked (rows handed over against rows read back from the files it added), on a background thread
+    while the next chunk is read and appended; a mismatch raises before the completion commit, at the
+    latest, and the chunks are reported in order to ``on_chunk`` with their evidence and snapshot id.
 
     Example:
         >>> with source.open_copy() as copy:  # doctest: +SKIP
@@ -156,46 +160,100 @@ def copy_table_chunked(
     total, chunk_number = state.rows, state.next_chunk
     schema_known = None
     chunks = copy.chunks(source, chunk_rows, after_key=state.last_key, first_sequence=chunk_number)
-    for chunk in _read_ahead(chunks):
-        changes = chunk.changes
-        schema_known = changes
-        chunk_number += 1
-        if changes.count == 0:
-            continue
-        total += changes.count
-        progress = {
-            STATE_PROPERTY: "running",
-            LAST_KEY_PROPERTY: json.dumps(list(chunk.last_key or ())),
-            SEGMENTS_PROPERTY: json.dumps([[list(k) if k else None, p] for k, p in segments]),
-            NEXT_CHUNK_PROPERTY: str(chunk_number),
-            ROWS_PROPERTY: str(total),
-        }
-        table = snapshot_applier.ensure_table(identifier, changes.data_schema, list(changes.key_columns))
-        appended = _append(snapshot_applier, table, changes, progress)
-        if appended is None:
-            # The source's columns changed since the copy began: evolve the schema with the data.
-            result = snapshot_applier.apply(identifier, changes, extra_properties=_constant(progress))
-            if on_chunk is not None and result.evidence is not None:
-                on_chunk(result.evidence, result.snapshot_id)
-        elif snapshot_applier.verify_integrity:
-            evidence = appended_evidence(table, identifier, *appended)
-            if not evidence.matches:
-                if snapshot_applier.on_mismatch is not None:
-                    snapshot_applier.on_mismatch(evidence)
-                check_integrity(
-                    expected_sha256=evidence.source_sha256,
-                    staged_sha256=evidence.target_sha256,
-                    what=f"snapshot chunk {chunk_number} of Iceberg table {identifier} (re-snapshot the "
-                    "table: hybrid-dagster cdc resnapshot)",
-                )
-            if on_chunk is not None:
-                snapshot = table.current_snapshot()
-                on_chunk(evidence, snapshot.snapshot_id if snapshot is not None else None)
-        yield changes.count
+    with _ChunkVerifier(snapshot_applier, identifier, on_chunk) as verifier:
+        for chunk in _read_ahead(chunks):
+            changes = chunk.changes
+            schema_known = changes
+            chunk_number += 1
+            if changes.count == 0:
+                continue
+            total += changes.count
+            progress = {
+                STATE_PROPERTY: "running",
+                LAST_KEY_PROPERTY: json.dumps(list(chunk.last_key or ())),
+                SEGMENTS_PROPERTY: json.dumps([[list(k) if k else None, p] for k, p in segments]),
+                NEXT_CHUNK_PROPERTY: str(chunk_number),
+                ROWS_PROPERTY: str(total),
+            }
+            table = snapshot_applier.ensure_table(identifier, changes.data_schema, list(changes.key_columns))
+            appended = _append(snapshot_applier, table, changes, progress)
+            if appended is None:
+                # The source's columns changed since the copy began: evolve the schema with the data.
+                result = snapshot_applier.apply(identifier, changes, extra_properties=_constant(progress))
+                verifier.done(result.evidence, result.snapshot_id)
+            elif snapshot_applier.verify_integrity:
+                verifier.submit(table, chunk_number, *appended)
+            yield changes.count
+        verifier.wait()
     if schema_known is None:
         raise RuntimeError(f"{type(copy).__name__} copied nothing for {source.name}")
     table = applier.ensure_table(identifier, schema_known.data_schema, list(schema_known.key_columns))
     _complete(applier, table, segments, total)
+
+
+class _ChunkVerifier:
+    """Checks committed chunks on one background thread while the next chunks are read and appended.
+
+    Chunks are checked and reported (``on_chunk``) in commit order. The first mismatch (or error) is
+    raised in the copying thread at its next call, and :meth:`wait` - called before the completion
+    commit - raises it at the latest: a copy with a bad chunk never gets the source's watermark. Each
+    check reads the metadata its own commit returned, so later appends do not change what it checks.
+    """
+
+    def __init__(
+        self,
+        applier: IcebergApplier,
+        identifier: str,
+        on_chunk: Callable[[BatchEvidence, int | None], None] | None,
+    ) -> None:
+        self._applier, self._identifier, self._on_chunk = applier, identifier, on_chunk
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-verify")
+        self._pending: list[Future[None]] = []
+
+    def __enter__(self) -> _ChunkVerifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+    def submit(self, table: Table, chunk_number: int, appended: pa.Table, position: Position) -> None:
+        self._raise_failed()
+        metadata, io = table.metadata, table.io
+        self._pending.append(self._pool.submit(self._check, metadata, io, chunk_number, appended, position))
+
+    def done(self, evidence: BatchEvidence | None, snapshot_id: int | None) -> None:
+        """Report a chunk the applier checked itself, after the chunks before it."""
+        self.wait()
+        if self._on_chunk is not None and evidence is not None:
+            self._on_chunk(evidence, snapshot_id)
+
+    def wait(self) -> None:
+        for future in self._pending:
+            future.result()
+        self._pending.clear()
+
+    def _raise_failed(self) -> None:
+        while self._pending and self._pending[0].done():
+            self._pending.pop(0).result()
+
+    def _check(
+        self, metadata: TableMetadata, io: FileIO, chunk_number: int, appended: pa.Table, position: Position
+    ) -> None:
+        evidence = appended_evidence(metadata, io, self._identifier, appended, position)
+        if not evidence.matches:
+            if self._applier.on_mismatch is not None:
+                self._applier.on_mismatch(evidence)
+            check_integrity(
+                expected_sha256=evidence.source_sha256,
+                staged_sha256=evidence.target_sha256,
+                what=f"snapshot chunk {chunk_number} of Iceberg table {self._identifier} (re-snapshot the "
+                "table: hybrid-dagster cdc resnapshot)",
+            )
+        if self._on_chunk is not None:
+            snapshot = metadata.current_snapshot()
+            self._on_chunk(evidence, snapshot.snapshot_id if snapshot is not None else None)
 
 
 def _append(

@@ -18,7 +18,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from hybrid_dagster.audit.errors import TransferIntegrityError
 from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
+from hybrid_dagster.cdc.sink import integrity
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.watermark import SOURCE_PROPERTY
 from hybrid_dagster.cdc.snapshots import (
@@ -248,3 +250,27 @@ def test_resumed_copy_segments_keep_toast_values_on_their_rows(pg_db: PgDatabase
     rows = make_catalog(tmp_path).load_table("lake.docs").scan().to_arrow()
     problems = diff_tables(pg_db.dsn, "public.docs", rows, ["id"])
     assert not problems, "\n".join(problems)
+
+
+def test_a_chunk_that_reads_back_wrong_stops_the_copy_before_its_completion(
+    pg_db: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_items(pg_db.dsn)
+    real = integrity.read_data_files
+    calls = {"n": 0}
+
+    def lossy(metadata, io, files):  # type: ignore[no-untyped-def]
+        rows = real(metadata, io, files)  # the third chunk's files, read back, lose a row
+        calls["n"] += 1
+        return rows.slice(1) if calls["n"] == 3 else rows
+
+    monkeypatch.setattr(integrity, "read_data_files", lossy)
+    pipeline = build(pg_db.dsn, tmp_path, 500)
+    try:
+        with pytest.raises(TransferIntegrityError, match=r"snapshot chunk 3 of Iceberg table lake\.items"):
+            pipeline.run(max_batches=0)
+    finally:
+        pipeline.source.close()
+    table = make_catalog(tmp_path).load_table(MAPPING.identifier)
+    sources = {s.summary[SOURCE_PROPERTY] for s in table.metadata.snapshots if s.summary}
+    assert sources and all(s.endswith(SNAPSHOT_SUFFIX) for s in sources)  # never the source's watermark

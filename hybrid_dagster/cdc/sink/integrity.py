@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntryStatus
-from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
 from hybrid_dagster.audit.content_hash import content_sha256
@@ -93,31 +92,32 @@ def batch_evidence(
     )
 
 
-def appended_evidence(table: Table, identifier: str, appended: pa.Table, position: Position) -> BatchEvidence:
-    """The evidence of an append that just committed (a snapshot chunk): the rows handed to the append
-    against the rows read back from the data files its snapshot added.
+def appended_evidence(
+    metadata: TableMetadata, io: FileIO, identifier: str, appended: pa.Table, position: Position
+) -> BatchEvidence:
+    """The evidence of an append that committed ``metadata`` (a snapshot chunk): the rows handed to the
+    append against the rows read back from the data files its snapshot added.
 
-    An append has no staging step to check before its commit, so the check runs right after it; a
-    mismatch must stop whatever would build on that commit (for a snapshot, its completion commit).
+    An append has no staging step to check before its commit, so the check runs after it, on the
+    metadata the commit returned (later commits of the table do not change what is checked); a mismatch
+    must stop whatever would build on that commit (for a snapshot, its completion commit).
 
     Example:
         >>> table.append(rows)  # doctest: +SKIP
-        >>> appended_evidence(table, "clinical.patients", rows, Position(7, 0)).matches  # doctest: +SKIP
+        >>> appended_evidence(table.metadata, table.io, "clinical.patients", rows, Position(7, 0)).matches
         True
     """
-    snapshot = table.current_snapshot()
+    snapshot = metadata.current_snapshot()
     files = []
     if snapshot is not None:
-        for manifest in snapshot.manifests(table.io):
+        for manifest in snapshot.manifests(io):
             if manifest.added_snapshot_id != snapshot.snapshot_id:
                 continue
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
                 if entry.status == ManifestEntryStatus.ADDED:
                     files.append(entry.data_file)
-    schema = arrow_schema_of(table.metadata.schema())
-    staged = (
-        conform(read_data_files(table.metadata, table.io, files), schema) if files else schema.empty_table()
-    )
+    schema = arrow_schema_of(metadata.schema())
+    staged = conform(read_data_files(metadata, io, files), schema) if files else schema.empty_table()
     return BatchEvidence(
         identifier=identifier,
         position=position,
