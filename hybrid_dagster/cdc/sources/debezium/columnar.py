@@ -46,6 +46,7 @@ _INT64_LIMIT = 2.0**63
 _SPLIT = 16
 _SPLIT_BUDGET = 8  # lines parsed while looking for rejected ones, per line
 _MAX_PARTS = 64
+_BLOCK_BYTES = 1 << 20
 _PG_SEQUENCE = r'^\[\s*(null|"-?\d{1,18}"|-?\d{1,18})\s*,\s*(null|"-?\d{1,18}"|-?\d{1,18})\s*\]$'
 _PG_SEQUENCE_EVENT = r',\s*("-?\d{1,18}"|-?\d{1,18})\s*\]$'
 
@@ -80,37 +81,55 @@ def parse_many(
         >>> p.tables["t"].rows.column("id").to_pylist(), p.slow
         ([1], [])
     """
-    suspect = _suspect(values, r"^\s*$") if values else []
-    key_suspect = _suspect(keys, None) if keys else []
-    fast = [i for i, (v, k) in enumerate(zip(suspect, key_suspect, strict=True)) if not (v or k)]
-    slow = {i for i, (v, k) in enumerate(zip(suspect, key_suspect, strict=True)) if v or k}
-    with_key = [i for i in fast if keys[i] and not keys[i].isspace()]  # type: ignore[union-attr]
+    n = len(values)
+    joined = _joined(values)
+    if joined is not None:
+        fast, slow = list(range(n)), set()
+    else:
+        suspect = _suspect(values, missing=True)
+        fast = [i for i in range(n) if not suspect[i]]
+        slow = {i for i in range(n) if suspect[i]}
+    key_joined = _joined(keys) if len(fast) == n else None
+    if key_joined is not None:
+        keyed = fast  # every message has a key
+    else:
+        keyed = [i for i in fast if keys[i] and not keys[i].isspace()]  # type: ignore[union-attr]
+        key_joined = _joined([keys[i] for i in keyed])
+    if key_joined is None and keyed:
+        key_suspect = _suspect([keys[i] for i in keyed], missing=False)
+        slow.update(i for i, bad in zip(keyed, key_suspect, strict=True) if bad)
+        keyed = [i for i, bad in zip(keyed, key_suspect, strict=True) if not bad]
     bad_keys: set[int] = set()
-    _segments(with_key, keys, bad_keys)  # keys pyarrow cannot read: those events one by one
+    key_parts = _segments(keyed, keys, bad_keys, key_joined)  # keys pyarrow cannot read: one by one
     if bad_keys:
         slow |= bad_keys
         fast = [i for i in fast if i not in bad_keys]
+    key_table = key_parts[0][2] if len(key_parts) == 1 and len(key_parts[0][0]) == len(keyed) else None
     result = Parsed()
     groups: dict[str, list[int]] = {}
     whole: dict[str, pa.Table] = {}  # a table whose events are exactly one segment, all valid
-    for idx, envelope, parsed in _segments(fast, values, slow):
+    for idx, envelope, parsed in _segments(fast, values, slow, joined if len(fast) == n else None):
         if envelope is None:
             return None
         tables_of, valid = _tables_and_validity(envelope)
+        if all(valid) and len(set(tables_of)) == 1 and tables_of[0] is not None:
+            if tables is None or tables_of[0] in tables:
+                whole[tables_of[0]] = parsed
+                groups.setdefault(tables_of[0], []).extend(idx)
+            continue
         for i, table, ok in zip(idx, tables_of, valid, strict=True):
             if not ok or table is None:
                 slow.add(i)
             elif tables is None or table in tables:
                 groups.setdefault(table, []).append(i)
             # an event of a table not captured: nothing to do (the per-event path skips it too)
-        if all(valid) and len(set(tables_of)) == 1 and tables_of[0] is not None:
-            whole[tables_of[0]] = parsed
     for table, idx in groups.items():
         keys_of = list(key_columns.get(table) or [])
         reuse = whole.get(table)
         if reuse is not None and reuse.num_rows != len(idx):
             reuse = None
-        changes = _build_table(table, idx, values, keys, ordinals, keys_of, placeholder, reuse)
+        reuse_keys = key_table if key_table is not None and keyed == idx else None
+        changes = _build_table(table, idx, values, keys, ordinals, keys_of, placeholder, reuse, reuse_keys)
         if changes is None:
             slow.update(idx)
         else:
@@ -120,15 +139,27 @@ def parse_many(
     return result
 
 
-def _suspect(raw: Sequence[bytes | None], extra: str | None) -> list[bool]:
+def _joined(lines: Sequence[bytes | None]) -> bytes | None:
+    """The lines joined by newlines when none needs a look of its own (see :func:`_suspect`), else None."""
+    if not lines or None in lines or b"" in lines:
+        return None
+    text = b"\n".join(lines)  # type: ignore[arg-type]
+    if text.count(b"\n") != len(lines) - 1 or any(s in text for s in (b"\r", b"NaN", b"Infinity", _BOM)):
+        return None
+    return text
+
+
+def _suspect(raw: Sequence[bytes | None], *, missing: bool) -> list[bool]:
     """Lines pyarrow would read differently from ``json.loads``, or that cannot be joined by newlines:
-    NaN/Infinity constants (rejected by the per-event parser), line breaks, a byte order mark (and ``extra``).
-    A missing line (None) is suspect for values, not for keys."""
+    NaN/Infinity constants (rejected by the per-event parser), line breaks, a byte order mark; empty or
+    missing lines are suspect when ``missing``."""
     arr = pa.array(raw, pa.binary())
-    pattern = "NaN|Infinity|[\\r\\n]" + (f"|{extra}" if extra else "")
-    flags = pc.match_substring_regex(arr, pattern)
-    flags = pc.or_(flags, pc.starts_with(arr, _BOM))
-    return pc.fill_null(flags, extra is not None).to_pylist()  # type: ignore[no-any-return]
+    flags = pc.starts_with(arr, _BOM)
+    for needle in ("NaN", "Infinity", "\n", "\r"):
+        flags = pc.or_(flags, pc.match_substring(arr, needle))
+    if missing:
+        flags = pc.or_(flags, pc.equal(pc.binary_length(arr), 0))
+    return pc.fill_null(flags, missing).to_pylist()  # type: ignore[no-any-return]
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -197,28 +228,31 @@ def add_many(
 # --- JSON -> Arrow -----------------------------------------------------------------------------------
 
 
-def _read(lines: list[bytes], explicit: pa.Schema | None = None) -> pa.Table:
+def _read(lines: list[bytes] | bytes, count: int = 0, explicit: pa.Schema | None = None) -> pa.Table:
+    """``lines`` (or ``count`` lines already joined) as a table; raises ArrowInvalid unless one row a line."""
     parse = pj.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
-    text = b"\n".join(lines)
-    table = pj.read_json(  # one block: types are inferred over all lines, as the per-event path does
+    text = lines if isinstance(lines, bytes) else b"\n".join(lines)
+    count = count if isinstance(lines, bytes) else len(lines)
+    table = pj.read_json(  # blocks parsed on threads; types are unified over all blocks (tested)
         pa.BufferReader(text),
-        read_options=pj.ReadOptions(use_threads=False, block_size=min(len(text) + 1, 2**31 - 1)),
+        read_options=pj.ReadOptions(use_threads=len(text) > _BLOCK_BYTES, block_size=_BLOCK_BYTES),
         parse_options=parse,
     )
-    if table.num_rows != len(lines):
+    if table.num_rows != count:
         raise pa.ArrowInvalid("row count differs from line count")
     return table
 
 
 def _segments(
-    idx: list[int], values: Sequence[bytes | None], slow: set[int]
+    idx: list[int], values: Sequence[bytes | None], slow: set[int], joined: bytes | None = None
 ) -> list[tuple[list[int], pa.StructArray | None, pa.Table]]:
-    """Parse the values at ``idx``; lines pyarrow rejects go to ``slow``, the others are parsed together
-    again (or, if they do not go together, in the parts that parsed)."""
+    """Parse the values at ``idx`` (``joined``: those lines already joined); lines pyarrow rejects go to
+    ``slow``, the others are parsed together again (or, if they do not go together, in the parts that
+    parsed)."""
     if not idx:
         return []
     try:
-        table = _read([values[i] or b"" for i in idx])
+        table = _read([values[i] or b"" for i in idx] if joined is None else joined, len(idx))
         return [(idx, _envelope(table), table)]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
@@ -452,13 +486,17 @@ def _build_table(
     key_columns: list[str],
     placeholder: str,
     parsed: pa.Table | None = None,
+    parsed_keys: pa.Table | None = None,
 ) -> TableChanges | None:
     """The table's changes, parsed again on their own unless ``parsed`` holds exactly them (the types of
-    other rows must not leak in)."""
-    lines = [values[i] or b"" for i in idx]
+    other rows must not leak in); ``parsed_keys``: the keys of exactly these events, every one present."""
+
+    def lines() -> list[bytes]:
+        return [values[i] or b"" for i in idx]
+
     try:
         again = parsed is None
-        parsed = _read(lines) if parsed is None else parsed
+        parsed = _read(lines()) if parsed is None else parsed
         fixed = _strings_for_timestamps(parsed, lines)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
@@ -469,13 +507,13 @@ def _build_table(
         names, valid = _tables_and_validity(env)
         if not all(valid) or any(name != table for name in names):
             return None
-    key_rows = _key_rows([keys[i] for i in idx])
+    key_rows = _key_rows([keys[i] for i in idx], parsed_keys)
     if key_rows is _BAD:
         return None
     return _table_changes(table, env, key_rows, [ordinals[i] for i in idx], key_columns, placeholder)
 
 
-def _strings_for_timestamps(table: pa.Table, lines: list[bytes]) -> pa.Table:
+def _strings_for_timestamps(table: pa.Table, lines: Callable[[], list[bytes]]) -> pa.Table:
     """pyarrow reads ISO dates in strings as timestamps; the per-event parser keeps the text."""
     layout = table.schema
     payload = "payload" if "op" not in layout.names and "payload" in layout.names else None
@@ -498,20 +536,24 @@ def _strings_for_timestamps(table: pa.Table, lines: list[bytes]) -> pa.Table:
     if not changed:
         return table
     explicit = pa.schema([pa.field(payload, pa.struct(images))] if payload else images)
-    return _read(lines, explicit)
+    return _read(lines(), explicit=explicit)
 
 
 _BAD = pa.table({})
 
 
-def _key_rows(raw: list[bytes | None]) -> pa.StructArray | pa.Table | None:
+def _key_rows(raw: list[bytes | None], parsed: pa.Table | None) -> pa.StructArray | pa.Table | None:
     """The event keys as one struct array (null where a message has no key); ``_BAD`` when the columnar
-    path cannot read them."""
-    present = [i for i, k in enumerate(raw) if k and not k.isspace()]
+    path cannot read them. ``parsed``: every key, already read."""
+    present = (
+        list(range(len(raw)))
+        if parsed is not None
+        else [i for i, k in enumerate(raw) if k and not k.isspace()]
+    )
     if not present:
         return None
     try:
-        table = _read([raw[i] or b"" for i in present])
+        table = parsed if parsed is not None else _read([raw[i] or b"" for i in present])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return _BAD
     if "payload" in table.column_names or table.num_columns == 0:

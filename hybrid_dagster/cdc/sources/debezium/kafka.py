@@ -16,6 +16,12 @@ Correctness rules (those of the Iceberg Kafka Connect sink):
   recorded for it, lowered to the group's committed offset if some table has no record for it (a table
   that never committed), or to the beginning when neither exists. Re-read events are filtered as above.
 * Debezium keys a table's events by primary key, so the events of one key are in one partition, in order.
+* Reading: large ``consume`` batches, each asking for no more messages than the partitions hold by their
+  cached high watermarks; a read ends when every assigned partition is at its end, and polls at least
+  once (ends seen by an earlier read may be stale). Values are parsed many at once where that gives
+  exactly the per-event result (:func:`~hybrid_dagster.cdc.sources.debezium.columnar.add_many`), else
+  one by one; a batch holding Kafka Connect schemas is parsed one by one, so a schema change ends it
+  before its event (that partition, and every later message, is read again next time).
 """
 
 from __future__ import annotations
@@ -107,16 +113,22 @@ class _Messages:
 
     def next_offsets(self, idx: Sequence[int] | None = None) -> Offsets:
         """``{"topic/partition": largest offset + 1}`` over the messages at ``idx`` (all if None)."""
-        chosen = range(self.count) if idx is None else idx
-        out: Offsets = {}
-        last: dict[tuple[str, int], int] = {}
-        for i in chosen:
-            tp = (self.topics[i], self.partitions[i])
-            if last.get(tp, -1) < self.offsets[i]:
-                last[tp] = self.offsets[i]
-        for (topic, partition), offset in last.items():
-            out[f"{topic}/{partition}"] = offset + 1
-        return out
+        chosen = np.arange(self.count) if idx is None else np.asarray(idx, dtype=np.int64)
+        if not len(chosen):
+            return {}
+        names = sorted(set(self.topics))
+        number = {t: n for n, t in enumerate(names)}
+        topics = np.asarray([number[t] for t in self.topics], dtype=np.int64)[chosen]
+        partitions = np.asarray(self.partitions, dtype=np.int64)[chosen]
+        offsets = np.asarray(self.offsets, dtype=np.int64)[chosen]
+        tags = (topics << _PARTITION_BITS) | partitions
+        unique, inverse = np.unique(tags, return_inverse=True)
+        largest = np.full(len(unique), -1, dtype=np.int64)
+        np.maximum.at(largest, inverse, offsets)
+        return {
+            f"{names[tag >> _PARTITION_BITS]}/{tag & ((1 << _PARTITION_BITS) - 1)}": offset + 1
+            for tag, offset in zip(unique.tolist(), largest.tolist(), strict=True)
+        }
 
 
 def table_offsets(table: Table, source_id: str) -> Offsets:
@@ -281,8 +293,9 @@ class DebeziumKafkaChangeSource(ChangeSource):
         collecting = gc.isenabled()
         gc.disable()
         try:
+            polled_once = False  # ends seen by earlier reads may be stale: poll at least once
             while out.count < max_events:
-                if self._read_from and self._at_end >= set(self._read_from):
+                if polled_once and self._read_from and self._at_end >= set(self._read_from):
                     break  # every assigned partition read to its end
                 lag = self._lag(position)
                 if lag == 0 and out.count:
@@ -290,6 +303,7 @@ class DebeziumKafkaChangeSource(ChangeSource):
                 want = max_events - out.count
                 want = min(want, _FIRST_BATCH if lag is None else max(lag, 1), _CONSUME_BATCH)
                 polled = self._consumer.consume(want, self.poll_timeout_s)
+                polled_once = True
                 if not polled:
                     if lag == 0:
                         break  # nothing new within the poll timeout: at the end
