@@ -313,19 +313,21 @@ class DebeziumKafkaChangeSource(ChangeSource):
                         break
                     continue
                 idle_polls = 0
-                data, ends = [], {}
-                for msg in polled:
+                data = [msg for msg in polled if msg.error() is None]
+                ends = {}
+                for msg in polled if len(data) < len(polled) else ():
                     error = msg.error()
                     if error is None:
-                        data.append(msg)
-                    elif error.code() == eof:
-                        ends[(msg.topic(), msg.partition())] = msg.offset()
-                    else:
+                        continue
+                    if error.code() != eof:
                         raise RuntimeError(f"Kafka error on {self.source_id}: {error}")
+                    ends[(msg.topic(), msg.partition())] = msg.offset()
                 topics, partitions, offsets = out.extend(data)
-                for tp, offset in zip(zip(topics, partitions, strict=True), offsets, strict=True):
-                    if position.get(tp, -1) <= offset:
-                        position[tp] = offset + 1
+                # a partition's messages arrive in offset order: its last one is its largest
+                for tp, offset in dict(
+                    zip(zip(topics, partitions, strict=True), offsets, strict=True)
+                ).items():
+                    position[tp] = max(position.get(tp, -1), offset + 1)
                 self._at_end.difference_update(zip(topics, partitions, strict=True))
                 for tp, offset in ends.items():
                     if position.get(tp, -1) <= offset:
@@ -366,8 +368,11 @@ class DebeziumKafkaChangeSource(ChangeSource):
         """
         ordinals = messages.ordinals(self._topic_index)
         by_topic: dict[str, list[int]] = {}
-        for i, topic in enumerate(messages.topics):
-            by_topic.setdefault(topic, []).append(i)
+        if len(set(messages.topics)) == 1:
+            by_topic[messages.topics[0]] = list(range(messages.count))
+        else:
+            for i, topic in enumerate(messages.topics):
+                by_topic.setdefault(topic, []).append(i)
         if self.columnar and add_many(
             builder,
             messages.values,
