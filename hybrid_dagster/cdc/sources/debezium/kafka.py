@@ -268,9 +268,17 @@ class DebeziumKafkaChangeSource(ChangeSource):
             if current.offset != wanted:  # a read not acknowledged: read its events again
                 self._consumer.seek(tp(current.topic, current.partition, wanted))
                 self._at_end.discard((current.topic, current.partition))
-        messages = self._collect(max_events)
         builder = BatchBuilder(self.source_id, self._keys, self._tables, ordinal_positions=True)
-        next_offsets = self._parse(messages, builder)
+        # Python's cyclic garbage collector is paused while messages are consumed and parsed: it would
+        # scan every message object (and the whole heap) many times over, and they hold no cycles.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            messages = self._collect(max_events)
+            next_offsets = self._parse(messages, builder)
+        finally:
+            if collecting:
+                gc.enable()
         if not messages.count:
             return builder.build(None)
         self._read_number += 1
@@ -283,59 +291,50 @@ class DebeziumKafkaChangeSource(ChangeSource):
         A batch asks for no more messages than the partitions hold by their cached high watermarks, so it
         returns as soon as they are there instead of waiting out the poll timeout. A read that has
         messages ends when every assigned partition is at its end (EOF events, or positions at the cached
-        high watermarks); a read without any ends after one poll timeout with nothing new. Python's cyclic
-        garbage collector is paused while messages are consumed (it would scan every message object).
+        high watermarks); a read without any ends after one poll timeout with nothing new.
         """
         out = _Messages()
         position = {key: offset for key, offset in self._read_from.items() if offset >= 0}
         idle_polls, started = 0, time.monotonic()
         eof = self._kafka.KafkaError._PARTITION_EOF
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            polled_once = False  # ends seen by earlier reads may be stale: poll at least once
-            while out.count < max_events:
-                if polled_once and self._read_from and self._at_end >= set(self._read_from):
-                    break  # every assigned partition read to its end
-                lag = self._lag(position)
-                if lag == 0 and out.count:
+        polled_once = False  # ends seen by earlier reads may be stale: poll at least once
+        while out.count < max_events:
+            if polled_once and self._read_from and self._at_end >= set(self._read_from):
+                break  # every assigned partition read to its end
+            lag = self._lag(position)
+            if lag == 0 and out.count:
+                break
+            want = max_events - out.count
+            want = min(want, _FIRST_BATCH if lag is None else max(lag, 1), _CONSUME_BATCH)
+            polled = self._consumer.consume(want, self.poll_timeout_s)
+            polled_once = True
+            if not polled:
+                if lag == 0:
+                    break  # nothing new within the poll timeout: at the end
+                if self._consumer.assignment():
+                    idle_polls += 1
+                if idle_polls >= self.idle_polls or time.monotonic() - started > self.join_timeout_s:
                     break
-                want = max_events - out.count
-                want = min(want, _FIRST_BATCH if lag is None else max(lag, 1), _CONSUME_BATCH)
-                polled = self._consumer.consume(want, self.poll_timeout_s)
-                polled_once = True
-                if not polled:
-                    if lag == 0:
-                        break  # nothing new within the poll timeout: at the end
-                    if self._consumer.assignment():
-                        idle_polls += 1
-                    if idle_polls >= self.idle_polls or time.monotonic() - started > self.join_timeout_s:
-                        break
+                continue
+            idle_polls = 0
+            data = [msg for msg in polled if msg.error() is None]
+            ends = {}
+            for msg in polled if len(data) < len(polled) else ():
+                error = msg.error()
+                if error is None:
                     continue
-                idle_polls = 0
-                data = [msg for msg in polled if msg.error() is None]
-                ends = {}
-                for msg in polled if len(data) < len(polled) else ():
-                    error = msg.error()
-                    if error is None:
-                        continue
-                    if error.code() != eof:
-                        raise RuntimeError(f"Kafka error on {self.source_id}: {error}")
-                    ends[(msg.topic(), msg.partition())] = msg.offset()
-                topics, partitions, offsets = out.extend(data)
-                # a partition's messages arrive in offset order: its last one is its largest
-                for tp, offset in dict(
-                    zip(zip(topics, partitions, strict=True), offsets, strict=True)
-                ).items():
-                    position[tp] = max(position.get(tp, -1), offset + 1)
-                self._at_end.difference_update(zip(topics, partitions, strict=True))
-                for tp, offset in ends.items():
-                    if position.get(tp, -1) <= offset:
-                        position[tp] = offset
-                        self._at_end.add(tp)
-        finally:
-            if collecting:
-                gc.enable()
+                if error.code() != eof:
+                    raise RuntimeError(f"Kafka error on {self.source_id}: {error}")
+                ends[(msg.topic(), msg.partition())] = msg.offset()
+            topics, partitions, offsets = out.extend(data)
+            # a partition's messages arrive in offset order: its last one is its largest
+            for tp, offset in dict(zip(zip(topics, partitions, strict=True), offsets, strict=True)).items():
+                position[tp] = max(position.get(tp, -1), offset + 1)
+            self._at_end.difference_update(zip(topics, partitions, strict=True))
+            for tp, offset in ends.items():
+                if position.get(tp, -1) <= offset:
+                    position[tp] = offset
+                    self._at_end.add(tp)
         return out
 
     def _lag(self, position: dict[tuple[str, int], int], *, cached: bool = True) -> int | None:

@@ -24,8 +24,14 @@ from typing import Any
 import confluent_kafka as ck
 import pytest
 
+from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.watermark import EVENTS_PROPERTY, SOURCE_PROPERTY
-from hybrid_dagster.cdc.sources.debezium.kafka import OFFSETS_PROPERTY, table_offsets
+from hybrid_dagster.cdc.sources.debezium.kafka import (
+    OFFSETS_PROPERTY,
+    DebeziumKafkaChangeSource,
+    table_offsets,
+)
 from tests.cdc.sink.test_apply import make_catalog
 from tests.cdc.sources.debezium.kafka_child import TABLES, build
 
@@ -228,3 +234,47 @@ def test_sigkill_at_random_batches_applies_each_event_once(bootstrap: str, tmp_p
     assert all(
         s.summary[SOURCE_PROPERTY] == final.source.source_id for s in table.metadata.snapshots if s.summary
     )
+
+
+def schema_event(key: int, columns: list[str]) -> bytes:
+    fields = [{"field": "id", "type": "int32"}] + [
+        {"field": c, "type": "string", "optional": True} for c in columns
+    ]
+    row = {"id": key, **{c: f"{c}-{key}" for c in columns}}
+    return json.dumps(
+        {
+            "schema": {"type": "struct", "fields": [{"field": "after", "type": "struct", "fields": fields}]},
+            "payload": {
+                "op": "c",
+                "after": row,
+                "source": {"schema": "public", "table": "wards", "lsn": key},
+            },
+        }
+    ).encode()
+
+
+def test_a_schema_change_ends_the_batch_before_its_event(bootstrap: str, tmp_path: Path) -> None:
+    """Events with a Kafka Connect schema are parsed one by one; a new schema starts the next batch."""
+    topic = make_topics(bootstrap)[0]
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    for key in range(20):
+        columns = ["name"] if key < 12 else ["name", "ward"]
+        producer.produce(topic, key=b'{"id":0}', value=schema_event(key, columns))  # one partition
+    assert producer.flush(30) == 0
+    source = DebeziumKafkaChangeSource(
+        bootstrap,
+        [topic],
+        group_id=f"lake-{uuid.uuid4().hex[:6]}",
+        tables=["public.wards"],
+        poll_timeout_s=0.5,
+    )
+    pipeline = CdcPipeline(
+        source,
+        IcebergApplier(make_catalog(tmp_path), source_id=source.source_id),
+        [TableMapping("public.wards", "lake.wards", ("id",))],
+    )
+    report = pipeline.run()
+    source.close()
+    assert report.batches == 2 and report.events_applied == 20
+    rows = make_catalog(tmp_path).load_table("lake.wards").scan().to_arrow().sort_by("id").to_pylist()
+    assert [r["ward"] for r in rows] == [None] * 12 + [f"ward-{k}" for k in range(12, 20)]
