@@ -356,7 +356,9 @@ def _tables_and_validity(env: pa.StructArray | None) -> tuple[list[str | None], 
     is_delete = pc.equal(op, "d")
     has_after = after.is_valid() if after is not None and pa.types.is_struct(after.type) else _false(n)
     has_before = before.is_valid() if before is not None and pa.types.is_struct(before.type) else _false(n)
-    row_ok = pc.if_else(is_delete, has_before, pc.and_(pc.is_in(op, pa.array(["c", "u", "r"])), has_after))
+    # a delete's row is its before-image; an after-image on a delete would add its fields to the columns
+    delete_ok = pc.and_(has_before, pc.invert(has_after))
+    row_ok = pc.if_else(is_delete, delete_ok, pc.and_(pc.is_in(op, pa.array(["c", "u", "r"])), has_after))
     ok = pc.and_kleene(ok, pc.fill_null(row_ok, False))
     position = _position_ok(source, env)
     commit_ts = _commit_micros(source)
@@ -599,6 +601,8 @@ def _table_changes(
         types = {a.type for a in (new, old) if a is not None} - {pa.null()}
         if len(types) > 1:
             return None
+        if upserts and deletes and (new is None or pa.types.is_null(new.type)) and types:
+            return None  # the before-image's type may come from updates, whose before is no row
         type_ = types.pop() if types else pa.string()
         new = pc.cast(new, type_) if new is not None else _nulls(n, type_)
         old = pc.cast(old, type_) if old is not None else _nulls(n, type_)

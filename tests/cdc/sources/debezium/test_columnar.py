@@ -135,7 +135,7 @@ def random_events(
         body: dict[str, Any] = {
             "op": op,
             "before": before,
-            "after": None if op == "d" else row,
+            "after": row if op != "d" or (wild and rng.random() < 0.1) else None,
             "source": _source(rng, table, n, wild),
         }
         text = json.dumps(body)
@@ -242,6 +242,24 @@ def test_clean_events_take_the_columnar_path(seed: int, monkeypatch: pytest.Monk
     rows = batch.tables["public.patients"].rows
     assert rows.schema.field("day").type == pa.string()  # ISO dates stay text, as one by one
     assert rows.column("__old_key").null_count < 300  # key-changing updates carry their old key
+
+
+def test_column_types_come_from_the_images_that_become_rows() -> None:
+    """A before-image is a row only for deletes: an update's before-image must not type a column, and a
+    delete's after-image must not add one."""
+    source = {"schema": "public", "table": "t", "lsn": 1}
+    events = [
+        {"op": "c", "before": None, "after": {"id": 1, "x": None}, "source": source},
+        {"op": "u", "before": {"id": 1, "x": 1.5}, "after": {"id": 1, "x": None}, "source": source},
+        {"op": "d", "before": {"id": 1, "x": None}, "after": None, "source": source},
+    ]
+    values: list[bytes | None] = [json.dumps(e).encode() for e in events]
+    batch = assert_same(values, [None] * 3, {"public.t": ["id"]})
+    assert batch.tables["public.t"].data_schema.field("x").type == pa.string()  # all null: text
+    events[2]["after"] = {"id": 1, "x": None, "extra": 5}
+    values = [json.dumps(e).encode() for e in events]
+    batch = assert_same(values, [None] * 3, {"public.t": ["id"]})
+    assert "extra" not in batch.tables["public.t"].data_schema.names
 
 
 @pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.json")), ids=lambda p: p.name)
