@@ -512,7 +512,13 @@ def _build_table(
     key_rows = _key_rows([keys[i] for i in idx], parsed_keys)
     if key_rows is _BAD:
         return None
-    return _table_changes(table, env, key_rows, [ordinals[i] for i in idx], key_columns, placeholder)
+
+    def unchanged_of(j: int) -> tuple[str, ...]:  # the per-event parser's order of a row's unchanged columns
+        result = parse_event(values[idx[j]], keys[idx[j]], placeholder=placeholder)
+        return result.unchanged if isinstance(result, ParsedChange) else ()
+
+    ordinals_of = [ordinals[i] for i in idx]
+    return _table_changes(table, env, key_rows, ordinals_of, key_columns, placeholder, unchanged_of)
 
 
 def _strings_for_timestamps(table: pa.Table, lines: Callable[[], list[bytes]]) -> pa.Table:
@@ -576,6 +582,7 @@ def _table_changes(
     ordinals: list[int],
     key_columns: list[str],
     placeholder: str,
+    unchanged_of: Callable[[int], tuple[str, ...]],
 ) -> TableChanges | None:
     n = len(env)
     op = _child(env, "op")
@@ -640,7 +647,7 @@ def _table_changes(
         pc.cast(tx, pa.int64()) if tx is not None else _nulls(n, pa.int64()),
         pc.cast(commit[0], pa.timestamp("us", tz="UTC")),
         old_key if old_key is not None else _nulls(n, schema.field(OLD_KEY_COL).type),
-        _unchanged(unchanged_masks, n),
+        _unchanged(unchanged_masks, n, unchanged_of),
     ]
     names = [OP_COL, COMMIT_POS_COL, EVENT_POS_COL, TX_ID_COL, COMMIT_TS_COL, OLD_KEY_COL, UNCHANGED_COL]
     assert names == schema.names[: len(names)]
@@ -707,9 +714,16 @@ def _old_key(
     return pc.if_else(changed, struct, pa.scalar(None, struct.type))  # type: ignore[no-any-return]
 
 
-def _unchanged(masks: dict[str, pa.Array], n: int) -> pa.Array:
+def _unchanged(
+    masks: dict[str, pa.Array], n: int, unchanged_of: Callable[[int], tuple[str, ...]]
+) -> pa.Array:
+    """Per row, the columns that held the placeholder, in the row's own key order (one column: known; more:
+    asked of the per-event parser, since the JSON key order of a row is not in the parsed table)."""
     if not masks:
         return _nulls(n, pa.list_(pa.string()))
     flags = {name: mask.to_pylist() for name, mask in masks.items()}
-    lists = [[name for name, f in flags.items() if f[i]] or None for i in range(n)]
+    lists: list[list[str] | None] = []
+    for i in range(n):
+        names = [name for name, f in flags.items() if f[i]]
+        lists.append(list(unchanged_of(i)) if len(names) > 1 else names or None)
     return pa.array(lists, pa.list_(pa.string()))

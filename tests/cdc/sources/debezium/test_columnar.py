@@ -262,6 +262,16 @@ def test_column_types_come_from_the_images_that_become_rows() -> None:
     assert "extra" not in batch.tables["public.t"].data_schema.names
 
 
+def test_unchanged_columns_keep_each_rows_key_order() -> None:
+    source = {"schema": "public", "table": "t", "lsn": 1}
+    after = [{"id": 1, "a": PLACEHOLDER, "b": PLACEHOLDER}, {"id": 2, "b": PLACEHOLDER, "a": PLACEHOLDER}]
+    values: list[bytes | None] = [
+        json.dumps({"op": "u", "after": row, "source": source}).encode() for row in after
+    ]
+    batch = assert_same(values, [None, None], {"public.t": ["id"]})
+    assert batch.tables["public.t"].rows.column("__unchanged").to_pylist() == [["a", "b"], ["b", "a"]]
+
+
 @pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.json")), ids=lambda p: p.name)
 def test_debezium_samples_parse_exactly_as_one_by_one(path: Any) -> None:
     compact = json.dumps(json.loads(path.read_text(encoding="utf-8"))).encode()
