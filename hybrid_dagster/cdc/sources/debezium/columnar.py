@@ -47,8 +47,9 @@ _SPLIT = 16
 _SPLIT_BUDGET = 8  # lines parsed while looking for rejected ones, per line
 _MAX_PARTS = 64
 _BLOCK_BYTES = 1 << 20
-_PG_SEQUENCE = r'^\[\s*(null|"-?\d{1,18}"|-?\d{1,18})\s*,\s*(null|"-?\d{1,18}"|-?\d{1,18})\s*\]$'
-_PG_SEQUENCE_EVENT = r',\s*("-?\d{1,18}"|-?\d{1,18})\s*\]$'
+_LSN = r'("-?\d{1,18}"|-?(0|[1-9]\d{0,17}))'  # a decimal string, or a JSON integer (no leading zero)
+_PG_SEQUENCE = rf"^\[\s*(null|{_LSN})\s*,\s*(null|{_LSN})\s*\]$"
+_PG_SEQUENCE_EVENT = rf",\s*{_LSN}\s*\]$"
 
 
 @dataclass

@@ -90,7 +90,9 @@ def _source(rng: random.Random, table: str, n: int, wild: bool) -> dict[str, Any
     if layout == "lsn":
         source["lsn"] = 100 + n
     elif layout == "sequence":
-        source["sequence"] = rng.choice([f'["{n}","{n + 1}"]', f"[null,{n}]", "[null,null]"])
+        source["sequence"] = rng.choice(
+            [f'["{n}","{n + 1}"]', f"[null,{n}]", "[null,null]", "[01,2]", "[0, -0]"]
+        )
         source["lsn"] = rng.choice([n, None])
     elif layout == "bad-sequence":
         source["sequence"] = rng.choice(["[1]", "nope", '["1", "x"]'])
