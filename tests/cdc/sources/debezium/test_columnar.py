@@ -291,3 +291,52 @@ def test_schema_events_leave_the_batch_to_the_per_event_parser() -> None:
         "payload": {"op": "c", "after": {}, "source": {"table": "t", "lsn": 1}},
     }
     assert many([json.dumps(body).encode()], [None], {}) is None
+
+
+TOKENS = [
+    "null", "true", "false", "0", "-0", "1.0", "1e5", "1E2", "0.1", "12345678901234567890",
+    "-9223372036854775808", "9007199254740993", '"x"', '""', '"\\u00e9"', '"\\ud83d\\ude00"', "{}", "[]",
+    "[1]", '{"a":1}', '"2020-01-01"', '"2020-01-01T00:00:00Z"', f'"{PLACEHOLDER}"', '"123"', '"-5"', '"  7"',
+]  # fmt: skip
+
+
+def _mutated(rng: random.Random, body: dict[str, Any]) -> str:
+    """``body`` as JSON with one field, anywhere, replaced by a JSON token of another kind."""
+    paths: list[list[str]] = []
+
+    def walk(node: Any, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                paths.append([*path, key])
+                walk(value, [*path, key])
+
+    walk(body, [])
+    path = rng.choice(paths)
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = "\x00TOKEN\x00"
+    return json.dumps(body).replace('"\\u0000TOKEN\\u0000"', rng.choice(TOKENS))
+
+
+def test_events_with_one_field_of_another_kind_parse_exactly_as_one_by_one() -> None:
+    rng = random.Random(200)
+    for _ in range(60):
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        for n in range(rng.randrange(5, 40)):
+            key, op = rng.randrange(20), rng.choice("cudr")
+            row = {"id": key, "name": f"n{n}", "score": n / 3, "flag": n % 2 == 0, "day": "x"}
+            source = {"schema": "public", "table": "t", "lsn": n, "txId": n, "ts_ms": 1_700_000_000_000 + n}
+            if rng.random() < 0.3:
+                source["sequence"] = f'["{n}","{n + 1}"]'
+            body = {
+                "op": op,
+                "before": dict(row) if op in "ud" else None,
+                "after": None if op == "d" else row,
+                "source": source,
+            }
+            text = _mutated(rng, body) if rng.random() < 0.05 else json.dumps(body)
+            values.append(text.encode())
+            keys.append(json.dumps({"id": key}).encode() if rng.random() < 0.9 else None)
+        assert_same(values, keys, {"public.t": ["id"]} if rng.random() < 0.5 else {})
