@@ -98,7 +98,16 @@ class BatchBuilder:
         self.count = 0
         """Changes plus dead letters added so far."""
         self._tables: dict[str, _TableEvents] = {}
+        self._built: dict[str, TableChanges] = {}
         self._dead: list[DeadLetter] = []
+
+    def add_changes(self, changes: TableChanges, events: int) -> None:
+        """Add a table's changes parsed many at once (:mod:`~hybrid_dagster.cdc.sources.debezium.columnar`);
+        that table gets no events through :meth:`add` in this batch."""
+        if changes.table in self._tables or changes.table in self._built:
+            raise ValueError(f"table {changes.table!r} already has changes in this batch")
+        self._built[changes.table] = changes
+        self.count += events
 
     def add(self, result: EventResult, raw: str, where: str, ordinal: int = 0) -> bool:
         """Add one parse result. False means: schema change, end the batch before this event.
@@ -114,6 +123,8 @@ class BatchBuilder:
             return True
         if not self._captured(result.table):
             return True
+        if result.table in self._built:
+            raise ValueError(f"table {result.table!r} already has changes parsed many at once")
         entry = self._tables.setdefault(result.table, _TableEvents())
         if result.op != OP_TRUNCATE:
             if not entry.schema_set:
@@ -139,6 +150,9 @@ class BatchBuilder:
             if changes is not None and changes.count:
                 batch.tables[table] = changes
             batch.dead_letters.extend(dead)
+        for table, changes in self._built.items():
+            if changes.count:
+                batch.tables[table] = changes
         return batch
 
     def _table_changes(self, table: str, entry: _TableEvents) -> tuple[TableChanges | None, list[DeadLetter]]:

@@ -2,8 +2,9 @@
 rebalances inside a consumer group, SIGKILL at random batches.
 
 Kafka is librdkafka's mock cluster (three brokers on loopback, started inside this process, topics
-auto-created with four partitions); a real broker when ``KAFKA_BOOTSTRAP_SERVERS`` is set. A killed
-child process reaches the mock cluster over its loopback bootstrap address.
+auto-created with four partitions), and also a real broker when ``KAFKA_BOOTSTRAP_SERVERS`` is set
+(otherwise those variants are skipped, saying why). A killed child process reaches the mock cluster over
+its loopback bootstrap address.
 """
 
 from __future__ import annotations
@@ -23,8 +24,14 @@ from typing import Any
 import confluent_kafka as ck
 import pytest
 
+from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
+from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.watermark import EVENTS_PROPERTY, SOURCE_PROPERTY
-from hybrid_dagster.cdc.sources.debezium.kafka import OFFSETS_PROPERTY, table_offsets
+from hybrid_dagster.cdc.sources.debezium.kafka import (
+    OFFSETS_PROPERTY,
+    DebeziumKafkaChangeSource,
+    table_offsets,
+)
 from tests.cdc.sink.test_apply import make_catalog
 from tests.cdc.sources.debezium.kafka_child import TABLES, build
 
@@ -33,10 +40,16 @@ PARTITIONS = 4
 CHILD = "tests.cdc.sources.debezium.kafka_child"
 
 
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    real = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if real:
+@pytest.fixture(scope="module", params=["mock", "broker"])
+def bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    """librdkafka's mock cluster, and a real broker when ``KAFKA_BOOTSTRAP_SERVERS`` is set."""
+    if request.param == "broker":
+        real = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not real:
+            pytest.skip(
+                "KAFKA_BOOTSTRAP_SERVERS is not set: no real Kafka broker to test against "
+                "(the same tests ran on librdkafka's mock cluster)"
+            )
         yield real
         return
     holder = ck.Producer({"test.mock.num.brokers": 3, "log_level": 3})  # keeps the mock cluster alive
@@ -48,7 +61,7 @@ def bootstrap() -> Iterator[str]:
 def make_topics(bootstrap: str) -> list[str]:
     tag = uuid.uuid4().hex[:8]
     topics = [f"db1.public.{t.split('.')[1]}.{tag}" for t in TABLES]
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if bootstrap == os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a real broker: create 4 partitions
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -137,9 +150,13 @@ def test_topics_and_partitions_resume_exactly_after_a_restart(bootstrap: str, tm
     second.source.close()
     state.pop("_version")
     assert_exactly_once(tmp_path, state, produced(bootstrap, topics))
-    # The offsets of every partition are in the tables' snapshots; Kafka's group offsets follow them.
+    # The offsets of every partition are in the tables' snapshots; Kafka's group offsets follow them. A
+    # table records the offsets of the batches it committed in (a batch need not hold events of both).
     catalog = make_catalog(tmp_path)
-    offsets = table_offsets(catalog.load_table("lake.wards"), second.source.source_id)
+    offsets: dict[str, int] = {}
+    for name in ("lake.wards", "lake.beds"):
+        for key, offset in table_offsets(catalog.load_table(name), second.source.source_id).items():
+            offsets[key] = max(offsets.get(key, 0), offset)
     assert len(offsets) == 2 * PARTITIONS
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     parts = [ck.TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
@@ -217,3 +234,47 @@ def test_sigkill_at_random_batches_applies_each_event_once(bootstrap: str, tmp_p
     assert all(
         s.summary[SOURCE_PROPERTY] == final.source.source_id for s in table.metadata.snapshots if s.summary
     )
+
+
+def schema_event(key: int, columns: list[str]) -> bytes:
+    fields = [{"field": "id", "type": "int32"}] + [
+        {"field": c, "type": "string", "optional": True} for c in columns
+    ]
+    row = {"id": key, **{c: f"{c}-{key}" for c in columns}}
+    return json.dumps(
+        {
+            "schema": {"type": "struct", "fields": [{"field": "after", "type": "struct", "fields": fields}]},
+            "payload": {
+                "op": "c",
+                "after": row,
+                "source": {"schema": "public", "table": "wards", "lsn": key},
+            },
+        }
+    ).encode()
+
+
+def test_a_schema_change_ends_the_batch_before_its_event(bootstrap: str, tmp_path: Path) -> None:
+    """Events with a Kafka Connect schema are parsed one by one; a new schema starts the next batch."""
+    topic = make_topics(bootstrap)[0]
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    for key in range(20):
+        columns = ["name"] if key < 12 else ["name", "ward"]
+        producer.produce(topic, key=b'{"id":0}', value=schema_event(key, columns))  # one partition
+    assert producer.flush(30) == 0
+    source = DebeziumKafkaChangeSource(
+        bootstrap,
+        [topic],
+        group_id=f"lake-{uuid.uuid4().hex[:6]}",
+        tables=["public.wards"],
+        poll_timeout_s=0.5,
+    )
+    pipeline = CdcPipeline(
+        source,
+        IcebergApplier(make_catalog(tmp_path), source_id=source.source_id),
+        [TableMapping("public.wards", "lake.wards", ("id",))],
+    )
+    report = pipeline.run()
+    source.close()
+    assert report.batches == 2 and report.events_applied == 20
+    rows = make_catalog(tmp_path).load_table("lake.wards").scan().to_arrow().sort_by("id").to_pylist()
+    assert [r["ward"] for r in rows] == [None] * 12 + [f"ward-{k}" for k in range(12, 20)]
