@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.io import FileIO
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
@@ -59,6 +60,7 @@ from hybrid_dagster.cdc.changes import (
 )
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence, appended_evidence
+from hybrid_dagster.cdc.sink.rewrite import write_parts
 from hybrid_dagster.cdc.sink.watermark import SOURCE_PROPERTY, position_properties
 from hybrid_dagster.cdc.sources.base import ConsistentCopy, CopyChunk, SourceTable
 from hybrid_dagster.errors import ValueFreeError
@@ -280,7 +282,21 @@ def _append(
     )
     properties = {**position_properties(applier.source_id, position), **progress}
     appended = data.cast(target)
-    table.append(appended, snapshot_properties=properties)
+    # Files written against the table's own metadata, then one fast append: pyiceberg's Table.append
+    # deep-copies the table metadata at each of its several reads of it, a cost that grows with every
+    # chunk committed before (quadratic over a long copy).
+    files = write_parts(table, table.metadata, [appended], applier.target_file_size_bytes)
+    try:
+        with (
+            table.transaction() as txn,
+            txn.update_snapshot(snapshot_properties=properties).fast_append() as fast_append,
+        ):
+            for data_file in files:
+                fast_append.append_data_file(data_file)
+    except (CommitFailedException, ValidationException):
+        for data_file in files:  # rejected: no snapshot points at them
+            table.io.delete(data_file.file_path)
+        raise
     return appended, position
 
 
