@@ -2,11 +2,11 @@
 
 Two readers, the same decoders and the same exactness rules:
 
-* ``reader="stream"``: the replication protocol (``START_REPLICATION SLOT ... LOGICAL``, see
+* ``reader="stream"`` (default): the replication protocol (``START_REPLICATION SLOT ... LOGICAL``, see
   :mod:`hybrid_dagster.cdc.sources.postgres.stream`); ``ack`` becomes the flush position of the next
   standby status update. Reading again without an ``ack`` continues after what was read (a new source,
   or a reconnect, starts again at the acknowledged position).
-* ``reader="peek"`` (default: it drains a backlog faster, as measured so far): the SQL interface.
+* ``reader="peek"``: the SQL interface (re-decodes from the slot's restart point on every read).
   ``read`` peeks (``pg_logical_slot_peek_*``, never ``get``, which consumes on read and loses data on a
   crash), so reading again without an ``ack`` returns the same changes; ``ack`` advances the slot with
   ``pg_replication_slot_advance``.
@@ -114,7 +114,7 @@ class PostgresChangeSource(ChangeSource):
         decoder: Decoder = "pgoutput",
         publication_name: str | None = None,
         on_malformed: OnMalformed = "stop",
-        reader: Reader = "peek",
+        reader: Reader = "stream",
         reconnect_timeout_s: float = 60.0,
         slot_busy_timeout_s: float = 10.0,
     ) -> None:
