@@ -4,6 +4,8 @@ a slot held by another consumer, and the long-running mode."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -206,6 +208,42 @@ def test_resumes_exactly_after_full_server_restarts(pg_db: Any, tmp_path: Path) 
         source.close()
         if failed or fast.is_alive():  # the session's server must come back for the tests after this one
             restart_embedded_postgres(pg_db.server, mode="immediate", pgdata=pgdata)
+
+
+def test_a_killed_pipeline_leaves_no_receiver_holding_the_slot(pg_db: Any) -> None:
+    """The receiver process stops when its stdin ends, so a SIGKILLed pipeline frees the slot at once."""
+    _execute(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    script = (
+        "import sys, time\n"
+        "from hybrid_dagster.cdc.sources.base import SourceTable\n"
+        "from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource\n"
+        "source = PostgresChangeSource(sys.argv[1], [SourceTable('public.t')], slot_name='orphan')\n"
+        "source.setup()\n"
+        "source.read(10)\n"
+        "print('streaming', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    pipeline = subprocess.Popen([sys.executable, "-c", script, pg_db.dsn], stdout=subprocess.PIPE)
+    try:
+        assert pipeline.stdout is not None and pipeline.stdout.readline() == b"streaming\n"
+        children = Path(f"/proc/{pipeline.pid}/task/{pipeline.pid}/children").read_text().split()
+        assert len(children) == 1 and _slot_active(pg_db.dsn, "orphan")  # the receiver process streams
+    finally:
+        pipeline.kill()
+        pipeline.wait()
+    deadline = time.monotonic() + 5
+    while _slot_active(pg_db.dsn, "orphan") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _slot_active(pg_db.dsn, "orphan")  # released by the walsender once its receiver left
+
+
+def _slot_active(dsn: str, slot: str) -> bool:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+    conn.close()
+    return bool(row and row[0])
 
 
 def test_slot_held_by_another_consumer_is_a_clear_error(pg_db: Any) -> None:
