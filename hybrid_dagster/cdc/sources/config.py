@@ -73,12 +73,13 @@ class PostgresCdcSource(CdcSourceConfig):
         default=None, description="pgoutput publication (default: the slot name; created on first run)."
     )
     reader: Literal["stream", "peek"] = Field(
-        default="peek",
+        default="stream",
         description=(
-            "How the slot is read: 'stream' over the replication protocol (START_REPLICATION; standby "
-            "status updates only after the Iceberg commit; reconnects with backoff; needed for the "
-            "long-running mode's low latency), or 'peek' through pg_logical_slot_peek_* SQL calls "
-            "(the default while it drains a backlog faster, see docs/cdc.md)."
+            "How the slot is read: 'stream' (default) over the replication protocol (START_REPLICATION; "
+            "standby status updates only after the Iceberg commit; reconnects with backoff; the "
+            "long-running mode's low latency; drains a backlog at least as fast as peek, see "
+            "docs/cdc.md), or 'peek' through pg_logical_slot_peek_* SQL calls (re-decodes from the "
+            "slot's restart point on every read; a little less CPU per change on small backlogs)."
         ),
     )
     reconnect_timeout_s: float = Field(

@@ -2,11 +2,11 @@
 
 Two readers, the same decoders and the same exactness rules:
 
-* ``reader="stream"``: the replication protocol (``START_REPLICATION SLOT ... LOGICAL``, see
+* ``reader="stream"`` (default): the replication protocol (``START_REPLICATION SLOT ... LOGICAL``, see
   :mod:`hybrid_dagster.cdc.sources.postgres.stream`); ``ack`` becomes the flush position of the next
   standby status update. Reading again without an ``ack`` continues after what was read (a new source,
   or a reconnect, starts again at the acknowledged position).
-* ``reader="peek"`` (default: it drains a backlog faster, as measured so far): the SQL interface.
+* ``reader="peek"``: the SQL interface (re-decodes from the slot's restart point on every read).
   ``read`` peeks (``pg_logical_slot_peek_*``, never ``get``, which consumes on read and loses data on a
   crash), so reading again without an ``ack`` returns the same changes; ``ack`` advances the slot with
   ``pg_replication_slot_advance``.
@@ -114,7 +114,7 @@ class PostgresChangeSource(ChangeSource):
         decoder: Decoder = "pgoutput",
         publication_name: str | None = None,
         on_malformed: OnMalformed = "stop",
-        reader: Reader = "peek",
+        reader: Reader = "stream",
         reconnect_timeout_s: float = 60.0,
         slot_busy_timeout_s: float = 10.0,
     ) -> None:
@@ -165,13 +165,15 @@ class PostgresChangeSource(ChangeSource):
     def _query(self, query: str | sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement; with the stream reader a lost connection (server restart) is retried with
         backoff for ``reconnect_timeout_s``, like the replication connection."""
-        started, delay = time.monotonic(), 0.1
+        started, delay, released = time.monotonic(), 0.1, False
         while True:
             try:
                 with self._connection().cursor() as cur:
                     cur.execute(query, params)
                     return cur.fetchall() if cur.description else []
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+            except (psycopg2.DatabaseError, psycopg2.InterfaceError) as err:
+                # a server restart may surface as a plain DatabaseError ("server closed the connection
+                # unexpectedly"); an error the server reports always has a SQLSTATE, a lost link none
                 lost = getattr(err, "pgcode", None) in _CONNECTION_LOST
                 if (
                     not lost
@@ -182,6 +184,11 @@ class PostgresChangeSource(ChangeSource):
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
+                if self._stream is not None and not released:
+                    # the server may be stopping: a fast shutdown waits for the walsender's consumer to
+                    # confirm all it was sent, which this pipeline cannot do without SQL; let it go
+                    self._stream.receiver.reconnect()
+                    released = True
                 log.warning(
                     "%s: connection lost (%s); reconnecting in %.1fs",
                     self.source_id,
@@ -480,13 +487,13 @@ class PostgresChangeSource(ChangeSource):
         table_names, keys = self._names_and_keys()
         stream = self._open_stream()
         target = self.current_position().commit if linger_s is None else None
-        lsns, payloads, messages = stream.next_batch(max_events, target=target, linger_s=linger_s)
+        batch = stream.next_batch(max_events, target=target, linger_s=linger_s)
         if self.decoder == "pgoutput":
             decoder = PgOutputDecoder(self.source_id, table_names, keys, on_malformed=self.on_malformed)
-            decoded = decoder.decode(lsns, payloads)
+            decoded = decoder.decode_buffer(batch.joined, batch.starts, batch.sizes, batch.lsns)
         else:
-            decoded = self._wal2json_decode(lsns, [p.decode() for p in payloads])
-        return self._finish(decoded, keys, messages)
+            decoded = self._wal2json_decode(batch.lsns.tolist(), [p.decode() for p in batch.payloads()])
+        return self._finish(decoded, keys, batch.messages)
 
     def _batch(self, decoded: DecodedStream, keys: dict[str, list[str]]) -> ChangeBatch:
         batch = ChangeBatch(self.source_id, dead_letters=list(decoded.dead_letters))

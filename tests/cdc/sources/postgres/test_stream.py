@@ -4,6 +4,8 @@ a slot held by another consumer, and the long-running mode."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource
 from hybrid_dagster.errors import ReplicationSlotInUse, ValueFreeError
+from hybrid_dagster.testing.postgres import restart_embedded_postgres
 from tests.planes import make_plane
 
 
@@ -148,10 +151,99 @@ def test_reconnects_after_the_walsender_is_terminated_and_resumes_exactly(pg_db:
     try:
         pipeline.run()
         assert done == ["terminated", "terminated"] and source.stream is not None
-        assert source.stream.receiver.connections >= 3
+        receiver = source.stream.receiver
+        deadline = time.monotonic() + 10  # what followed may have been received before the second drop
+        while receiver.connections < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.connections >= 3
         assert _iceberg_rows(pipeline) == _source_rows(dsn)
     finally:
         source.close()
+
+
+def test_resumes_exactly_after_full_server_restarts(pg_db: Any, tmp_path: Path) -> None:
+    """Two restarts of the whole server mid-stream: an immediate one (a crash: the slot falls back to its
+    last checkpoint) while the pipeline waits, and a fast one while the pipeline goes on (a fast shutdown
+    waits until the walsender's consumer confirmed what it was sent; the pipeline, refused SQL, lets its
+    replication connection go so the server can stop)."""
+    dsn = pg_db.dsn
+    _execute(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    source = _source(dsn, "restart", reconnect_timeout_s=60)
+    pipeline = _pipeline(source, tmp_path / "wh", batch_events=300)
+    pipeline.run()
+    for k in range(12):
+        _execute(dsn, f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({k * 100}, {k * 100 + 99}) g")
+    _execute(dsn, "UPDATE t SET v = 'u' WHERE id % 5 = 0")
+    failed: list[BaseException] = []
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SHOW data_directory")
+        pgdata = Path(cur.fetchone()[0])  # type: ignore[index]
+    conn.close()
+
+    def fast_restart() -> None:
+        try:
+            restart_embedded_postgres(pg_db.server, mode="fast")
+        except BaseException as err:  # reported below, after the shared server is healed
+            failed.append(err)
+
+    fast = threading.Thread(target=fast_restart)
+
+    def restart(report: PipelineReport) -> None:
+        if report.batches == 1:  # received beyond the acknowledged position: a crash mid-stream
+            restart_embedded_postgres(pg_db.server, mode="immediate")
+        elif report.batches == 2:
+            fast.start()
+
+    pipeline.on_batch = restart
+    try:
+        first = pipeline.run()
+        fast.join(timeout=120)
+        assert not failed and not fast.is_alive() and first.acked is not None
+        _execute(dsn, "DELETE FROM t WHERE id % 7 = 0", "INSERT INTO t VALUES (5000, 'after')")
+        pipeline.run()  # the receiver reconnected with backoff; it goes on from the acknowledged position
+        assert source.stream is not None and source.stream.receiver.connections >= 3
+        assert _iceberg_rows(pipeline) == _source_rows(dsn)
+    finally:
+        source.close()
+        if failed or fast.is_alive():  # the session's server must come back for the tests after this one
+            restart_embedded_postgres(pg_db.server, mode="immediate", pgdata=pgdata)
+
+
+def test_a_killed_pipeline_leaves_no_receiver_holding_the_slot(pg_db: Any) -> None:
+    """The receiver process stops when its stdin ends, so a SIGKILLed pipeline frees the slot at once."""
+    _execute(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    script = (
+        "import sys, time\n"
+        "from hybrid_dagster.cdc.sources.base import SourceTable\n"
+        "from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource\n"
+        "source = PostgresChangeSource(sys.argv[1], [SourceTable('public.t')], slot_name='orphan')\n"
+        "source.setup()\n"
+        "source.read(10)\n"
+        "print('streaming', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    pipeline = subprocess.Popen([sys.executable, "-c", script, pg_db.dsn], stdout=subprocess.PIPE)
+    try:
+        assert pipeline.stdout is not None and pipeline.stdout.readline() == b"streaming\n"
+        children = Path(f"/proc/{pipeline.pid}/task/{pipeline.pid}/children").read_text().split()
+        assert len(children) == 1 and _slot_active(pg_db.dsn, "orphan")  # the receiver process streams
+    finally:
+        pipeline.kill()
+        pipeline.wait()
+    deadline = time.monotonic() + 5
+    while _slot_active(pg_db.dsn, "orphan") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _slot_active(pg_db.dsn, "orphan")  # released by the walsender once its receiver left
+
+
+def _slot_active(dsn: str, slot: str) -> bool:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+    conn.close()
+    return bool(row and row[0])
 
 
 def test_slot_held_by_another_consumer_is_a_clear_error(pg_db: Any) -> None:
