@@ -294,8 +294,7 @@ def _append(
             for data_file in files:
                 fast_append.append_data_file(data_file)
     except (CommitFailedException, ValidationException):
-        for data_file in files:  # rejected: no snapshot points at them
-            table.io.delete(data_file.file_path)
+        applier.delete_files(table, files)  # rejected: no snapshot points at them
         raise
     return appended, position
 

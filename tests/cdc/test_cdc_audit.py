@@ -12,6 +12,7 @@ from examples.clinical_ai.hospital_db import HospitalDb
 from hybrid_dagster.audit import AuditLog, TransferIntegrityError
 from hybrid_dagster.cdc.sink import rewrite as rewrite_module
 from hybrid_dagster.cdc.worker import run_job
+from hybrid_dagster.resources.data_plane import DataPlane
 from tests.cdc.cdc_harness import (
     assert_equal_to_source,
     job_spec,
@@ -24,6 +25,18 @@ from tests.fixtures.postgres import PgDatabase
 HEX = set("0123456789abcdef")
 
 
+def _hospital(
+    pg_db: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, seed: int, patients: int
+) -> tuple[str, HospitalDb, DataPlane]:
+    """The audit log's URL (set for the CDC work), the populated hospital database and the EU plane."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    monkeypatch.setenv("HYBRID_DAGSTER_AUDIT_URL", url)
+    db = HospitalDb(pg_db.dsn, seed=seed)
+    db.create()
+    db.populate(patients=patients)
+    return url, db, plane_at(tmp_path / "warehouse")
+
+
 def _commits(url: str) -> list[dict]:
     with AuditLog(url) as log:
         return [{"actor": r.actor, "plane": r.plane, **r.details} for r in log.records(kind="cdc.commit")]
@@ -32,12 +45,7 @@ def _commits(url: str) -> list[dict]:
 def test_every_batch_commit_is_recorded_with_both_hashes_and_the_chain_verifies(
     pg_db: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    monkeypatch.setenv("HYBRID_DAGSTER_AUDIT_URL", url)
-    db = HospitalDb(pg_db.dsn, seed=7)
-    db.create()
-    db.populate(patients=8)
-    plane = plane_at(tmp_path / "warehouse")
+    url, db, plane = _hospital(pg_db, tmp_path, monkeypatch, seed=7, patients=8)
     spec = job_spec(pg_db.dsn, "pgoutput", slot="audit_cdc", batch_events=120)
 
     _, facts = run_job(spec, plane)  # the initial copy: one commit per table
@@ -68,12 +76,7 @@ def test_every_batch_commit_is_recorded_with_both_hashes_and_the_chain_verifies(
 def test_a_staged_batch_that_does_not_hash_to_the_decoded_batch_is_never_committed(
     pg_db: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    monkeypatch.setenv("HYBRID_DAGSTER_AUDIT_URL", url)
-    db = HospitalDb(pg_db.dsn, seed=11)
-    db.create()
-    db.populate(patients=10)
-    plane = plane_at(tmp_path / "warehouse")
+    url, db, plane = _hospital(pg_db, tmp_path, monkeypatch, seed=11, patients=10)
     spec = job_spec(pg_db.dsn, "pgoutput", slot="audit_bad", batch_events=10_000)
     run_job(spec, plane)
     db.run_workload(transactions=30)

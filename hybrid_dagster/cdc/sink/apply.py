@@ -349,7 +349,7 @@ class IcebergApplier:
                 identifier, metadata, table.io, rewrite, list(changes.key_columns), pending, position
             )
             if not evidence.matches:
-                self._delete_files(table, rewrite.added_files)  # abandoned: nothing was committed
+                self.delete_files(table, rewrite.added_files)  # abandoned: nothing was committed
                 if self.on_mismatch is not None:
                     self.on_mismatch(evidence)
                 check_integrity(
@@ -401,12 +401,12 @@ class IcebergApplier:
                 for data_file in rewrite.added_files:
                     overwrite.append_data_file(data_file)
         except BaseException:
-            self._delete_files(table, rewrite.added_files)  # the commit was not attempted
+            self.delete_files(table, rewrite.added_files)  # the commit was not attempted
             raise
         try:
             committed = txn.commit_transaction()
         except (CommitFailedException, ValidationException):
-            self._delete_files(table, rewrite.added_files)  # rejected: the snapshot does not exist
+            self.delete_files(table, rewrite.added_files)  # rejected: the snapshot does not exist
             raise
         except BaseException as error:
             # The commit may have succeeded: its snapshot would point at these files. Keep them.
@@ -422,7 +422,12 @@ class IcebergApplier:
         return committed
 
     @staticmethod
-    def _delete_files(table: Table, files: list[DataFile]) -> None:
+    def delete_files(table: Table, files: list[DataFile]) -> None:
+        """Delete written data files that no snapshot points at (an abandoned or rejected commit).
+
+        Example:
+            >>> IcebergApplier.delete_files(table, rewrite.added_files)  # doctest: +SKIP
+        """
         for data_file in files:
             table.io.delete(data_file.file_path)
 

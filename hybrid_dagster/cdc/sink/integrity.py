@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.manifest import DataFile, ManifestEntryStatus
 from pyiceberg.table.metadata import TableMetadata
 
 from hybrid_dagster.audit.content_hash import content_sha256
@@ -76,11 +76,7 @@ def batch_evidence(
     for data_file in rewrite.added_files:  # pyiceberg stamps the spec when it adds a file to a manifest
         if not hasattr(data_file, "_spec_id"):
             data_file.spec_id = metadata.default_spec_id
-    staged = (
-        conform(read_data_files(metadata, io, rewrite.added_files), schema)
-        if rewrite.added_files
-        else schema.empty_table()
-    )
+    staged = _read_back(metadata, io, rewrite.added_files, schema)
     at_keys = staged.filter(key_mask(staged, touched, keys))
     return BatchEvidence(
         identifier=identifier,
@@ -116,8 +112,7 @@ def appended_evidence(
             for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
                 if entry.status == ManifestEntryStatus.ADDED:
                     files.append(entry.data_file)
-    schema = arrow_schema_of(metadata.schema())
-    staged = conform(read_data_files(metadata, io, files), schema) if files else schema.empty_table()
+    staged = _read_back(metadata, io, files, arrow_schema_of(metadata.schema()))
     return BatchEvidence(
         identifier=identifier,
         position=position,
@@ -126,3 +121,8 @@ def appended_evidence(
         source_sha256=content_sha256(appended),
         target_sha256=content_sha256(staged),
     )
+
+
+def _read_back(metadata: TableMetadata, io: FileIO, files: list[DataFile], schema: pa.Schema) -> pa.Table:
+    """Every row of the data files ``files`` as written, in the table's Arrow schema."""
+    return conform(read_data_files(metadata, io, files), schema) if files else schema.empty_table()
