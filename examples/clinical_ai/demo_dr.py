@@ -9,12 +9,13 @@ a canary at the secondary, RTO and RPO measured against the plane's objectives).
 Standalone, after ``make demo``: ``python -m examples.clinical_ai.demo_dr --home .demo``.
 """
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from examples.clinical_ai.demo_home import existing_demo_home
 
 BUCKET = "meridian-eu-dr"
 KEY_ID_ENV, SECRET_KEY_ENV = "MERIDIAN_EU_DR_S3_KEY_ID", "MERIDIAN_EU_DR_S3_SECRET_KEY"
@@ -104,14 +105,8 @@ def _metadata(result: Any, key: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.clinical_ai.demo_dr")
-    parser.add_argument("--home", default=".demo", help="The demo folder (as given to the demo).")
-    args = parser.parse_args(argv)
-    home = Path(args.home).resolve()
-    os.environ.setdefault("HYBRID_DAGSTER_HOME", str(home))
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
-    if not (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").exists():
-        print(f"no Dagster home in {os.environ['DAGSTER_HOME']}: run `make demo` first", file=sys.stderr)
+    home = existing_demo_home("python -m examples.clinical_ai.demo_dr", argv)
+    if home is None:
         return 1
     print(json.dumps(run_demo(home)))
     return 0

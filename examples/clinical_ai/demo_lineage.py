@@ -13,12 +13,12 @@ Standalone, after ``make demo``::
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from examples.clinical_ai.demo_home import existing_demo_home
 
 LINEAGE_FILE = "lineage.jsonl"
 
@@ -61,14 +61,8 @@ def run_demo(home: Path, instance: Any = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.clinical_ai.demo_lineage")
-    parser.add_argument("--home", default=".demo", help="The demo folder (as given to the demo).")
-    args = parser.parse_args(argv)
-    home = Path(args.home).resolve()
-    os.environ.setdefault("HYBRID_DAGSTER_HOME", str(home))
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
-    if not (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").exists():
-        print(f"no Dagster home in {os.environ['DAGSTER_HOME']}: run `make demo` first", file=sys.stderr)
+    home = existing_demo_home("python -m examples.clinical_ai.demo_lineage", argv)
+    if home is None:
         return 1
     section = run_demo(home)
     print(json.dumps(section))
