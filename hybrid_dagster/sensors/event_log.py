@@ -13,6 +13,11 @@ Two streams, both through public ``DagsterInstance`` methods:
   them through :class:`~hybrid_dagster._dagster_compat.RunShardReader` (the same query and cursors, one
   connection per shard, no per-call engine or schema check).
 
+Records come back as :class:`~hybrid_dagster._dagster_compat.EventLogRow`: the fields lineage needs and
+the event's own data as Dagster deserializes it. On the run shards they are decoded without building the
+entry and event objects around that data (``decode_event_rows``); elsewhere they are read from the
+records the public methods return.
+
 Correctness rules: merging per-status pages of ``limit`` records each and keeping the ``limit`` smallest
 storage ids yields exactly the first ``limit`` records of the merged stream (each page is sorted, and
 any record among the first ``limit`` overall is among the first ``limit`` of its own status). A run's
@@ -22,7 +27,7 @@ Example:
     .. code-block:: python
 
         records = run_status_records(instance, after_storage_id=-1, limit=100)
-        page = run_records(instance, records[0].event_log_entry.run_id, cursor=None, limit=100)
+        page = run_records(instance, records[0].run_id, cursor=None, limit=100)
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from hybrid_dagster._dagster_compat import RunShardReader
+from hybrid_dagster._dagster_compat import EventLogRow, RunShardReader
 
 RUN_STATUS_TYPES: tuple[dg.DagsterEventType, ...] = (
     dg.DagsterEventType.RUN_START,
@@ -59,7 +64,7 @@ RUN_EVENT_TYPES = frozenset(
 
 def iter_run_status_records(
     instance: dg.DagsterInstance, *, after_storage_id: int, page_size: int = 64
-) -> Iterator[dg.EventLogRecord]:
+) -> Iterator[EventLogRow]:
     """Every run-status record after ``after_storage_id``, oldest first, read ``page_size`` at a time
     (a consumer that stops early reads no more than it used, plus one page)."""
     while True:
@@ -72,7 +77,7 @@ def iter_run_status_records(
 
 def run_status_records(
     instance: dg.DagsterInstance, *, after_storage_id: int, limit: int
-) -> list[dg.EventLogRecord]:
+) -> list[EventLogRow]:
     """The first ``limit`` run-status records after ``after_storage_id``, oldest first."""
     merged: list[dg.EventLogRecord] = []
     for event_type in RUN_STATUS_TYPES:
@@ -83,14 +88,14 @@ def run_status_records(
         )
         merged.extend(result.records)
     merged.sort(key=lambda record: record.storage_id)
-    return merged[:limit]
+    return [EventLogRow.of(record) for record in merged[:limit]]
 
 
 @dataclass(frozen=True)
 class RunPage:
     """Records of one run after a cursor, the cursor after them, and whether more are waiting."""
 
-    records: list[dg.EventLogRecord]
+    records: list[EventLogRow]
     cursor: str | None
     has_more: bool
 
@@ -108,14 +113,13 @@ def run_records(
     ``shards`` (:meth:`RunShardReader.for_instance`, on the default storage) reads the run's shard
     directly; the records and cursors are those of ``get_records_for_run``.
     """
-    connection = (
-        shards.records_for_run(run_id, cursor, RUN_EVENT_TYPES, limit) if shards is not None else None
-    )
-    if connection is None:
+    page = shards.rows_for_run(run_id, cursor, RUN_EVENT_TYPES, limit) if shards is not None else None
+    if page is not None:
+        records, next_cursor, has_more = page
+    else:
         connection = instance.get_records_for_run(
             run_id, cursor=cursor, of_type=set(RUN_EVENT_TYPES), limit=limit, ascending=True
         )
-    records = list(connection.records)
-    return RunPage(
-        records=records, cursor=connection.cursor if records else cursor, has_more=connection.has_more
-    )
+        records = [EventLogRow.of(record) for record in connection.records]
+        next_cursor, has_more = connection.cursor, connection.has_more
+    return RunPage(records=records, cursor=next_cursor if records else cursor, has_more=has_more)

@@ -66,6 +66,7 @@ from openlineage.client.facet_v2 import (
 )
 
 from hybrid_dagster import errors
+from hybrid_dagster._dagster_compat import EventLogRow
 from hybrid_dagster.sensors.lineage_datasets import (
     PRODUCER,
     AssetInfo,
@@ -225,46 +226,41 @@ class EventBuilder:
 
     # -- records -----------------------------------------------------------------------------------------
 
-    def build(self, record: dg.EventLogRecord) -> event_v2.RunEvent | None:
+    def build(self, record: EventLogRow) -> event_v2.RunEvent | None:
         """The OpenLineage event of one record (``None`` for records that carry no lineage)."""
         return self.build_many([record])
 
-    def foldable(self, records: Sequence[dg.EventLogRecord], limit: int) -> int:
+    def foldable(self, records: Sequence[EventLogRow], limit: int) -> int:
         """How many of the first ``limit`` records become one event: the asset records of one step that
         lead ``records`` (at least 1)."""
-        first = records[0].event_log_entry
-        if first.dagster_event is None or first.dagster_event.event_type not in _ASSET_RECORDS:
+        first = records[0]
+        if first.event_type not in _ASSET_RECORDS:
             return 1
         count = 1
         for record in records[1:limit]:
-            entry = record.event_log_entry
-            event = entry.dagster_event
-            if (
-                event is None
-                or event.event_type not in _ASSET_RECORDS
-                or (entry.run_id, entry.step_key) != (first.run_id, first.step_key)
+            if record.event_type not in _ASSET_RECORDS or (record.run_id, record.step_key) != (
+                first.run_id,
+                first.step_key,
             ):
                 break
             count += 1
         return count
 
-    def build_many(self, records: Sequence[dg.EventLogRecord]) -> event_v2.RunEvent | None:
+    def build_many(self, records: Sequence[EventLogRow]) -> event_v2.RunEvent | None:
         """One event for one record, or for the asset records of one step that :meth:`foldable` groups
         (``None`` if none carries lineage)."""
         inputs: dict[tuple[str, str], event_v2.InputDataset] = {}
         outputs: dict[tuple[str, str], event_v2.OutputDataset] = {}
-        last: dg.EventLogEntry | None = None
+        last: EventLogRow | None = None
         for record in records:
-            entry = record.event_log_entry
-            event = entry.dagster_event
-            if event is None:
+            if record.event_type is None:
                 continue
-            if event.event_type not in _ASSET_RECORDS:
-                return self._lifecycle(entry, event)
-            datasets = self._datasets(event)
+            if record.event_type not in _ASSET_RECORDS:
+                return self._lifecycle(record)
+            datasets = self._datasets(record)
             if datasets is None:
                 continue
-            last = entry
+            last = record
             for dataset in datasets[0]:
                 key = (dataset.namespace, dataset.name)
                 inputs[key] = _merged_input(inputs[key], dataset) if key in inputs else dataset
@@ -285,22 +281,22 @@ class EventBuilder:
             outputs=list(outputs.values()),
         )
 
-    def _lifecycle(self, entry: dg.EventLogEntry, event: dg.DagsterEvent) -> event_v2.RunEvent | None:
+    def _lifecycle(self, record: EventLogRow) -> event_v2.RunEvent | None:
         """The event of a run or step starting or ending."""
-        kind = event.event_type
-        state = _RUN_STATES.get(kind)
+        kind = record.event_type
+        state = _RUN_STATES.get(kind) if kind is not None else None
         if state is None:
             return None
-        job_name = entry.job_name or "runless"
-        step_key = None if kind in _RUN_KINDS else entry.step_key
+        job_name = record.job_name or "runless"
+        step_key = None if kind in _RUN_KINDS else record.step_key
         run_facets: dict[str, RunFacet] = {}
         if state is event_v2.RunState.FAIL:
-            run_facets["errorMessage"] = self._error(event, entry.run_id, step_key)
+            run_facets["errorMessage"] = self._error(record, step_key)
         starts = state is event_v2.RunState.START
         return event_v2.RunEvent(
             eventType=state,
-            eventTime=_event_time(entry.timestamp),
-            run=self._run(entry.run_id, job_name, step_key, run_facets, starts),
+            eventTime=_event_time(record.timestamp),
+            run=self._run(record.run_id, job_name, step_key, run_facets, starts),
             job=self._job(job_name, step_key, starts),
             producer=PRODUCER,
             inputs=[],
@@ -308,24 +304,21 @@ class EventBuilder:
         )
 
     def _datasets(
-        self, event: dg.DagsterEvent
+        self, record: EventLogRow
     ) -> tuple[list[event_v2.InputDataset], list[event_v2.OutputDataset]] | None:
         """Inputs and outputs of an asset record (``None`` for one without an asset)."""
-        kind = event.event_type
-        if kind == _DT.ASSET_MATERIALIZATION and event.asset_key is not None:
-            materialization = event.step_materialization_data.materialization
-            return self._materialized(event.asset_key, dict(materialization.metadata))
-        if kind == _DT.ASSET_OBSERVATION and event.asset_key is not None:
-            observation = event.asset_observation_data.asset_observation
-            return [self._input(event.asset_key, dict(observation.metadata))], []
-        if kind == _DT.ASSET_CHECK_EVALUATION:
-            evaluation = event.asset_check_evaluation_data
+        kind, data = record.event_type, record.data
+        if kind == _DT.ASSET_MATERIALIZATION and data is not None:
+            materialization = data.materialization
+            return self._materialized(materialization.asset_key, dict(materialization.metadata))
+        if kind == _DT.ASSET_OBSERVATION and data is not None:
+            observation = data.asset_observation
+            return [self._input(observation.asset_key, dict(observation.metadata))], []
+        if kind == _DT.ASSET_CHECK_EVALUATION and data is not None:
             assertions = self._assertion(
-                evaluation.check_name,
-                evaluation.passed,
-                evaluation.severity.value.lower() if evaluation.severity else None,
+                data.check_name, data.passed, data.severity.value.lower() if data.severity else None
             )
-            base = self._input(evaluation.asset_key, {})
+            base = self._input(data.asset_key, {})
             checked = event_v2.InputDataset(
                 namespace=base.namespace,
                 name=base.name,
@@ -389,15 +382,10 @@ class EventBuilder:
 
     # -- errors --------------------------------------------------------------------------------------------
 
-    def _error(
-        self, event: dg.DagsterEvent, run_id: str, step_key: str | None
-    ) -> error_message_run.ErrorMessageRunFacet:
-        error = None
-        if event.event_type == _DT.STEP_FAILURE:
-            error = event.step_failure_data.error
-        elif event.event_type == _DT.RUN_FAILURE and event.job_failure_data is not None:
-            error = event.job_failure_data.error
-        where = f"Dagster run {run_id}" + (f", step {step_key}" if step_key else "")
+    def _error(self, record: EventLogRow, step_key: str | None) -> error_message_run.ErrorMessageRunFacet:
+        # StepFailureData / JobFailureData (either may be absent); both keep the error as ``error``
+        error = getattr(record.data, "error", None)
+        where = f"Dagster run {record.run_id}" + (f", step {step_key}" if step_key else "")
         parts: list[str] = []
         while error is not None:
             name = error.cls_name or "Error"
@@ -407,7 +395,7 @@ class EventBuilder:
                 parts.append(f"{name} (message kept in the event log of {where})")
             error = error.cause
         if not parts:
-            parts.append(event.message or f"failed; see the event log of {where}")
+            parts.append(record.message or f"failed; see the event log of {where}")
         return error_message_run.ErrorMessageRunFacet(
             message="\ncaused by ".join(parts)[:4000], programmingLanguage="python", producer=PRODUCER
         )

@@ -43,7 +43,7 @@ import dagster as dg
 from openlineage.client import OpenLineageClient, event_v2
 from pydantic import BaseModel, ConfigDict
 
-from hybrid_dagster._dagster_compat import RunShardReader
+from hybrid_dagster._dagster_compat import EventLogRow, RunShardReader
 from hybrid_dagster.errors import LineageEmitError
 from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.sensors.base import SensorCursor, TickOutcome, cursored_sensor
@@ -135,7 +135,7 @@ class _Tick:
     def cursor(self) -> LineageCursor:
         return LineageCursor(after_storage_id=self.after_storage_id, runs=dict(self.runs))
 
-    def deliver(self, records: list[dg.EventLogRecord]) -> None:
+    def deliver(self, records: list[EventLogRow]) -> None:
         event = self.builder.build_many(records)
         if event is not None:
             self.emitter.emit(event)
@@ -173,15 +173,14 @@ class _Tick:
         ):
             if self.budget <= 0:
                 return
-            entry = record.event_log_entry
-            if entry.dagster_event_type in RUN_END_TYPES:
-                if not self.drain(entry.run_id) or self.budget <= 0:
+            if record.event_type in RUN_END_TYPES:
+                if not self.drain(record.run_id) or self.budget <= 0:
                     return
                 self.deliver([record])
-                self.runs.pop(entry.run_id, None)
+                self.runs.pop(record.run_id, None)
             else:
                 self.deliver([record])
-                self.runs.setdefault(entry.run_id, RunPosition())
+                self.runs.setdefault(record.run_id, RunPosition())
             self.after_storage_id = record.storage_id
         for run_id in list(self.runs):
             if self.budget <= 0:
