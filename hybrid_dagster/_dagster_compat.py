@@ -25,7 +25,7 @@ from dagster._core.definitions.assets.graph.base_asset_graph import (
 from dagster._core.event_api import EventLogCursor
 from dagster._core.execution.context.compute import current_execution_context
 from dagster._core.storage.event_log.base import EventLogConnection as EventLogConnection
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster.components.definitions import LazyDefinitions as LazyDefinitions
 from dagster_shared import check as dagster_check
 from dagster_shared.check import CheckError as CheckError
@@ -236,6 +236,26 @@ class RunShardReader:
         if rows is None:
             return None
         return decode_event_rows(rows, of_type), self._cursor_after(rows, cursor), len(rows) == limit
+
+    def run_status_rows(
+        self, after_storage_id: int, of_type: Collection[dg.DagsterEventType], limit: int
+    ) -> list[EventLogRow] | None:
+        """The first ``limit`` records of ``of_type`` (run-status types) after ``after_storage_id`` in the
+        index shard, oldest first: what ``fetch_run_status_changes`` reads there, one status type at a
+        time, in one query. None if the index shard cannot be read now (then call the public method)."""
+        connection = self._connection(INDEX_SHARD_NAME)
+        if connection is None:
+            return None
+        types = sorted(t.value for t in of_type)
+        try:
+            rows = connection.execute(
+                "SELECT id, event FROM event_logs WHERE id > ? "
+                f"AND dagster_event_type IN ({', '.join('?' * len(types))}) ORDER BY id ASC LIMIT ?",
+                (after_storage_id, *types, limit),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return None
+        return decode_event_rows(rows, of_type)
 
     def _select(
         self, run_id: str, cursor: str | None, of_type: Collection[dg.DagsterEventType], limit: int

@@ -63,12 +63,16 @@ RUN_EVENT_TYPES = frozenset(
 
 
 def iter_run_status_records(
-    instance: dg.DagsterInstance, *, after_storage_id: int, page_size: int = 64
+    instance: dg.DagsterInstance,
+    *,
+    after_storage_id: int,
+    page_size: int = 64,
+    shards: RunShardReader | None = None,
 ) -> Iterator[EventLogRow]:
     """Every run-status record after ``after_storage_id``, oldest first, read ``page_size`` at a time
     (a consumer that stops early reads no more than it used, plus one page)."""
     while True:
-        page = run_status_records(instance, after_storage_id=after_storage_id, limit=page_size)
+        page = run_status_records(instance, after_storage_id=after_storage_id, limit=page_size, shards=shards)
         yield from page
         if len(page) < page_size:
             return
@@ -76,9 +80,18 @@ def iter_run_status_records(
 
 
 def run_status_records(
-    instance: dg.DagsterInstance, *, after_storage_id: int, limit: int
+    instance: dg.DagsterInstance,
+    *,
+    after_storage_id: int,
+    limit: int,
+    shards: RunShardReader | None = None,
 ) -> list[EventLogRow]:
-    """The first ``limit`` run-status records after ``after_storage_id``, oldest first."""
+    """The first ``limit`` run-status records after ``after_storage_id``, oldest first (``shards``: read
+    the index shard of the default storage in one query, see :meth:`RunShardReader.run_status_rows`)."""
+    if shards is not None:
+        rows = shards.run_status_rows(after_storage_id, RUN_STATUS_TYPES, limit)
+        if rows is not None:
+            return rows
     merged: list[dg.EventLogRecord] = []
     for event_type in RUN_STATUS_TYPES:
         result = instance.fetch_run_status_changes(

@@ -169,7 +169,10 @@ class _Tick:
 
     def run(self) -> None:
         for record in iter_run_status_records(
-            self.instance, after_storage_id=self.after_storage_id, page_size=min(self.budget, 64)
+            self.instance,
+            after_storage_id=self.after_storage_id,
+            page_size=min(self.budget, 64),
+            shards=self.shards,
         ):
             if self.budget <= 0:
                 return

@@ -54,6 +54,24 @@ def test_shard_reads_equal_the_public_method_page_by_page(tmp_path: Path) -> Non
         everything = run_status_records(instance, after_storage_id=-1, limit=1000)
         paged = list(iter_run_status_records(instance, after_storage_id=-1, page_size=1))
         assert [r.storage_id for r in paged] == [r.storage_id for r in everything] and len(paged) == 2
+        reader = RunShardReader.for_instance(instance)
+        assert reader is not None
+        try:
+            for after in (-1, everything[0].storage_id):
+                for limit in (1, 1000):
+                    from_index = run_status_records(
+                        instance, after_storage_id=after, limit=limit, shards=reader
+                    )
+                    public = run_status_records(instance, after_storage_id=after, limit=limit)
+                    assert from_index == public
+            assert (
+                run_status_records(
+                    instance, after_storage_id=everything[-1].storage_id, limit=5, shards=reader
+                )
+                == []
+            )
+        finally:
+            reader.close()
 
 
 @dg.asset
