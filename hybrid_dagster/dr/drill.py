@@ -12,8 +12,12 @@ Correctness rules:
   passing canary ends the RTO. RPO per table: :func:`~hybrid_dagster.dr.lag.table_lag`; the plane's RPO
   is the largest lag in seconds and the sum of lost changes. A table missing at the secondary fails.
 - ``verify`` (in the primary, after the outage is lifted) checks the primary is intact - every snapshot
-  it had at T0 still in its ancestry - and that no drill resources are left at the secondary (canary
-  tables, drill journals, including those of killed drills, which it removes first).
+  it had at T0 still in its ancestry - and that none of its drill resources are left at the secondary
+  (its canary table and journal, and those of killed drills, which it removes first).
+- Drills may run at once against one secondary (two primaries sharing it, a manual drill during a
+  scheduled one): a drill removes only its own resources and those of drills whose lease ended
+  (``expires_at`` in the journal, ``DRILL_LEASE_S`` after their capture: a drill killed midway), and a
+  canary table without a journal. A live drill's canary and journal are never touched by another.
 - Only numbers and table identifiers leave these steps.
 """
 
@@ -49,6 +53,12 @@ def new_drill_id() -> str:
     return f"d{time.strftime('%Y%m%d')}_{uuid.uuid4().hex[:10]}"
 
 
+DRILL_LEASE_S = 3600.0
+"""How long after its capture a drill's resources at the secondary are its own; after that any drill
+removes them (the drill was killed midway). Longer than any drill runs."""
+CANARY_PREFIX = "canary_"
+
+
 def _safe(drill_id: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_]+", drill_id):
         raise DrillError(f"drill id {drill_id!r} may hold letters, digits and '_' only")
@@ -65,7 +75,14 @@ def capture(primary: DataPlane, secondary: DataPlane, drill_id: str) -> dict[str
         entries = ancestry(catalog.load_table(identifier).metadata)
         tables[identifier] = [[e.snapshot_id, e.timestamp_ms, e.changes, e.position] for e in entries]
         heads[identifier] = entries[0].snapshot_id if entries else None
-    body = {"drill_id": _safe(drill_id), "captured_at": time.time(), "tables": tables, "heads": heads}
+    now = time.time()
+    body = {
+        "drill_id": _safe(drill_id),
+        "captured_at": now,
+        "expires_at": now + DRILL_LEASE_S,
+        "tables": tables,
+        "heads": heads,
+    }
     write_json(secondary, f"{DRILLS_DIR}/{drill_id}/primary.json", body)
     return {"tables": len(tables), "heads": heads}
 
@@ -101,7 +118,7 @@ def failover(secondary: DataPlane, drill_id: str, hidden: list[str]) -> Failover
     if state is None:
         raise DrillError(f"drill {drill_id}: no captured primary state at secondary {secondary.name!r}")
     catalog = storage.open_catalog(secondary.spec())
-    stale = remove_canaries(secondary, catalog)
+    stale = remove_stale_drills(secondary, catalog, current=drill_id)
     lags: list[TableLag] = []
     rows = 0
     for identifier, raw in sorted(state["tables"].items()):
@@ -119,7 +136,8 @@ def failover(secondary: DataPlane, drill_id: str, hidden: list[str]) -> Failover
         lags.append(
             table_lag(identifier, primary_entries, None if snapshot is None else snapshot.snapshot_id)
         )
-    canary_id = f"{DRILL_NAMESPACE}.canary_{drill_id}"
+    canary_id = f"{DRILL_NAMESPACE}.{CANARY_PREFIX}{drill_id}"
+    remove_drill(secondary, catalog, drill_id, journal=False)  # a retried failover's earlier canary
     catalog.create_namespace_if_not_exists(DRILL_NAMESPACE)
     written = pa.table(
         {
@@ -135,7 +153,7 @@ def failover(secondary: DataPlane, drill_id: str, hidden: list[str]) -> Failover
     if not back.equals(written):
         raise DrillError(f"drill {drill_id}: the canary read back at secondary {secondary.name!r} differs")
     passed_at = time.time()
-    remove_canaries(secondary, catalog)
+    remove_drill(secondary, catalog, drill_id, journal=False)
     return FailoverResult(
         drill_id=drill_id,
         canary_passed_at=passed_at,
@@ -149,19 +167,57 @@ def failover(secondary: DataPlane, drill_id: str, hidden: list[str]) -> Failover
     )
 
 
-def remove_canaries(secondary: DataPlane, catalog: Catalog) -> int:
-    """Drop every canary table (and its files) at the secondary; returns how many there were."""
-    if (DRILL_NAMESPACE,) not in catalog.list_namespaces():
-        return 0
-    fs, _ = storage.filesystem(secondary.spec())
+def remove_drill(secondary: DataPlane, catalog: Catalog, drill_id: str, *, journal: bool = True) -> int:
+    """Drop the drill's canary table (and its files) and, with ``journal``, its journal at the secondary;
+    returns how many of the two were there."""
+    fs, root = storage.filesystem(secondary.spec())
     removed = 0
-    for identifier in catalog.list_tables(DRILL_NAMESPACE):
+    identifier = f"{DRILL_NAMESPACE}.{CANARY_PREFIX}{_safe(drill_id)}"
+    if (DRILL_NAMESPACE,) in catalog.list_namespaces() and catalog.table_exists(identifier):
         location = catalog.load_table(identifier).location()
         catalog.drop_table(identifier)
         _delete_dir(fs, location)
         removed += 1
-    catalog.drop_namespace(DRILL_NAMESPACE)
-    return removed
+    directory = f"{root.rstrip('/')}/{DRILLS_DIR}/{drill_id}"
+    if journal and fs.get_file_info(directory).type == pafs.FileType.Directory:
+        fs.delete_dir(directory)
+        removed += 1
+    return removed  # the (empty) namespace stays: a concurrent drill may be creating its canary in it
+
+
+def stale_drills(secondary: DataPlane, catalog: Catalog, *, now: float | None = None) -> list[str]:
+    """Drills whose resources at the secondary no live drill owns: journals whose lease ended (or that
+    cannot be read) and canary tables without a journal."""
+    now = time.time() if now is None else now
+    fs, root = storage.filesystem(secondary.spec())
+    journals: dict[str, dict[str, Any] | None] = {}
+    selector = pafs.FileSelector(f"{root.rstrip('/')}/{DRILLS_DIR}", allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.Directory and re.fullmatch(r"[A-Za-z0-9_]+", info.base_name):
+            try:
+                journals[info.base_name] = read_json(secondary, f"{DRILLS_DIR}/{info.base_name}/primary.json")
+            except ValueError:  # a torn journal: its drill never finished capturing
+                journals[info.base_name] = None
+    stale = {
+        drill
+        for drill, journal in journals.items()
+        if journal is None or float(journal.get("expires_at", journal.get("captured_at", 0.0))) < now
+    }
+    if (DRILL_NAMESPACE,) in catalog.list_namespaces():
+        for _, name in catalog.list_tables(DRILL_NAMESPACE):
+            drill = name.removeprefix(CANARY_PREFIX)
+            if drill not in journals and re.fullmatch(r"[A-Za-z0-9_]+", drill):
+                stale.add(drill)
+    return sorted(stale)
+
+
+def remove_stale_drills(secondary: DataPlane, catalog: Catalog, *, current: str) -> int:
+    """Remove what :func:`stale_drills` finds (never ``current``'s); returns how many resources."""
+    return sum(
+        remove_drill(secondary, catalog, drill)
+        for drill in stale_drills(secondary, catalog)
+        if drill != current
+    )
 
 
 def _delete_dir(fs: pafs.FileSystem, uri: str) -> None:
@@ -194,16 +250,20 @@ def verify(
             kept = set()
         intact = intact and head in kept
     target = storage.open_catalog(secondary.spec())
-    remove_canaries(secondary, target)
-    fs, root = storage.filesystem(secondary.spec())
-    journals = f"{root.rstrip('/')}/{DRILLS_DIR}"
-    if fs.get_file_info(journals).type == pafs.FileType.Directory:
-        fs.delete_dir(journals)
-    leftovers = (
-        len(target.list_tables(DRILL_NAMESPACE)) if (DRILL_NAMESPACE,) in target.list_namespaces() else 0
-    )
-    leftovers += int(fs.get_file_info(journals).type != pafs.FileType.NotFound)
+    remove_stale_drills(secondary, target, current=drill_id)
+    remove_drill(secondary, target, drill_id)
+    # what is left of this drill, or of drills killed earlier (a concurrent live drill's are its own)
+    leftovers = _resources_of(secondary, target, drill_id) + len(stale_drills(secondary, target))
     return {"primary_intact": intact, "leftovers": leftovers}
+
+
+def _resources_of(secondary: DataPlane, catalog: Catalog, drill_id: str) -> int:
+    fs, root = storage.filesystem(secondary.spec())
+    canary = (DRILL_NAMESPACE,) in catalog.list_namespaces() and catalog.table_exists(
+        f"{DRILL_NAMESPACE}.{CANARY_PREFIX}{drill_id}"
+    )
+    journal = fs.get_file_info(f"{root.rstrip('/')}/{DRILLS_DIR}/{drill_id}").type != pafs.FileType.NotFound
+    return int(canary) + int(journal)
 
 
 @dataclass(frozen=True)
