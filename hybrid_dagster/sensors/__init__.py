@@ -22,13 +22,17 @@ from hybrid_dagster.sensors.base import (
 )
 from hybrid_dagster.sensors.lineage_datasets import (
     RESIDENCY_FACET as RESIDENCY_FACET,
-    ResidencyDatasetFacet as ResidencyDatasetFacet,
     residency_schema as residency_schema,
 )
+from hybrid_dagster.sensors.lineage_delivery import (
+    Delivery as Delivery,
+    ProcessEmitter as ProcessEmitter,
+    RetryingEmitter as RetryingEmitter,
+)
 from hybrid_dagster.sensors.lineage_events import run_uuid as run_uuid
+from hybrid_dagster.sensors.lineage_wire import ResidencyDatasetFacet as ResidencyDatasetFacet
 from hybrid_dagster.sensors.openlineage import (
     LineageCursor as LineageCursor,
-    RetryingEmitter as RetryingEmitter,
     openlineage_sensor as openlineage_sensor,
 )
 from hybrid_dagster.sensors.teardown import (

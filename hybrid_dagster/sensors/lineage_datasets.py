@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-import attr
 import dagster as dg
 from openlineage.client import event_v2
 from openlineage.client.facet_v2 import (
@@ -52,6 +51,7 @@ from openlineage.client.facet_v2 import (
 )
 
 from hybrid_dagster.resources.data_plane import DataPlane
+from hybrid_dagster.sensors.lineage_wire import ResidencyDatasetFacet
 
 PRODUCER = "https://github.com/hybrid-dagster/hybrid-dagster"
 """The ``producer`` and ``_producer`` of every event and facet this package writes."""
@@ -67,27 +67,6 @@ def residency_schema() -> dict[str, Any]:
     text = importlib.resources.files("hybrid_dagster.sensors").joinpath("schemas", RESIDENCY_SCHEMA_FILE)
     loaded: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
     return loaded
-
-
-RESIDENCY_SCHEMA_URL = f"{residency_schema()['$id']}#/$defs/ResidencyDatasetFacet"
-
-
-@attr.define
-class ResidencyDatasetFacet(DatasetFacet):
-    """Plane, jurisdiction and classification of a dataset (schema: ``schemas/ResidencyDatasetFacet.json``).
-
-    Example:
-        >>> ResidencyDatasetFacet(plane="eu-onprem", jurisdiction="EU", classification="restricted")
-        ResidencyDatasetFacet(...)
-    """
-
-    plane: str
-    jurisdiction: str
-    classification: str
-
-    @staticmethod
-    def _get_schema() -> str:
-        return RESIDENCY_SCHEMA_URL
 
 
 @dataclass(frozen=True)

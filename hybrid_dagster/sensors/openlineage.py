@@ -33,14 +33,13 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import dagster as dg
-from openlineage.client import OpenLineageClient, event_v2
+from openlineage.client import OpenLineageClient
 from pydantic import BaseModel, ConfigDict
 
 from hybrid_dagster._dagster_compat import EventLogRow, RunShardReader
@@ -49,6 +48,7 @@ from hybrid_dagster.resources.data_plane import DataPlane
 from hybrid_dagster.sensors.base import SensorCursor, TickOutcome, cursored_sensor
 from hybrid_dagster.sensors.event_log import RUN_END_TYPES, iter_run_status_records, run_records
 from hybrid_dagster.sensors.lineage_datasets import DatasetNamer, asset_infos
+from hybrid_dagster.sensors.lineage_delivery import EmitStopped, ProcessEmitter, RetryingEmitter
 from hybrid_dagster.sensors.lineage_events import EventBuilder
 
 
@@ -77,69 +77,59 @@ class LineageCursor(SensorCursor):
     """Runs started and not yet ended (by run id), with their positions in their own streams."""
 
 
-class _EmitFailed(Exception):
-    def __init__(self, attempts: int, error: BaseException) -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
-        self.attempts = attempts
-        self.error = error
+Emitter = RetryingEmitter | ProcessEmitter
 
 
-@dataclass
-class RetryingEmitter:
-    """Hands events to an OpenLineage client, retrying each with exponential backoff.
+@dataclass(frozen=True)
+class _Mark:
+    """The tick's position once its first ``events`` events are accepted (and ``records`` handled)."""
 
-    Example:
-        >>> emitter = RetryingEmitter(OpenLineageClient(config={"transport": {"type": "console"}}))
-    """
+    events: int
+    records: int
+    after_storage_id: int
+    runs: dict[str, RunPosition]
 
-    client: OpenLineageClient
-    attempts: int = 4
-    backoff_seconds: float = 0.5
-    max_backoff_seconds: float = 10.0
-    sleep: Callable[[float], None] = time.sleep
-    delivered: int = 0
-    retries: int = 0
-
-    def emit(self, event: event_v2.RunEvent) -> None:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                self.client.emit(event)
-            except Exception as err:
-                if attempt == self.attempts:
-                    raise _EmitFailed(attempt, err) from err
-                self.retries += 1
-                self.sleep(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
-            else:
-                self.delivered += 1
-                return
-
-    @property
-    def transport_kind(self) -> str:
-        return str(getattr(self.client.transport, "kind", type(self.client.transport).__name__))
+    def cursor(self) -> LineageCursor:
+        return LineageCursor(after_storage_id=self.after_storage_id, runs=self.runs)
 
 
 @dataclass
 class _Tick:
-    """Mutable state of one tick; always equal to what the transport accepted."""
+    """Mutable state of one tick. Each mark is the cursor as of a number of events handed to the emitter;
+    the tick stores the last mark the transport accepted all events of."""
 
     instance: dg.DagsterInstance
     builder: EventBuilder
-    emitter: RetryingEmitter
+    emitter: Emitter
     budget: int
     after_storage_id: int
     runs: dict[str, RunPosition]
     records: int = 0
-    skipped_ids: list[int] = field(default_factory=list)
+    events: int = 0
+    marks: list[_Mark] = field(default_factory=list)
     shards: RunShardReader | None = None
 
     def cursor(self) -> LineageCursor:
         return LineageCursor(after_storage_id=self.after_storage_id, runs=dict(self.runs))
 
+    def mark(self) -> None:
+        self.marks.append(_Mark(self.events, self.records, self.after_storage_id, dict(self.runs)))
+
+    def accepted(self, delivered: int, start: LineageCursor) -> _Mark:
+        """The last mark whose events the transport all accepted (the tick's start if none)."""
+        best = _Mark(0, 0, start.after_storage_id, dict(start.runs))
+        for mark in self.marks:
+            if mark.events > delivered:
+                break
+            best = mark
+        return best
+
     def deliver(self, records: list[EventLogRow]) -> None:
         event = self.builder.build_many(records)
+        self.budget -= len(records)
         if event is not None:
             self.emitter.emit(event)
-        self.budget -= len(records)
+            self.events += 1
         self.records += len(records)
 
     def drain(self, run_id: str) -> bool:
@@ -162,7 +152,9 @@ class _Tick:
                 fresh = fresh[count:]
                 position = RunPosition(cursor=position.cursor, done=position.done + count)
                 self.runs[run_id] = position
+                self.mark()
             self.runs[run_id] = RunPosition(cursor=page.cursor, done=0)
+            self.mark()
             if not page.has_more or not page.records:
                 return True
         return False
@@ -185,6 +177,7 @@ class _Tick:
                 self.deliver([record])
                 self.runs.setdefault(record.run_id, RunPosition())
             self.after_storage_id = record.storage_id
+            self.mark()
         for run_id in list(self.runs):
             if self.budget <= 0:
                 return
@@ -212,6 +205,7 @@ def openlineage_sensor(
     batch_size: int = 1000,
     attempts: int = 4,
     backoff_seconds: float = 0.5,
+    separate_process: bool = True,
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
@@ -227,6 +221,9 @@ def openlineage_sensor(
         batch_size: most event records one tick handles.
         attempts, backoff_seconds: delivery attempts per event and the first wait between them
             (doubling, at most 10 s).
+        separate_process: serialize and send the events in a process of the sensor's own, kept across
+            ticks, while the tick reads on (:class:`~hybrid_dagster.sensors.lineage_delivery.
+            ProcessEmitter`); False, or a ``client`` factory: in the sensor's process.
 
     Example:
         .. code-block:: python
@@ -237,8 +234,16 @@ def openlineage_sensor(
             )
             defs = dg.Definitions(assets=[patients], sensors=[lineage])
     """
-    make_client = client or _client_factory(transport)
     namer = DatasetNamer(planes=planes, dagster_namespace=dagster_namespace)
+    own_process: list[ProcessEmitter] = []  # the sensor's emitter process, kept across ticks
+
+    def emitter_for_tick() -> Emitter:
+        if client is not None or not separate_process:
+            make_client = client or _client_factory(transport)
+            return RetryingEmitter(make_client(), attempts=attempts, backoff_seconds=backoff_seconds)
+        if not own_process:
+            own_process.append(ProcessEmitter(transport, attempts=attempts, backoff_seconds=backoff_seconds))
+        return own_process[0]
 
     def evaluate(
         context: dg.SensorEvaluationContext, cursor: LineageCursor, budget: int
@@ -256,30 +261,30 @@ def openlineage_sensor(
             assets=asset_infos(context.repository_def),
             latest_metadata=latest_metadata,
         )
-        emitter = RetryingEmitter(make_client(), attempts=attempts, backoff_seconds=backoff_seconds)
+        emitter = emitter_for_tick()
         tick = _Tick(instance, builder, emitter, budget, cursor.after_storage_id, dict(cursor.runs))
         tick.shards = RunShardReader.for_instance(instance)
         try:
             tick.run()
-        except _EmitFailed as failed:
-            problem = (
-                f"OpenLineage sensor {name!r}: the {emitter.transport_kind} transport refused an event after "
-                f"{failed.attempts} attempts ({failed}). Check that the lineage backend is reachable and "
-                "accepts events (openlineage.yml or OPENLINEAGE__TRANSPORT__*); the sensor resumes at "
-                f"this event (after run-status storage id {tick.after_storage_id})."
-            )
-            if emitter.delivered == 0:
-                raise LineageEmitError(problem) from None
-            return TickOutcome.skip(
-                tick.cursor(),
-                f"Delivered {emitter.delivered} events, then: {problem}",
-                events=emitter.delivered,
-            )
+        except EmitStopped:
+            pass  # the in-process emitter refused an event: finish() reports it
         finally:
             if tick.shards is not None:
                 tick.shards.close()
-        new = tick.cursor()
-        stats = {"records": tick.records, "events": emitter.delivered, "retries": emitter.retries}
+        delivery = emitter.finish()
+        accepted = tick.accepted(delivery.delivered, cursor)
+        new = accepted.cursor()
+        stats = {"records": accepted.records, "events": delivery.delivered, "retries": delivery.retries}
+        if delivery.failure is not None:
+            problem = (
+                f"OpenLineage sensor {name!r}: the {delivery.kind} transport refused an event after "
+                f"{delivery.attempts} attempts ({delivery.failure}). Check that the lineage backend is "
+                "reachable and accepts events (openlineage.yml or OPENLINEAGE__TRANSPORT__*); the sensor "
+                f"resumes at this event (after run-status storage id {new.after_storage_id})."
+            )
+            if delivery.delivered == 0:
+                raise LineageEmitError(problem)
+            return TickOutcome.skip(new, f"Delivered {delivery.delivered} events, then: {problem}", **stats)
         if tick.records == 0:
             waiting = f"; {len(new.runs)} run(s) in progress" if new.runs else ""
             return TickOutcome.skip(
@@ -291,8 +296,8 @@ def openlineage_sensor(
         more = " (batch full; the next tick continues)" if tick.budget <= 0 else ""
         return TickOutcome.skip(
             new,
-            f"Emitted {emitter.delivered} OpenLineage events for {tick.records} Dagster event records "
-            f"through the {emitter.transport_kind} transport{more}.",
+            f"Emitted {delivery.delivered} OpenLineage events for {accepted.records} Dagster event records "
+            f"through the {delivery.kind} transport{more}.",
             **stats,
         )
 

@@ -55,6 +55,7 @@ def _file_sensor(path: Path, plane: DataPlane, **kwargs: Any) -> dg.SensorDefini
 def _emit_all(
     tmp_path: Path, instance: dg.DagsterInstance, plane: DataPlane, **kwargs: Any
 ) -> list[dict[str, Any]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "lineage.jsonl"
     sensor = _file_sensor(out, plane, **kwargs)
     drain(sensor, instance, definitions(plane, sensor))
@@ -307,3 +308,12 @@ def test_asset_records_of_one_step_read_in_one_tick_become_one_event(tmp_path: P
     split = emit("split.jsonl", batch_size=2)
     assert len([e for e in split if e["eventType"] == "RUNNING"]) > 1
     assert lineage_content(split) == lineage_content(events)
+
+
+def test_events_from_the_emitter_process_equal_those_sent_in_process(
+    tmp_path: Path, clinical_log: tuple[dg.DagsterInstance, DataPlane]
+) -> None:
+    instance, plane = clinical_log
+    in_process = _emit_all(tmp_path / "here", instance, plane, separate_process=False)
+    own_process = _emit_all(tmp_path / "there", instance, plane)
+    assert own_process == in_process and len(own_process) > 20

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +61,16 @@ def test_http_transport_delivers_every_event_once_in_order(
         validate_event(event)
 
 
+BOTH_EMITTERS = pytest.mark.parametrize("separate_process", [True, False], ids=["own-process", "in-process"])
+
+
+@BOTH_EMITTERS
 def test_receiver_failing_the_first_requests_is_retried_within_the_tick(
-    clinical_log: tuple[dg.DagsterInstance, DataPlane, list[Any]],
+    clinical_log: tuple[dg.DagsterInstance, DataPlane, list[Any]], separate_process: bool
 ) -> None:
     instance, plane, reference = clinical_log
     with http_receiver(fail=lambda n: n < 2) as receiver:
-        sensor = _sensor(plane, receiver.url, attempts=3)
+        sensor = _sensor(plane, receiver.url, attempts=3, separate_process=separate_process)
         first = tick(sensor, instance, definitions(plane, sensor), None)
     assert first.raised is None
     assert first.skip.startswith(f"Emitted {len(reference)} OpenLineage events")
@@ -91,12 +98,13 @@ def test_failure_after_retries_shows_in_the_tick_and_keeps_the_cursor(
     assert cursor is not None and LineageCursor.load(cursor, sensor_name="openlineage").runs == {}
 
 
+@BOTH_EMITTERS
 def test_failure_mid_tick_stores_what_was_delivered_and_resumes_without_duplicates(
-    clinical_log: tuple[dg.DagsterInstance, DataPlane, list[Any]],
+    clinical_log: tuple[dg.DagsterInstance, DataPlane, list[Any]], separate_process: bool
 ) -> None:
     instance, plane, reference = clinical_log
     with http_receiver(fail=lambda n: 5 <= n < 9) as receiver:
-        sensor = _sensor(plane, receiver.url, attempts=2)
+        sensor = _sensor(plane, receiver.url, attempts=2, separate_process=separate_process)
         defs = definitions(plane, sensor)
         partial = tick(sensor, instance, defs, None)
         assert partial.raised is None
@@ -149,3 +157,32 @@ def test_transport_from_openlineage_yml(
     sensor = openlineage_sensor(planes=[plane])
     drain(sensor, instance, definitions(plane, sensor))
     assert [identity(e) for e in read_jsonl(out)] == reference
+
+
+def _kill_emitter_processes() -> bool:
+    """SIGKILL this process's lineage emitter children (from the receiver's thread, mid-request)."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "-f", "lineage_wire"], capture_output=True, text=True, check=False
+    )
+    for pid in found.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    return True
+
+
+def test_emitter_process_killed_mid_tick_stores_nothing_and_the_next_tick_resends(
+    clinical_log: tuple[dg.DagsterInstance, DataPlane, list[Any]],
+) -> None:
+    instance, plane, reference = clinical_log
+    with http_receiver(fail=lambda n: n == 4 and _kill_emitter_processes()) as receiver:
+        sensor = _sensor(plane, receiver.url)
+        defs = definitions(plane, sensor)
+        killed = tick(sensor, instance, defs, None)
+        assert isinstance(killed.raised, LineageEmitError)
+        assert "emitter process exited" in str(killed.raised) and killed.cursor is None
+        assert [identity(e) for e in receiver.accepted] == reference[:4]  # sent before it died
+        drain(sensor, instance, defs, killed.cursor)  # a new process; the tick is sent again
+    first_seen: dict[Any, None] = {}
+    for event in receiver.accepted:
+        first_seen.setdefault(identity(event), None)
+    assert list(first_seen) == reference
+    assert len(receiver.accepted) == len(reference) + 4  # the killed tick's four, once more
