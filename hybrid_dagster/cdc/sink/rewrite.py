@@ -7,7 +7,9 @@ Rules:
   the written ones in ONE snapshot loses nothing and duplicates nothing.
 * A truncate in the batch drops every live file: nothing is read, only the upserts after it are written.
 * Each cluster of overlapping files is rewritten into files of its own, so file key ranges stay narrow;
-  new keys outside every cluster go to new files.
+  new keys outside every cluster go to new files. A large part is sliced into one piece per core
+  (:func:`split_for_writers`, pieces of at least ``MIN_SPLIT_BYTES``), so its files are written in
+  parallel; every row is written exactly once either way.
 * Unchanged (TOAST) values are carried forward from earlier changes of the batch, else from the rows read.
 * Nothing here commits: the caller owns the snapshot (and deletes the written files if it is rejected).
 """
