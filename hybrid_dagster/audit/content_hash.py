@@ -37,8 +37,9 @@ layout. Correctness rules (the canonical form, version ``hybrid-content-v3``):
 The per-column work is pyarrow compute (casts, sort, take) and the hashing is hashlib over Arrow
 buffers, so nothing is rendered to text per cell except decimals and the like.
 
-Everything that compares two hashes computes both with this module (one version); a stored hash of an
-older version (``hybrid-content-v2``) is compared only with one recomputed the same way, never mixed.
+Hashes of two versions are never compared: every check computes both of its hashes with this module in
+one process. Audit records written before v3 hold ``hybrid-content-v2`` pairs; each pair was compared
+when it was written, and stays valid as a record, but this version does not recompute it.
 
 Example:
     >>> import pyarrow as pa
