@@ -345,9 +345,13 @@ class IcebergApplier:
         position = last_position(pending)
         evidence = None
         if self.verify_integrity:
-            evidence = batch_evidence(
-                identifier, metadata, table.io, rewrite, list(changes.key_columns), pending, position
-            )
+            try:
+                evidence = batch_evidence(
+                    identifier, metadata, table.io, rewrite, list(changes.key_columns), pending, position
+                )
+            except BaseException:
+                self.delete_files(table, rewrite.added_files)  # abandoned: nothing was committed
+                raise
             if not evidence.matches:
                 self.delete_files(table, rewrite.added_files)  # abandoned: nothing was committed
                 if self.on_mismatch is not None:

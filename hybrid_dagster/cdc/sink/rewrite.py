@@ -7,7 +7,9 @@ Rules:
   the written ones in ONE snapshot loses nothing and duplicates nothing.
 * A truncate in the batch drops every live file: nothing is read, only the upserts after it are written.
 * Each cluster of overlapping files is rewritten into files of its own, so file key ranges stay narrow;
-  new keys outside every cluster go to new files.
+  new keys outside every cluster go to new files. A large part is sliced into one piece per core
+  (:func:`split_for_writers`, pieces of at least ``MIN_SPLIT_BYTES``), so its files are written in
+  parallel; every row is written exactly once either way.
 * Unchanged (TOAST) values are carried forward from earlier changes of the batch, else from the rows read.
 * Nothing here commits: the caller owns the snapshot (and deletes the written files if it is rejected).
 """
@@ -15,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,11 @@ from hybrid_dagster.cdc.sink.collapse import (
     needs_carry_forward,
 )
 from hybrid_dagster.cdc.sink.pruning import FilePlan, comparable, live_data_files, plan_files
+
+MIN_SPLIT_BYTES = 16 * 2**20
+"""Smallest piece (Arrow bytes) a part is sliced into for parallel writes (:func:`split_for_writers`)."""
+_TABLE_SPAN_FACTOR = 6
+""":func:`key_mask` uses a lookup table when the wanted keys span at most this many times the values."""
 
 
 @dataclass
@@ -95,15 +103,18 @@ def rewrite(
     def clusters(rows: pa.Table) -> dict[int, pa.Table]:
         return _by_cluster(rows, file_plan.cluster_of(comparable(rows[keys[0]], key_type), rows.num_rows))
 
-    # Kept rows usually form one cluster, so only the (small) upserts need partitioning.
-    kept_parts, new_parts = clusters(kept), clusters(new_rows)
+    # Kept rows come from the candidate files: with one cluster they all belong to it (no lookup of a
+    # million keys); only the (small) upserts need partitioning then.
+    one_cluster = file_plan.cluster_count == 1 and kept.num_rows > 0
+    kept_parts = {0: kept} if one_cluster else clusters(kept)
+    new_parts = clusters(new_rows)
     parts = [
         pa.concat_tables([p for p in (kept_parts.get(g), new_parts.get(g)) if p is not None])
         for g in sorted(kept_parts.keys() | new_parts.keys())
     ]
     return Rewrite(
         deleted_files=file_plan.candidates,
-        added_files=write_parts(table, metadata, parts, target_file_size_bytes),
+        added_files=write_parts(table, metadata, split_for_writers(parts), target_file_size_bytes),
         inserted=new_rows.num_rows - updated,
         updated=updated,
         deleted=deleted,
@@ -143,6 +154,29 @@ def write_parts(
     return write_data_files(metadata, table.io, parts, target)
 
 
+def split_for_writers(parts: list[pa.Table], writers: int | None = None) -> list[pa.Table]:
+    """``parts`` with large ones sliced so that the files are written on every core at once.
+
+    Parquet writes one file on one thread: a batch that rewrites one large cluster would leave the other
+    cores idle. Each part is sliced into pieces of about ``max(MIN_SPLIT_BYTES, total / writers)``
+    Arrow bytes (``writers`` defaults to the CPU count); a piece never mixes two parts, so file key ranges
+    stay within their cluster, and parts under twice the minimum stay whole (no small files).
+    """
+    writers = writers or os.cpu_count() or 1
+    if writers < 2:
+        return parts
+    piece_bytes = max(MIN_SPLIT_BYTES, sum(part.nbytes for part in parts) // writers)
+    pieces: list[pa.Table] = []
+    for part in parts:
+        count = min(writers, round(part.nbytes / piece_bytes)) if part.nbytes >= 2 * MIN_SPLIT_BYTES else 1
+        if count < 2:
+            pieces.append(part)
+            continue
+        step = -(-part.num_rows // count)
+        pieces.extend(part.slice(start, step) for start in range(0, part.num_rows, step))
+    return pieces
+
+
 def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
     """``rows`` with exactly the columns of ``schema``: cast, and null where a column is missing."""
     if rows.schema.equals(schema):
@@ -162,13 +196,29 @@ def key_mask(rows: pa.Table, keys_table: pa.Table, keys: list[str]) -> pa.Chunke
     if rows.num_rows == 0 or keys_table.num_rows == 0:
         return pa.array(np.zeros(rows.num_rows, dtype=bool))
     if len(keys) == 1:
-        return pc.is_in(rows[keys[0]], value_set=keys_table[keys[0]].combine_chunks())
+        column, wanted = rows[keys[0]], keys_table[keys[0]]
+        dense = _dense_integers(column, wanted)
+        if dense is not None:
+            return pa.array(np.isin(column.to_numpy(), dense, kind="table"))
+        return pc.is_in(column, value_set=wanted.combine_chunks())
     index_col = "__index"
     indexed = rows.select(keys).append_column(index_col, pa.array(np.arange(rows.num_rows, dtype=np.int64)))
     matched = indexed.join(keys_table.select(keys), keys=keys, join_type="left semi", use_threads=False)
     mask = np.zeros(rows.num_rows, dtype=bool)
     mask[matched[index_col].to_numpy()] = True
     return pa.array(mask)
+
+
+def _dense_integers(column: pa.ChunkedArray, wanted: pa.ChunkedArray) -> np.ndarray | None:
+    """``wanted`` as a numpy array when both are signed integers without nulls and ``wanted`` spans a
+    range no wider than a few times the rows: then ``np.isin``'s lookup table (one byte per value of the
+    range) beats a hash set several times over; otherwise None (``pc.is_in`` is used)."""
+    kinds = (column.type, wanted.type)
+    if not all(pa.types.is_signed_integer(k) for k in kinds) or column.null_count or wanted.null_count:
+        return None
+    values = wanted.to_numpy()
+    span = int(values.max()) - int(values.min())
+    return values if span <= _TABLE_SPAN_FACTOR * (len(column) + len(values)) else None
 
 
 def _count(mask: pa.ChunkedArray | pa.Array) -> int:
