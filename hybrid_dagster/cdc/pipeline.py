@@ -10,7 +10,11 @@ ranges: :mod:`hybrid_dagster.cdc.snapshots`) through :meth:`ChangeSource.open_co
 exact stream position (for PostgreSQL a temporary slot's consistent point), in one commit recording that
 position: the stream then applies exactly the changes after the copy. Never a copy read at one moment and
 labelled with another position: changes would apply twice and unchanged TOAST values would be carried
-forward from rows that have since moved.
+forward from rows that have since moved. A change that a resumed copy's segments cannot take exactly (a
+key moved between segments with an unchanged TOAST value the table does not hold:
+:class:`~hybrid_dagster.cdc.snapshots.SnapshotResumeError`) makes the pipeline re-snapshot that table at
+once: none of the table's batch is committed, the other tables' changes are, the batch is acknowledged,
+and the table is copied afresh at a point after it (so the copy holds the dropped changes).
 
 The long-running mode (:class:`Follow`) keeps the same rules: it only changes when a batch is cut (after
 at most about half the target latency, instead of when the source is drained) and that an empty read does
@@ -34,7 +38,14 @@ from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, Tabl
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence
-from hybrid_dagster.cdc.snapshots import SegmentFilter, SnapshotState, copy_table_chunked, snapshot_state
+from hybrid_dagster.cdc.snapshots import (
+    SegmentFilter,
+    SnapshotResumeError,
+    SnapshotState,
+    copy_table_chunked,
+    request_resnapshot,
+    snapshot_state,
+)
 from hybrid_dagster.cdc.sources.base import ChangeSource, CommitHooks, ConsistentCopy, SourceTable
 from hybrid_dagster.errors import DeadLetterStop as DeadLetterStop, MissingWatermarkError
 
@@ -207,12 +218,23 @@ class CdcPipeline:
             hooks = None
             if self.source.offsets_in_tables and batch.ack_position is not None:
                 hooks = self.source.commit_hooks(batch.ack_position)
+            recopy = False
             for source_table, changes in batch.tables.items():
                 mapping = self._mapping(source_table)
-                self._apply(mapping, changes, report, hooks=hooks)
+                try:
+                    self._apply(mapping, changes, report, hooks=hooks)
+                except SnapshotResumeError as refused:
+                    # nothing of this table's batch was committed: a fresh copy, taken after the ack
+                    # below, holds these changes (and the stream's later ones apply after it)
+                    log.warning("%s The pipeline re-snapshots the table now.", refused)
+                    request_resnapshot(self.applier.catalog, mapping.identifier, self.source.source_id)
+                    self._segment_filters.pop(mapping.source_table, None)
+                    recopy = True
             if batch.ack_position is not None:
                 self.source.ack(batch.ack_position)
                 report.acked = batch.ack_position
+            if recopy:
+                self._snapshot_new_tables(report)
             report.batches += 1
             if self.on_batch is not None:
                 self.on_batch(report)

@@ -18,7 +18,8 @@ Correctness rules:
   and position. :class:`SegmentFilter` then drops, from the stream, changes a segment's copy already
   holds (a change at or below the position of its key's segment). A key change between segments whose
   copy states differ becomes a delete of the old key, or is refused (:class:`SnapshotResumeError`) when
-  it would carry an unchanged TOAST value from a row the table no longer has at that state.
+  it would carry an unchanged TOAST value from a row the table no longer has at that state; the pipeline
+  then re-snapshots that table at once (:mod:`hybrid_dagster.cdc.pipeline`).
 * A re-snapshot (:func:`request_resnapshot`) removes the table's rows in a commit marked as a snapshot
   of the source; the next pipeline run copies the table afresh, at a new consistent point, while the other
   tables keep streaming. Readers see the table refill chunk by chunk (time travel shows the old state).

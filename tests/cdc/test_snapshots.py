@@ -274,3 +274,58 @@ def test_a_chunk_that_reads_back_wrong_stops_the_copy_before_its_completion(
     table = make_catalog(tmp_path).load_table(MAPPING.identifier)
     sources = {s.summary[SOURCE_PROPERTY] for s in table.metadata.snapshots if s.summary}
     assert sources and all(s.endswith(SNAPSHOT_SUFFIX) for s in sources)  # never the source's watermark
+
+
+def test_a_key_moved_between_resumed_segments_with_an_unchanged_toast_value_recopies_the_table(
+    pg_db: PgDatabase, tmp_path: Path
+) -> None:
+    """Keys up to 2 are copied at C1; the copy dies; key 4 moves to -5 (the first segment's range) with
+    its TOASTed value unchanged before the copy resumes at C2. The C2 copy no longer has key 4 and the C1
+    copy predates -5, so no table row holds the value: the pipeline re-snapshots the table, exactly."""
+    execute(
+        pg_db.dsn,
+        "CREATE TABLE docs (id int PRIMARY KEY, big text, v int NOT NULL DEFAULT 0)",
+        "ALTER TABLE docs ALTER COLUMN big SET STORAGE EXTERNAL",
+        "CREATE TABLE other (id int PRIMARY KEY, v int)",
+    )
+    conn = psycopg2.connect(pg_db.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for key in range(1, 7):
+            cur.execute(
+                "INSERT INTO docs (id, big) VALUES (%s, %s)", (key, f"{key}:" + secrets.token_hex(6000))
+            )
+    tables = [SourceTable("public.docs"), SourceTable("public.other")]
+    mappings = [TableMapping("public.docs", "lake.docs"), TableMapping("public.other", "lake.other")]
+    source = PostgresChangeSource(pg_db.dsn, tables, slot_name="docs_slot")
+    applier = IcebergApplier(make_catalog(tmp_path), source_id=source.source_id)
+    try:
+        source.setup()
+        with source.open_copy() as copy:
+            chunks = copy_table_chunked(
+                applier, "lake.docs", SourceTable("public.docs"), copy, SnapshotState("none"), chunk_rows=2
+            )
+            assert next(chunks) == 2  # keys 1 and 2 committed at C1, then the copy dies
+            chunks.close()
+        with conn.cursor() as cur:
+            cur.execute("UPDATE docs SET id = -5 WHERE id = 4")  # the later segment's key, TOAST unchanged
+        pipeline = CdcPipeline(source, applier, mappings, snapshot_chunk_rows=2)
+        pipeline.run()  # resumes the copy at C2; the segments now filter the stream
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO other VALUES (1, 1)")
+            cur.execute("UPDATE docs SET v = v + 1 WHERE id IN (1, 6)")
+        report = pipeline.run()
+        assert report.tables["lake.other"].inserted == 1  # the other table's changes were applied
+        for table, key in (("docs", "id"), ("other", "id")):
+            rows = make_catalog(tmp_path).load_table(f"lake.{table}").scan().to_arrow()
+            problems = diff_tables(pg_db.dsn, f"public.{table}", rows, [key])
+            assert not problems, "\n".join(problems)
+        with conn.cursor() as cur:
+            cur.execute("UPDATE docs SET v = v + 1 WHERE id = -5")  # streamed after the fresh copy
+        pipeline.run()
+    finally:
+        source.close()
+        conn.close()
+    rows = make_catalog(tmp_path).load_table("lake.docs").scan().to_arrow()
+    problems = diff_tables(pg_db.dsn, "public.docs", rows, ["id"])
+    assert not problems, "\n".join(problems)
