@@ -28,8 +28,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copyreg
+import io
 import pickle
 import queue
+import select
 import subprocess
 import sys
 import threading
@@ -39,6 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import attr
 from openlineage.client import OpenLineageClient, event_v2
 
 import hybrid_dagster.sensors.lineage_wire as wire
@@ -130,8 +134,17 @@ class _Child:
         )
         self.writer.start()
 
+        self.ready = False
+
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def poll_ready(self) -> bool:
+        """Whether the process has announced its client (``READY``), without waiting."""
+        if not self.ready and select.select([self.stdout], [], [], 0)[0]:
+            frame = wire.read_frame(self.stdout)
+            self.ready = frame is not None and frame[0] == wire.READY
+        return self.ready
 
     def stop(self) -> int:
         """End its stdin and wait for it (killed if it does not exit); its exit code."""
@@ -172,8 +185,12 @@ class ProcessEmitter:
                 "max_backoff_seconds": max_backoff_seconds,
             }
         )
+        self._transport = dict(transport) if transport is not None else None
+        self._attempts, self._backoff = attempts, (backoff_seconds, max_backoff_seconds)
         self._children: list[_Child] = []  # at most one; a list the finalizer shares
         self._tick: _Child | None = None
+        self._local: RetryingEmitter | None = None  # the tick's events while the process starts
+        self._sent = False  # the tick handed an event to the process
         self._lock = threading.Lock()
         weakref.finalize(self, _stop_all, self._children)
 
@@ -188,18 +205,44 @@ class ProcessEmitter:
         self._tick = self._children[0]
         return self._tick
 
+    def start(self) -> None:
+        """Start the process now if it is not running (a tick calls this first: it starts while the tick
+        reads its first records)."""
+        with self._lock:
+            self._child()
+
     def emit(self, event: event_v2.RunEvent) -> None:
         with self._lock:
-            self._child().frames.put(
-                _frame(wire.EVENT, pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL))
+            child = self._child()
+            if not self._sent and not child.poll_ready():
+                self._emit_here(event)  # the process is still starting (its first tick): do not wait
+                return
+            self._sent = True
+            child.frames.put(_frame(wire.EVENT, _pickled(event)))
+
+    def _emit_here(self, event: event_v2.RunEvent) -> None:
+        if self._local is None:
+            transport = self._transport
+            client = OpenLineageClient(config={"transport": transport}) if transport else OpenLineageClient()
+            self._local = RetryingEmitter(
+                client, self._attempts, backoff_seconds=self._backoff[0], max_backoff_seconds=self._backoff[1]
             )
+        self._local.emit(event)  # EmitStopped ends the tick before the process gets anything
 
     def finish(self) -> Delivery:
-        """Wait until the process has handled every event emitted since the last ``finish``."""
+        """Wait until the process has handled every event emitted since the last ``finish``; the events
+        sent here while it started come first."""
         with self._lock:
+            here = self._local.finish() if self._local is not None else None
+            sent, self._sent = self._sent, False
             child, self._tick = self._child(), None
+            if not sent and here is not None and (here.delivered or here.failure):
+                return here  # every event of the tick went out here, the process still starting
             child.frames.put(_frame(wire.END_OF_TICK, b""))
             reply = wire.read_frame(child.stdout)
+            while reply is not None and reply[0] == wire.READY:
+                child.ready = True
+                reply = wire.read_frame(child.stdout)
             if reply is None or reply[0] != wire.REPLY:
                 self._children.remove(child)
                 code = child.stop()
@@ -211,8 +254,8 @@ class ProcessEmitter:
             body: dict[str, Any] = pickle.loads(reply[1])
             failure = body["failure"]
             return Delivery(
-                delivered=body["delivered"],
-                retries=body["retries"],
+                delivered=body["delivered"] + (here.delivered if here else 0),
+                retries=body["retries"] + (here.retries if here else 0),
                 kind=body["kind"],
                 failure=failure["error"] if failure else None,
                 attempts=failure["attempts"] if failure else 0,
@@ -228,6 +271,34 @@ class ProcessEmitter:
 def _stop_all(children: list[_Child]) -> None:
     while children:
         children.pop().stop()
+
+
+class _EventPickler(pickle.Pickler):
+    """Pickles attrs objects of importable classes by their state, as pickle's protocol 2 does.
+
+    openlineage-python's generated classes define ``__reduce__`` (for their dynamic subclasses), which
+    sends every facet through ``copyreg``'s pure-Python fallback; this is a third of a tick's pickling.
+    Dynamic classes (not importable by name) keep their own ``__reduce__``.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        fast = _BY_STATE.get(cls)
+        if fast is None:
+            module = sys.modules.get(cls.__module__)
+            fast = _BY_STATE[cls] = attr.has(cls) and getattr(module, cls.__qualname__, None) is cls
+        if fast:
+            return copyreg.__newobj__, (cls,), obj.__getstate__()  # type: ignore[attr-defined]
+        return NotImplemented
+
+
+_BY_STATE: dict[type, bool] = {}
+
+
+def _pickled(event: event_v2.RunEvent) -> bytes:
+    buffer = io.BytesIO()
+    _EventPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(event)
+    return buffer.getvalue()
 
 
 def _frame(kind: bytes, body: bytes) -> bytes:

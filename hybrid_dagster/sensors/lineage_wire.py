@@ -12,7 +12,8 @@ reading up.
 Correctness rules:
 
 * Frames on stdin: a configuration (the transport mapping or ``None`` for openlineage-python's own
-  configuration: ``openlineage.yml`` or the environment, which this process inherits), then events
+  configuration: ``openlineage.yml`` or the environment, which this process inherits; once its client
+  is built, this process says ``READY``), then events
   (pickled ``RunEvent``), each tick's events followed by one end-of-tick frame. Events are delivered in
   the order received, each with up to ``attempts`` tries and exponential backoff.
 * After an event fails its last attempt, the rest of that tick's events are dropped unsent: the reply to
@@ -44,7 +45,7 @@ from openlineage.client import OpenLineageClient, event_v2
 from openlineage.client.facet_v2 import DatasetFacet
 
 HEADER = struct.Struct("<cQ")
-CONFIG, EVENT, END_OF_TICK, REPLY = b"C", b"E", b"T", b"R"
+CONFIG, EVENT, END_OF_TICK, READY, REPLY = b"C", b"E", b"T", b"Y", b"R"
 MODULE = "hybrid_dagster.sensors.lineage_wire"
 """This module's name in the sensor's process (pickled class references name it)."""
 
@@ -150,6 +151,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     client = (
         OpenLineageClient(config={"transport": transport}) if transport is not None else OpenLineageClient()
     )
+    write_frame(stdout, READY, b"")
+    stdout.flush()
     delivered = retries = 0
     failure: dict[str, Any] | None = None
     while (frame := read_frame(stdin)) is not None:

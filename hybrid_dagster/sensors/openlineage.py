@@ -243,6 +243,7 @@ def openlineage_sensor(
             return RetryingEmitter(make_client(), attempts=attempts, backoff_seconds=backoff_seconds)
         if not own_process:
             own_process.append(ProcessEmitter(transport, attempts=attempts, backoff_seconds=backoff_seconds))
+        own_process[0].start()
         return own_process[0]
 
     def evaluate(

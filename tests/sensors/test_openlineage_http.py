@@ -173,9 +173,15 @@ def test_emitter_process_killed_mid_tick_stores_nothing_and_the_next_tick_resend
     clinical_log: tuple[dg.DagsterInstance, DataPlane, list[Any]],
 ) -> None:
     instance, plane, reference = clinical_log
-    with http_receiver(fail=lambda n: n == 4 and _kill_emitter_processes()) as receiver:
+    armed = [False]
+    with http_receiver(fail=lambda n: armed[0] and n == 4 and _kill_emitter_processes()) as receiver:
         sensor = _sensor(plane, receiver.url)
         defs = definitions(plane, sensor)
+        caught_up, _ = drain(sensor, instance, defs, None)
+        idle = tick(sensor, instance, defs, caught_up)  # the emitter process is running and ready now
+        assert idle.skip.startswith("No new Dagster events")
+        receiver.accepted.clear()
+        receiver.requests, armed[0] = 0, True
         killed = tick(sensor, instance, defs, None)
         assert isinstance(killed.raised, LineageEmitError)
         assert "emitter process exited" in str(killed.raised) and killed.cursor is None
