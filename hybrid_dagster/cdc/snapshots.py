@@ -457,7 +457,7 @@ class SegmentFilter:
                 has_unchanged = UNCHANGED_COL in rows.column_names
                 if not (has_unchanged and rows.column(UNCHANGED_COL)[i].as_py()):
                     drop_old_key.append(i)
-                elif _removed_later(rows, keys, i, old_cols):
+                elif _removed_later(rows, keys, i, old_cols, commit <= new_pos):
                     keep[i] = False  # a transient key (ids swapped through -1): the later move settles it
                 else:
                     raise SnapshotResumeError(
@@ -497,15 +497,17 @@ def _after(key_cols: list[Any], bound: tuple[str, ...]) -> Any:
     return result
 
 
-def _removed_later(rows: pa.Table, keys: list[str], i: int, old_cols: list[Any]) -> bool:
-    """Whether the key row ``i`` moves to is deleted or moved away by a later change of ``rows``."""
+def _removed_later(rows: pa.Table, keys: list[str], i: int, old_cols: list[Any], new_held: Any) -> bool:
+    """Whether the key row ``i`` moves to is deleted by a later change of ``rows``, or moved away to a key
+    whose segment's copy holds that move (``new_held``): then the row at that key never needs the value
+    row ``i`` would carry. A move away to a key no copy holds would need it: not removed."""
     key = tuple(rows.column(k)[i].as_py() for k in keys)
     ops = rows.column(OP_COL)
     for j in range(i + 1, rows.num_rows):
         if ops[j].as_py() == OP_DELETE and tuple(rows.column(k)[j].as_py() for k in keys) == key:
             return True
         if old_cols[0][j].is_valid and tuple(c[j].as_py() for c in old_cols) == key:
-            return True
+            return bool(new_held[j])
     return False
 
 

@@ -276,12 +276,25 @@ def test_a_chunk_that_reads_back_wrong_stops_the_copy_before_its_completion(
     assert sources and all(s.endswith(SNAPSHOT_SUFFIX) for s in sources)  # never the source's watermark
 
 
+@pytest.mark.parametrize(
+    "moves",
+    [
+        ["UPDATE docs SET id = -5 WHERE id = 4"],
+        # a swap through -1 between the segments: 4 (later segment) -> -1, 2 -> 4, -1 -> 2 (first segment)
+        [
+            "BEGIN; UPDATE docs SET id = -1 WHERE id = 4; UPDATE docs SET id = 4 WHERE id = 2;"
+            " UPDATE docs SET id = 2 WHERE id = -1; COMMIT"
+        ],
+    ],
+    ids=["moved-into-the-first-segment", "swapped-across-segments"],
+)
 def test_a_key_moved_between_resumed_segments_with_an_unchanged_toast_value_recopies_the_table(
-    pg_db: PgDatabase, tmp_path: Path
+    pg_db: PgDatabase, tmp_path: Path, moves: list[str]
 ) -> None:
-    """Keys up to 2 are copied at C1; the copy dies; key 4 moves to -5 (the first segment's range) with
-    its TOASTed value unchanged before the copy resumes at C2. The C2 copy no longer has key 4 and the C1
-    copy predates -5, so no table row holds the value: the pipeline re-snapshots the table, exactly."""
+    """Keys up to 2 are copied at C1; the copy dies; key 4's row moves into the first segment's range
+    (to -5, or to 2 in a swap) with its TOASTed value unchanged before the copy resumes at C2. The C2
+    copy no longer has key 4's row and the C1 copy predates the move, so no table row holds the value:
+    the pipeline re-snapshots the table, exactly."""
     execute(
         pg_db.dsn,
         "CREATE TABLE docs (id int PRIMARY KEY, big text, v int NOT NULL DEFAULT 0)",
@@ -308,7 +321,8 @@ def test_a_key_moved_between_resumed_segments_with_an_unchanged_toast_value_reco
             assert next(chunks) == 2  # keys 1 and 2 committed at C1, then the copy dies
             chunks.close()
         with conn.cursor() as cur:
-            cur.execute("UPDATE docs SET id = -5 WHERE id = 4")  # the later segment's key, TOAST unchanged
+            for move in moves:  # the later segment's row moves, its TOASTed value unchanged
+                cur.execute(move)
         pipeline = CdcPipeline(source, applier, mappings, snapshot_chunk_rows=2)
         pipeline.run()  # resumes the copy at C2; the segments now filter the stream
         with conn.cursor() as cur:
@@ -321,7 +335,7 @@ def test_a_key_moved_between_resumed_segments_with_an_unchanged_toast_value_reco
             problems = diff_tables(pg_db.dsn, f"public.{table}", rows, [key])
             assert not problems, "\n".join(problems)
         with conn.cursor() as cur:
-            cur.execute("UPDATE docs SET v = v + 1 WHERE id = -5")  # streamed after the fresh copy
+            cur.execute("UPDATE docs SET v = v + 1 WHERE id IN (-5, 2)")  # streamed after the fresh copy
         pipeline.run()
     finally:
         source.close()

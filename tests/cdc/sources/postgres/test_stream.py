@@ -139,13 +139,18 @@ def test_reconnects_after_the_walsender_is_terminated_and_resumes_exactly(pg_db:
         if report.batches in (1, 3):  # the walsender is terminated (the server would do so on a restart)
             conn = psycopg2.connect(dsn)
             conn.autocommit = True
+            deadline = time.monotonic() + 10
             with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                    " WHERE slot_name = 'drop'"
-                )
+                while time.monotonic() < deadline:  # the receiver may still be reconnecting from the last
+                    cur.execute(
+                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                        " WHERE slot_name = 'drop' AND active_pid IS NOT NULL"
+                    )
+                    if cur.fetchall():
+                        done.append("terminated")
+                        break
+                    time.sleep(0.02)
             conn.close()
-            done.append("terminated")
 
     pipeline.on_batch = interrupt
     try:
