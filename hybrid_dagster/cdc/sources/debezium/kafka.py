@@ -211,6 +211,7 @@ class DebeziumKafkaChangeSource(ChangeSource):
         self._read_number = 0
         self._at_end: set[tuple[str, int]] = set()  # partitions read to their end, none read since
         self.rebalances = 0
+        self._closing = False
 
     @property
     def source_id(self) -> str:
@@ -228,6 +229,8 @@ class DebeziumKafkaChangeSource(ChangeSource):
     # --- group membership ---
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._closing:  # a rebalance while the consumer leaves: nothing is read any more
+            return
         self.rebalances += 1
         recorded = [
             table_offsets(table, self.source_id) if table is not None else {}
@@ -255,7 +258,8 @@ class DebeziumKafkaChangeSource(ChangeSource):
         for tp in partitions:
             self._read_from.pop((tp.topic, tp.partition), None)
             self._at_end.discard((tp.topic, tp.partition))
-        consumer.unassign()
+        if not self._closing:
+            consumer.unassign()
 
     # --- reading ---
 
@@ -474,5 +478,11 @@ class DebeziumKafkaChangeSource(ChangeSource):
 
     def close(self) -> None:
         if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+            # librdkafka may run the rebalance callbacks inside close(); they must not ask the terminating
+            # handle anything (committed offsets fail with _DESTROY there)
+            self._closing = True
+            try:
+                self._consumer.close()
+            finally:
+                self._consumer = None
+                self._closing = False
