@@ -141,7 +141,13 @@ class _Child:
 
     def poll_ready(self) -> bool:
         """Whether the process has announced its client (``READY``), without waiting."""
-        if not self.ready and select.select([self.stdout], [], [], 0)[0]:
+        if self.ready:
+            return True
+        try:
+            waiting = select.select([self.stdout], [], [], 0)[0]
+        except (OSError, ValueError):  # no select() on pipes here (Windows): finish() reads READY
+            return False
+        if waiting:
             frame = wire.read_frame(self.stdout)
             self.ready = frame is not None and frame[0] == wire.READY
         return self.ready
