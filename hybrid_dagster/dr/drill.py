@@ -57,10 +57,12 @@ DRILL_LEASE_S = 3600.0
 """How long after its capture a drill's resources at the secondary are its own; after that any drill
 removes them (the drill was killed midway). Longer than any drill runs."""
 CANARY_PREFIX = "canary_"
+_DRILL_ID = re.compile(r"[A-Za-z0-9_]+")
+"""What a drill id may hold: it names a table and a folder."""
 
 
 def _safe(drill_id: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_]+", drill_id):
+    if not _DRILL_ID.fullmatch(drill_id):
         raise DrillError(f"drill id {drill_id!r} may hold letters, digits and '_' only")
     return drill_id
 
@@ -193,7 +195,7 @@ def stale_drills(secondary: DataPlane, catalog: Catalog, *, now: float | None = 
     journals: dict[str, dict[str, Any] | None] = {}
     selector = pafs.FileSelector(f"{root.rstrip('/')}/{DRILLS_DIR}", allow_not_found=True)
     for info in fs.get_file_info(selector):
-        if info.type == pafs.FileType.Directory and re.fullmatch(r"[A-Za-z0-9_]+", info.base_name):
+        if info.type == pafs.FileType.Directory and _DRILL_ID.fullmatch(info.base_name):
             try:
                 journals[info.base_name] = read_json(secondary, f"{DRILLS_DIR}/{info.base_name}/primary.json")
             except ValueError:  # a torn journal: its drill never finished capturing
@@ -206,7 +208,7 @@ def stale_drills(secondary: DataPlane, catalog: Catalog, *, now: float | None = 
     if (DRILL_NAMESPACE,) in catalog.list_namespaces():
         for _, name in catalog.list_tables(DRILL_NAMESPACE):
             drill = name.removeprefix(CANARY_PREFIX)
-            if drill not in journals and re.fullmatch(r"[A-Za-z0-9_]+", drill):
+            if drill not in journals and _DRILL_ID.fullmatch(drill):
                 stale.add(drill)
     return sorted(stale)
 

@@ -228,10 +228,11 @@ class ProcessEmitter:
 
     def _emit_here(self, event: event_v2.RunEvent) -> None:
         if self._local is None:
-            transport = self._transport
-            client = OpenLineageClient(config={"transport": transport}) if transport else OpenLineageClient()
             self._local = RetryingEmitter(
-                client, self._attempts, backoff_seconds=self._backoff[0], max_backoff_seconds=self._backoff[1]
+                wire.client_for(self._transport),
+                self._attempts,
+                backoff_seconds=self._backoff[0],
+                max_backoff_seconds=self._backoff[1],
             )
         self._local.emit(event)  # EmitStopped ends the tick before the process gets anything
 

@@ -108,6 +108,19 @@ def emit_with_retries(
     raise AssertionError("unreachable: attempts >= 1")
 
 
+def client_for(transport: dict[str, Any] | None) -> OpenLineageClient:
+    """openlineage-python's client for a transport mapping, or (``None``) from its own configuration:
+    ``openlineage.yml`` or the ``OPENLINEAGE__*`` environment.
+
+    Example:
+        >>> client_for({"type": "console"}).transport.kind
+        'console'
+    """
+    return (
+        OpenLineageClient(config={"transport": transport}) if transport is not None else OpenLineageClient()
+    )
+
+
 def transport_kind(client: OpenLineageClient) -> str:
     return str(getattr(client.transport, "kind", type(client.transport).__name__))
 
@@ -147,10 +160,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     if frame is None or frame[0] != CONFIG:
         return 2
     config: dict[str, Any] = pickle.loads(frame[1])
-    transport = config["transport"]
-    client = (
-        OpenLineageClient(config={"transport": transport}) if transport is not None else OpenLineageClient()
-    )
+    client = client_for(config["transport"])
     write_frame(stdout, READY, b"")
     stdout.flush()
     delivered = retries = 0

@@ -50,6 +50,7 @@ from hybrid_dagster.sensors.event_log import RUN_END_TYPES, iter_run_status_reco
 from hybrid_dagster.sensors.lineage_datasets import DatasetNamer, asset_infos
 from hybrid_dagster.sensors.lineage_delivery import EmitStopped, ProcessEmitter, RetryingEmitter
 from hybrid_dagster.sensors.lineage_events import EventBuilder
+from hybrid_dagster.sensors.lineage_wire import client_for
 
 
 class RunPosition(BaseModel):
@@ -108,9 +109,6 @@ class _Tick:
     events: int = 0
     marks: list[_Mark] = field(default_factory=list)
     shards: RunShardReader | None = None
-
-    def cursor(self) -> LineageCursor:
-        return LineageCursor(after_storage_id=self.after_storage_id, runs=dict(self.runs))
 
     def mark(self) -> None:
         self.marks.append(_Mark(self.events, self.records, self.after_storage_id, dict(self.runs)))
@@ -184,16 +182,6 @@ class _Tick:
             self.drain(run_id)
 
 
-def _client_factory(transport: Mapping[str, Any] | None) -> Callable[[], OpenLineageClient]:
-    @lru_cache(maxsize=1)
-    def client() -> OpenLineageClient:
-        if transport is None:
-            return OpenLineageClient()
-        return OpenLineageClient(config={"transport": dict(transport)})
-
-    return client
-
-
 def openlineage_sensor(
     *,
     name: str = "openlineage",
@@ -236,10 +224,12 @@ def openlineage_sensor(
     """
     namer = DatasetNamer(planes=planes, dagster_namespace=dagster_namespace)
     own_process: list[ProcessEmitter] = []  # the sensor's emitter process, kept across ticks
+    make_client = client or lru_cache(maxsize=1)(
+        lambda: client_for(dict(transport) if transport is not None else None)
+    )
 
     def emitter_for_tick() -> Emitter:
         if client is not None or not separate_process:
-            make_client = client or _client_factory(transport)
             return RetryingEmitter(make_client(), attempts=attempts, backoff_seconds=backoff_seconds)
         if not own_process:
             own_process.append(ProcessEmitter(transport, attempts=attempts, backoff_seconds=backoff_seconds))

@@ -201,39 +201,53 @@ def test_tiny_chunks_and_an_empty_table(pg_db: PgDatabase, tmp_path: Path, chunk
     assert_equal(pg_db.dsn, tmp_path)
 
 
-def test_resumed_copy_segments_keep_toast_values_on_their_rows(pg_db: PgDatabase, tmp_path: Path) -> None:
-    """Keys up to 2 are copied at C1; the copy dies; rows 3 and 4 swap ids (through -1, their TOASTed
-    values unchanged) before the copy resumes at C2. Re-applying the swap over the C2 copy would hand each
-    row the other's value: the segment filter drops what the C2 copy already holds."""
+SWAP = (
+    "BEGIN; UPDATE docs SET id = -1 WHERE id = {a}; UPDATE docs SET id = {a} WHERE id = {b};"
+    " UPDATE docs SET id = {b} WHERE id = -1; COMMIT"
+)
+"""Rows ``a`` and ``b`` of ``docs`` swap ids through -1 in one transaction (TOASTed values unchanged)."""
+
+
+def create_docs(dsn: str) -> psycopg2.extensions.connection:
+    """Table ``docs`` with keys 1-6, each holding an out-of-line (TOASTed) value; an autocommit connection."""
     execute(
-        pg_db.dsn,
+        dsn,
         "CREATE TABLE docs (id int PRIMARY KEY, big text, v int NOT NULL DEFAULT 0)",
         "ALTER TABLE docs ALTER COLUMN big SET STORAGE EXTERNAL",
     )
-    conn = psycopg2.connect(pg_db.dsn)
+    conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
         for key in range(1, 7):
             cur.execute(
                 "INSERT INTO docs (id, big) VALUES (%s, %s)", (key, f"{key}:" + secrets.token_hex(6000))
             )
-    swap = (
-        "BEGIN; UPDATE docs SET id = -1 WHERE id = {a}; UPDATE docs SET id = {a} WHERE id = {b};"
-        " UPDATE docs SET id = {b} WHERE id = -1; COMMIT"
-    )
+    return conn
+
+
+def copy_first_segment_and_die(source: PostgresChangeSource, applier: IcebergApplier) -> None:
+    """The chunked copy of ``docs`` commits keys 1 and 2 (at C1) and is abandoned, as a killed copy is."""
+    source.setup()
+    with source.open_copy() as copy:
+        chunks = copy_table_chunked(
+            applier, "lake.docs", SourceTable("public.docs"), copy, SnapshotState("none"), chunk_rows=2
+        )
+        assert next(chunks) == 2
+        chunks.close()
+
+
+def test_resumed_copy_segments_keep_toast_values_on_their_rows(pg_db: PgDatabase, tmp_path: Path) -> None:
+    """Keys up to 2 are copied at C1; the copy dies; rows 3 and 4 swap ids (through -1, their TOASTed
+    values unchanged) before the copy resumes at C2. Re-applying the swap over the C2 copy would hand each
+    row the other's value: the segment filter drops what the C2 copy already holds."""
+    conn = create_docs(pg_db.dsn)
     source = PostgresChangeSource(pg_db.dsn, [SourceTable("public.docs")], slot_name="docs_slot")
     applier = IcebergApplier(make_catalog(tmp_path), source_id=source.source_id)
     try:
-        source.setup()
-        with source.open_copy() as copy:
-            chunks = copy_table_chunked(
-                applier, "lake.docs", SourceTable("public.docs"), copy, SnapshotState("none"), chunk_rows=2
-            )
-            assert next(chunks) == 2  # keys 1 and 2 committed at C1, then the copy dies
-            chunks.close()
+        copy_first_segment_and_die(source, applier)
         with conn.cursor() as cur:
-            cur.execute(swap.format(a=3, b=4))  # both keys in the later segment: its copy holds the swap
-            cur.execute(swap.format(a=1, b=2))  # both in the first: the stream applies it
+            cur.execute(SWAP.format(a=3, b=4))  # both keys in the later segment: its copy holds the swap
+            cur.execute(SWAP.format(a=1, b=2))  # both in the first: the stream applies it
             cur.execute("UPDATE docs SET v = v + 1 WHERE id IN (2, 5)")
         pipeline = CdcPipeline(
             source, applier, [TableMapping("public.docs", "lake.docs")], snapshot_chunk_rows=2
@@ -242,7 +256,7 @@ def test_resumed_copy_segments_keep_toast_values_on_their_rows(pg_db: PgDatabase
         table = make_catalog(tmp_path).load_table("lake.docs")
         assert SEGMENTS_TABLE_PROPERTY in table.properties
         with conn.cursor() as cur:
-            cur.execute(swap.format(a=5, b=1))  # after both points: streamed as usual
+            cur.execute(SWAP.format(a=5, b=1))  # after both points: streamed as usual
         pipeline.run()
     finally:
         source.close()
@@ -281,10 +295,7 @@ def test_a_chunk_that_reads_back_wrong_stops_the_copy_before_its_completion(
     [
         ["UPDATE docs SET id = -5 WHERE id = 4"],
         # a swap through -1 between the segments: 4 (later segment) -> -1, 2 -> 4, -1 -> 2 (first segment)
-        [
-            "BEGIN; UPDATE docs SET id = -1 WHERE id = 4; UPDATE docs SET id = 4 WHERE id = 2;"
-            " UPDATE docs SET id = 2 WHERE id = -1; COMMIT"
-        ],
+        [SWAP.format(a=4, b=2)],
     ],
     ids=["moved-into-the-first-segment", "swapped-across-segments"],
 )
@@ -295,31 +306,14 @@ def test_a_key_moved_between_resumed_segments_with_an_unchanged_toast_value_reco
     (to -5, or to 2 in a swap) with its TOASTed value unchanged before the copy resumes at C2. The C2
     copy no longer has key 4's row and the C1 copy predates the move, so no table row holds the value:
     the pipeline re-snapshots the table, exactly."""
-    execute(
-        pg_db.dsn,
-        "CREATE TABLE docs (id int PRIMARY KEY, big text, v int NOT NULL DEFAULT 0)",
-        "ALTER TABLE docs ALTER COLUMN big SET STORAGE EXTERNAL",
-        "CREATE TABLE other (id int PRIMARY KEY, v int)",
-    )
-    conn = psycopg2.connect(pg_db.dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for key in range(1, 7):
-            cur.execute(
-                "INSERT INTO docs (id, big) VALUES (%s, %s)", (key, f"{key}:" + secrets.token_hex(6000))
-            )
+    execute(pg_db.dsn, "CREATE TABLE other (id int PRIMARY KEY, v int)")
+    conn = create_docs(pg_db.dsn)
     tables = [SourceTable("public.docs"), SourceTable("public.other")]
     mappings = [TableMapping("public.docs", "lake.docs"), TableMapping("public.other", "lake.other")]
     source = PostgresChangeSource(pg_db.dsn, tables, slot_name="docs_slot")
     applier = IcebergApplier(make_catalog(tmp_path), source_id=source.source_id)
     try:
-        source.setup()
-        with source.open_copy() as copy:
-            chunks = copy_table_chunked(
-                applier, "lake.docs", SourceTable("public.docs"), copy, SnapshotState("none"), chunk_rows=2
-            )
-            assert next(chunks) == 2  # keys 1 and 2 committed at C1, then the copy dies
-            chunks.close()
+        copy_first_segment_and_die(source, applier)
         with conn.cursor() as cur:
             for move in moves:  # the later segment's row moves, its TOASTed value unchanged
                 cur.execute(move)

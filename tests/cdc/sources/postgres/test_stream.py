@@ -61,6 +61,13 @@ def _iceberg_rows(pipeline: CdcPipeline) -> list[tuple[int, str]]:
     return list(zip(rows["id"].to_pylist(), rows["v"].to_pylist(), strict=True))
 
 
+def _commit_backlog(dsn: str) -> None:
+    """1,200 inserts in 12 transactions into ``t``, then one update of every fifth row."""
+    for k in range(12):
+        _execute(dsn, f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({k * 100}, {k * 100 + 99}) g")
+    _execute(dsn, "UPDATE t SET v = 'u' WHERE id % 5 = 0")
+
+
 def _source_rows(dsn: str) -> list[tuple[int, str]]:
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
@@ -130,9 +137,7 @@ def test_reconnects_after_the_walsender_is_terminated_and_resumes_exactly(pg_db:
     source = _source(dsn, "drop")
     pipeline = _pipeline(source, tmp_path / "wh", batch_events=300)
     pipeline.run()
-    for k in range(12):
-        _execute(dsn, f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({k * 100}, {k * 100 + 99}) g")
-    _execute(dsn, "UPDATE t SET v = 'u' WHERE id % 5 = 0")
+    _commit_backlog(dsn)
     done: list[str] = []
 
     def interrupt(report: PipelineReport) -> None:
@@ -176,9 +181,7 @@ def test_resumes_exactly_after_full_server_restarts(pg_db: Any, tmp_path: Path) 
     source = _source(dsn, "restart", reconnect_timeout_s=60)
     pipeline = _pipeline(source, tmp_path / "wh", batch_events=300)
     pipeline.run()
-    for k in range(12):
-        _execute(dsn, f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({k * 100}, {k * 100 + 99}) g")
-    _execute(dsn, "UPDATE t SET v = 'u' WHERE id % 5 = 0")
+    _commit_backlog(dsn)
     failed: list[BaseException] = []
     conn = psycopg2.connect(dsn)
     with conn.cursor() as cur:
