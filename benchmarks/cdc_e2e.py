@@ -132,8 +132,8 @@ def _server_cpu_s(dsn: str) -> float:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_backend_pid()")
         backend = cur.fetchone()[0]  # type: ignore[index]
+        postmaster = int(_stat(backend)[1])  # while the backend lives: it exits once the connection closes
     conn.close()
-    postmaster = int(_stat(backend)[1])
     ticks = sum(int(v) for v in _stat(postmaster)[11:15])  # utime stime cutime cstime
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

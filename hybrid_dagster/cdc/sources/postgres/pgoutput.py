@@ -143,6 +143,64 @@ def _walk(buf: np.ndarray, pos: np.ndarray, limit: np.ndarray, ncols: int, activ
     fields read as null with length 0, so every start and end stays inside ``[pos, limit]``. Inactive
     rows are not walked (they end at ``pos``, not bad).
     """
+    walked = _walk_well_formed(buf, pos, limit, ncols, active)
+    return walked if walked is not None else _walk_guarded(buf, pos, limit, ncols, active)
+
+
+def _walk_well_formed(
+    buf: np.ndarray, pos: np.ndarray, limit: np.ndarray, ncols: int, active: np.ndarray
+) -> _Tuples | None:
+    """:func:`_walk` for the usual case that every active row is well formed, or None if one is not.
+
+    Walks without per-field checks (reads are clipped to the buffer), then checks every row at once:
+    the column count, every kind, no negative length, and the last field ending within the message.
+    Lengths never negative make positions only grow, so a row whose last field ends within ``limit``
+    had every field within it: the result is then exactly :func:`_walk_guarded`'s.
+    """
+    rows = np.flatnonzero(active)
+    if len(rows) == 0:
+        none = np.zeros(len(pos), np.int64)
+        return _Tuples(
+            [np.full(len(pos), KIND_NULL, np.uint8)] * ncols, [pos] * ncols, [none] * ncols, pos, none > 0
+        )
+    top = len(buf) - 1
+    start, end = pos[rows], limit[rows]
+    ok = (start + 2 <= end) & (_be(buf, start, ">u2") == ncols)
+    p = start + 2
+    kinds, starts, lengths = [], [], []
+    for _ in range(ncols):
+        kind = buf[np.clip(p, 0, top)]
+        has_data = (kind == KIND_TEXT) | (kind == KIND_BINARY)
+        ok &= has_data | (kind == KIND_NULL) | (kind == KIND_UNCHANGED)
+        length = np.where(has_data, _be(buf, p + 1, ">i4"), 0)
+        ok &= length >= 0
+        kinds.append(kind)
+        starts.append(np.where(has_data, p + 5, start))
+        lengths.append(length)
+        p = p + 1 + np.where(has_data, 4 + length, 0)
+    if not (ok & (p <= end)).all():
+        return None
+    if len(rows) == len(pos):
+        return _Tuples(kinds, starts, lengths, p, np.zeros(len(pos), bool))
+
+    def spread(values: np.ndarray, fill: np.ndarray | int) -> np.ndarray:
+        out = np.broadcast_to(np.asarray(fill, values.dtype), pos.shape).copy()
+        out[rows] = values
+        return out
+
+    return _Tuples(
+        [spread(k, KIND_NULL) for k in kinds],
+        [spread(v, pos) for v in starts],
+        [spread(n, 0) for n in lengths],
+        spread(p, pos),
+        np.zeros(len(pos), bool),
+    )
+
+
+def _walk_guarded(
+    buf: np.ndarray, pos: np.ndarray, limit: np.ndarray, ncols: int, active: np.ndarray
+) -> _Tuples:
+    """:func:`_walk` with every field checked before it is read (any input)."""
     top = len(buf) - 1
     bad = active & ((pos + 2 > limit) | (_be(buf, pos, ">u2") != ncols))
     stopped = bad | ~active

@@ -95,10 +95,12 @@ def message_types(plugin: Plugin, data: np.ndarray, starts: np.ndarray, sizes: n
 
 @dataclass
 class Chunk:
-    """Messages received in a row on one connection (``generation``), their payloads in one buffer."""
+    """Messages received in a row on one connection (``generation``): message ``i`` is
+    ``data[starts[i] : starts[i] + sizes[i]]`` (the buffer may hold protocol headers between them)."""
 
     generation: int
     lsns: np.ndarray
+    starts: np.ndarray
     sizes: np.ndarray
     data: bytes | memoryview
     types: bytes
@@ -109,11 +111,14 @@ class Chunk:
         generation, _, count = wire.CHUNK_HEAD.unpack_from(body)
         at = wire.CHUNK_HEAD.size
         lsns = np.frombuffer(body, "<i8", count, at)
-        sizes = np.frombuffer(body, "<i8", count, at + 8 * count)
-        data_at = at + 16 * count
+        starts = np.frombuffer(body, "<i8", count, at + 8 * count)
+        sizes = np.frombuffer(body, "<i8", count, at + 16 * count)
+        data_at = at + 24 * count
         data = np.frombuffer(body, np.uint8, offset=data_at)
-        types = message_types(plugin, data, np.cumsum(sizes) - sizes, sizes)
-        return cls(generation, lsns, sizes, memoryview(body)[data_at:], types)
+        if count and (starts.min() < 0 or int((starts + sizes).max()) > len(data) or sizes.min() < 0):
+            raise ValueError("a chunk whose messages lie outside its buffer")
+        types = message_types(plugin, data, starts, sizes)
+        return cls(generation, lsns, starts, sizes, memoryview(body)[data_at:], types)
 
 
 @dataclass
@@ -161,7 +166,8 @@ class ReplicationReceiver:
         reconnect_timeout_s: float = 60.0,
         slot_busy_timeout_s: float = 10.0,
         queue_chunks: int = 64,
-        chunk_messages: int = 4096,
+        chunk_bytes: int = 1 << 20,
+        raw_socket: bool = True,
     ) -> None:
         self.dsn = dsn
         self.slot_name = slot_name
@@ -171,7 +177,9 @@ class ReplicationReceiver:
         self.status_interval_s = status_interval_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self.slot_busy_timeout_s = slot_busy_timeout_s
-        self.chunk_messages = chunk_messages
+        self.chunk_bytes = chunk_bytes
+        self.raw_socket = raw_socket
+        """Read the COPY stream from the socket (unencrypted connections); False: psycopg2 reads it."""
         self.wal_end = 0
         """Highest WAL position the server said it has sent on the current connection (keepalives and
         messages), read when idle."""
@@ -179,6 +187,8 @@ class ReplicationReceiver:
         self.connections = 0
         self.connected = False
         """Streaming now (False while reconnecting): a silent server only means "caught up" when True."""
+        self.reads_socket = False
+        """Whether the receiver process reads the current connection's socket itself (else psycopg2 does)."""
         self._queue: queue.Queue[Chunk | int | BaseException] = queue.Queue(maxsize=queue_chunks)
         self._confirmed = 0
         self._stop = threading.Event()
@@ -205,7 +215,8 @@ class ReplicationReceiver:
             "status_interval_s": self.status_interval_s,
             "reconnect_timeout_s": self.reconnect_timeout_s,
             "slot_busy_timeout_s": self.slot_busy_timeout_s,
-            "chunk_messages": self.chunk_messages,
+            "chunk_bytes": self.chunk_bytes,
+            "raw_socket": self.raw_socket,
         }
         self._write(json.dumps(config) + "\n")
         self._thread = threading.Thread(
@@ -331,7 +342,7 @@ class ReplicationReceiver:
                     if not self._put(Chunk.parse(self.plugin, body)):
                         return
                 elif kind == b"G":
-                    generation, connections = wire.GENERATION.unpack(body)
+                    generation, connections, self.reads_socket = wire.GENERATION.unpack(body)
                     # what the server said it sent counts per connection: the batcher drops what it holds
                     # of the old one, so an old wal_end would make it think it has caught up
                     self.wal_end = 0
@@ -378,8 +389,10 @@ class StreamBatcher:
         self.idle_s = idle_s
         self._generation = 0
         self._lsns: list[np.ndarray] = []
+        self._starts: list[np.ndarray] = []
         self._sizes: list[np.ndarray] = []
         self._data: list[bytes | memoryview] = []
+        self._data_bytes = 0
         self._types = bytearray()
         self._first_at = 0.0
         self._relations: dict[bytes, tuple[int, bytes]] = {}
@@ -388,7 +401,8 @@ class StreamBatcher:
 
     def _reset(self, generation: int) -> None:
         self._generation = generation
-        self._lsns, self._sizes, self._data, self._types = [], [], [], bytearray()
+        self._lsns, self._starts, self._sizes, self._data, self._types = [], [], [], [], bytearray()
+        self._data_bytes = 0
         self._relations.clear()
 
     def _add(self, chunk: Chunk) -> None:
@@ -397,18 +411,21 @@ class StreamBatcher:
         if not self._types:
             self._first_at = time.monotonic()
         self._lsns.append(chunk.lsns)
+        self._starts.append(chunk.starts + self._data_bytes)
         self._sizes.append(chunk.sizes)
         self._data.append(chunk.data)
+        self._data_bytes += len(chunk.data)
         self._types.extend(chunk.types)
 
-    def _joined(self) -> tuple[np.ndarray, np.ndarray, bytes | memoryview]:
-        """The buffer as one array of positions, one of sizes and one of payload bytes."""
+    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes | memoryview]:
+        """The buffer as one array of positions, one of starts, one of sizes and one of bytes."""
         if len(self._lsns) != 1:
             none = np.zeros(0, np.int64)
             self._lsns = [np.concatenate(self._lsns) if self._lsns else none]
+            self._starts = [np.concatenate(self._starts) if self._starts else none]
             self._sizes = [np.concatenate(self._sizes) if self._sizes else none]
             self._data = [b"".join(self._data)]
-        return self._lsns[0], self._sizes[0], self._data[0]
+        return self._lsns[0], self._starts[0], self._sizes[0], self._data[0]
 
     def _last_commit_end(self) -> int:
         """Index just after the last Commit in the buffer (0 if none)."""
@@ -429,7 +446,7 @@ class StreamBatcher:
         whole = self._types.rfind(COMMIT, 0, max_events) + 1
         if whole:
             return whole
-        lsns, _, _ = self._joined()
+        lsns, _, _, _ = self._joined()
         changes = np.nonzero(lsns[max_events:] != lsns[max_events - 1 : -1])[0]
         return max_events + int(changes[0]) if len(changes) else None
 
@@ -437,20 +454,27 @@ class StreamBatcher:
         self._first_at = time.monotonic()
         if cut == 0:
             return _empty_batch()
-        lsns, sizes, data = self._joined()
+        lsns, starts, sizes, data = self._joined()
         types = self._types
-        starts = np.cumsum(sizes) - sizes
         end = int(starts[cut]) if cut < len(sizes) else len(data)
-        rest_lsns, rest_sizes, rest_data, rest_types = lsns[cut:], sizes[cut:], data[end:], types[cut:]
+        rest_lsns, rest_sizes, rest_types = lsns[cut:], sizes[cut:], types[cut:]
+        rest_data, rest_starts = data[end:], starts[cut:] - end
         begin = types.rfind(BEGIN, 0, cut)
         if begin >= 0 and types.find(COMMIT, begin, cut) < 0 and len(rest_lsns):
             # cut inside a transaction: the rest starts with its Begin again (commit position, xid, time)
-            at = int(starts[begin])
+            at, size = int(starts[begin]), int(sizes[begin])
             rest_lsns = np.concatenate([lsns[begin : begin + 1], rest_lsns])
             rest_sizes = np.concatenate([sizes[begin : begin + 1], rest_sizes])
-            rest_data = b"".join([data[at : at + int(sizes[begin])], rest_data])
+            rest_starts = np.concatenate([np.zeros(1, np.int64), rest_starts + size])
+            rest_data = b"".join([data[at : at + size], rest_data])
             rest_types = bytearray([BEGIN]) + rest_types
-        self._lsns, self._sizes, self._data = [rest_lsns], [rest_sizes], [rest_data]
+        self._lsns, self._starts, self._sizes, self._data = (
+            [rest_lsns],
+            [rest_starts],
+            [rest_sizes],
+            [rest_data],
+        )
+        self._data_bytes = len(rest_data)
         self._types = rest_types
         known: list[tuple[int, bytes]] = []
         if self.plugin == "pgoutput":
@@ -463,10 +487,13 @@ class StreamBatcher:
                 self._relations[payload[1:5]] = (int(lsns[i]), payload)
                 i = types.find(RELATION, i + 1, cut)
         self.largest_batch = max(self.largest_batch, cut)
-        out_sizes = np.concatenate([np.array([len(p) for _, p in known], np.int64), sizes[:cut]])
+        known_sizes = np.array([len(p) for _, p in known], np.int64)
+        known_bytes = int(known_sizes.sum())
+        out_starts = np.concatenate([np.cumsum(known_sizes) - known_sizes, starts[:cut] + known_bytes])
+        out_sizes = np.concatenate([known_sizes, sizes[:cut]])
         out_lsns = np.concatenate([np.array([lsn for lsn, _ in known], np.int64), lsns[:cut]])
         joined = b"".join([*(p for _, p in known), data[:end], bytes(WINDOW)])
-        return StreamBatch(joined, np.cumsum(out_sizes) - out_sizes, out_sizes, out_lsns, cut)
+        return StreamBatch(joined, out_starts, out_sizes, out_lsns, cut)
 
     def next_batch(
         self, max_events: int, *, target: int | None = None, linger_s: float | None = None

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hybrid_dagster.cdc.sources.postgres.pgoutput import PgOutputDecoder, parse_relation
-from hybrid_dagster.cdc.sources.postgres.types import INT4, TEXT, PgColumn, build_table_changes
+from hybrid_dagster.cdc.sources.postgres.pgoutput import (
+    PgOutputDecoder,
+    _walk_guarded,
+    _walk_well_formed,
+    parse_relation,
+)
+from hybrid_dagster.cdc.sources.postgres.types import INT4, TEXT, WINDOW, PgColumn, build_table_changes
 from hybrid_dagster.errors import DecoderError
 
 SOURCE = "postgres://test:5432/db#slot"
@@ -284,3 +290,34 @@ def test_corrupted_messages_decode_or_raise_decoder_error(messages: list[bytes])
     for segments in out.segments.values():
         for segment in segments:
             assert len(segment.ops) == len(segment.commit_pos)
+
+
+@settings(max_examples=300, deadline=None)
+@given(corrupted(), st.data())
+def test_the_unchecked_walk_equals_the_guarded_walk_wherever_it_answers(
+    messages: list[bytes], data: st.DataObject
+) -> None:
+    """The walk without per-field checks answers only where every row is well formed, and then exactly as
+    the walk that checks every field (corrupted tuples, random active rows)."""
+    changes = [m for m in messages if m[:1] in (b"I", b"U") and len(m) > 6]
+    if not changes:
+        return
+    joined = b"".join([*changes, bytes(WINDOW)])
+    buf = np.frombuffer(joined, np.uint8)
+    sizes = np.array([len(m) for m in changes])
+    starts = np.cumsum(sizes) - sizes
+    pos, limit = starts + 6, starts + sizes  # the first tuple of an Insert ('N') or an Update (any)
+    active = np.array(data.draw(st.lists(st.booleans(), min_size=len(changes), max_size=len(changes))))
+    fast = _walk_well_formed(buf, pos, limit, 10, active)
+    guarded = _walk_guarded(buf, pos, limit, 10, active)
+    if fast is None:
+        assert guarded.bad.any()
+        return
+    assert not guarded.bad.any()
+    assert (fast.end == guarded.end).all()
+    for a, b in zip(
+        [*fast.kinds, *fast.starts, *fast.lengths],
+        [*guarded.kinds, *guarded.starts, *guarded.lengths],
+        strict=True,
+    ):
+        assert a.dtype == b.dtype and (a == b).all()
