@@ -47,6 +47,7 @@ from hybrid_dagster.cdc.sink.collapse import (
     order_changes,
 )
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence, batch_evidence
+from hybrid_dagster.cdc.sink.pruning import remember_live_files
 from hybrid_dagster.cdc.sink.rewrite import Rewrite, rewrite as rewrite_files
 from hybrid_dagster.cdc.sink.schema_evolution import (
     SchemaEvolutionError,
@@ -371,6 +372,7 @@ class IcebergApplier:
             **(extra_properties or {}),
         }
         committed = self._commit(table, txn, identifier, rewrite, properties)
+        remember_live_files(metadata, committed.metadata, rewrite.deleted_files, rewrite.added_files)
         snapshot = committed.current_snapshot()
         return ApplyResult(
             identifier=identifier,

@@ -8,6 +8,8 @@ cluster on its own, so rewritten files stay as narrow as the ones they replace.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +36,24 @@ _NUMERIC = (IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 _ORDERED = (*_NUMERIC, FloatType, DoubleType, StringType, BinaryType)
 
 
+_LIVE_FILES: OrderedDict[tuple[str, int], tuple[DataFile, ...]] = OrderedDict()
+_LIVE_FILES_KEPT = 16
+"""Snapshots whose file lists are kept: a snapshot never changes, so its list is read once (the batch's
+evidence reads the snapshot it committed, and the next batch's rewrite starts from that snapshot)."""
+_LIVE_FILES_LOCK = threading.Lock()
+
+
 def live_data_files(table: Table, metadata: TableMetadata | None = None) -> list[DataFile]:
-    """The data files of the current snapshot, read straight from its manifests."""
+    """The data files of the current snapshot, read straight from its manifests (once per snapshot)."""
     metadata = metadata or table.metadata
     snapshot = metadata.current_snapshot()
     if snapshot is None:
         return []
+    key = (str(metadata.table_uuid), snapshot.snapshot_id)
+    with _LIVE_FILES_LOCK:
+        if key in _LIVE_FILES:
+            _LIVE_FILES.move_to_end(key)
+            return list(_LIVE_FILES[key])
     files: list[DataFile] = []
     for manifest in snapshot.manifests(table.io):
         if manifest.content != ManifestContent.DATA:
@@ -47,7 +61,39 @@ def live_data_files(table: Table, metadata: TableMetadata | None = None) -> list
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             if entry.data_file.content == DataFileContent.DATA:
                 files.append(entry.data_file)
+    with _LIVE_FILES_LOCK:
+        _LIVE_FILES[key] = tuple(files)
+        while len(_LIVE_FILES) > _LIVE_FILES_KEPT:
+            _LIVE_FILES.popitem(last=False)
     return files
+
+
+def remember_live_files(
+    before: TableMetadata, after: TableMetadata, deleted: list[DataFile], added: list[DataFile]
+) -> None:
+    """Keep the file list of the snapshot an overwrite just committed (``after``) without reading it:
+    the list of ``before`` (read by the rewrite) less ``deleted``, plus ``added``. Only when ``after``'s
+    snapshot is the child of ``before``'s (the commit asserted it; anything else is read again).
+
+    Example:
+        >>> done = rewrite  # the overwrite's files  # doctest: +SKIP
+        >>> remember_live_files(metadata, committed.metadata, done.deleted_files, done.added_files)  # doctest: +SKIP
+    """
+    parent, child = before.current_snapshot(), after.current_snapshot()
+    parent_id = None if parent is None else parent.snapshot_id
+    if child is None or child.parent_snapshot_id != parent_id:
+        return
+    with _LIVE_FILES_LOCK:
+        known = () if parent_id is None else _LIVE_FILES.get((str(before.table_uuid), parent_id))
+        if known is None:
+            return
+        gone = {f.file_path for f in deleted}
+        _LIVE_FILES[(str(after.table_uuid), child.snapshot_id)] = (
+            *(f for f in known if f.file_path not in gone),
+            *added,
+        )
+        while len(_LIVE_FILES) > _LIVE_FILES_KEPT:
+            _LIVE_FILES.popitem(last=False)
 
 
 def comparable(values: pa.Array | pa.ChunkedArray, field_type: PrimitiveType) -> np.ndarray | None:

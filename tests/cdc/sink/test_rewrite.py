@@ -13,7 +13,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from hybrid_dagster.cdc.changes import TableChanges
-from hybrid_dagster.cdc.sink import rewrite
+from hybrid_dagster.cdc.sink import pruning, rewrite
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.rewrite import key_mask, split_for_writers
 
@@ -68,3 +68,35 @@ def test_a_cluster_written_as_several_files_holds_exactly_the_rows(
     assert result.evidence is not None and result.evidence.matches
     rows = catalog.load_table("db.t").scan().to_arrow().sort_by("id").to_pylist()
     assert rows == [{"id": i, "name": "b" if i % 7 == 0 else "a"} for i in range(3000)]
+
+
+def test_the_file_list_kept_after_a_commit_is_the_one_its_manifests_hold(tmp_path: Path) -> None:
+    """Each overwrite keeps its snapshot's file list (the list before it, less the rewritten files, plus
+    the written ones); it equals a fresh read of the snapshot's manifests."""
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/w")
+    applier = IcebergApplier(catalog, source_id="pg", target_file_size_bytes=4096)
+    position = itertools.count(1)
+
+    def changes(op: str, ids: range, name: str) -> TableChanges:
+        rows = [
+            {"__op": op, "__commit_pos": next(position), "__event_pos": 0, "id": i, "name": name} for i in ids
+        ]
+        return TableChanges.from_rows("t", ["id"], SCHEMA, rows)
+
+    for op, ids in [
+        ("c", range(2000)),
+        ("u", range(0, 2000, 3)),
+        ("d", range(500, 900)),
+        ("c", range(5000, 5100)),
+    ]:
+        applier.apply("db.t", changes(op, ids, op))
+        table = catalog.load_table("db.t")
+        snapshot = table.metadata.current_snapshot()
+        assert snapshot is not None
+        kept = pruning._LIVE_FILES[(str(table.metadata.table_uuid), snapshot.snapshot_id)]
+        pruning._LIVE_FILES.clear()
+        read = pruning.live_data_files(table)
+        assert sorted(f.file_path for f in kept) == sorted(f.file_path for f in read)
+        assert {f.file_path: (f.lower_bounds, f.upper_bounds, f.record_count) for f in kept} == {
+            f.file_path: (f.lower_bounds, f.upper_bounds, f.record_count) for f in read
+        }
