@@ -76,8 +76,8 @@ def remember_live_files(
     snapshot is the child of ``before``'s (the commit asserted it; anything else is read again).
 
     Example:
-        >>> done = rewrite  # the overwrite's files  # doctest: +SKIP
-        >>> remember_live_files(metadata, committed.metadata, done.deleted_files, done.added_files)  # doctest: +SKIP
+        >>> gone, new = rewrite.deleted_files, rewrite.added_files  # doctest: +SKIP
+        >>> remember_live_files(metadata, committed.metadata, gone, new)  # doctest: +SKIP
     """
     parent, child = before.current_snapshot(), after.current_snapshot()
     parent_id = None if parent is None else parent.snapshot_id
