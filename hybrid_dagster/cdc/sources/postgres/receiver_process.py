@@ -44,7 +44,9 @@ Frames: one kind byte and a little-endian uint64 length, then the body. A chunk 
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -72,6 +74,8 @@ POLL_S = 0.0002
 and a socket holds only a few hundred of them, so waiting for each one costs a wake-up per handful of
 messages, and waiting much longer than this lets the socket fill and the walsender stall."""
 RECV_BYTES = 1 << 20
+OUTBOX_BYTES = 16 << 20
+"""Frames queued for stdout beyond which :meth:`Receiver.send` waits (and the socket is not read)."""
 ERROR_IN_USE, ERROR_NO_SLOT, ERROR_LOST, ERROR_OTHER = b"u", b"s", b"l", b"o"
 RECONNECT = b"reconnect"
 PG_EPOCH_S = 946_684_800
@@ -209,6 +213,8 @@ class Receiver:
         self.flushed = 0
         """The flush position last reported on this connection (the raw path)."""
         self.status_at = 0.0
+        self._outbox: collections.deque[memoryview] = collections.deque()
+        self._outbox_bytes = 0
         self._raw_rest = b""
         """What was read past the reply to ``START_REPLICATION`` (the stream's first bytes)."""
 
@@ -231,22 +237,43 @@ class Receiver:
                     self.confirmed = max(self.confirmed, int(line))
 
     def send(self, kind: bytes, *parts: bytes | memoryview) -> None:
-        views = [memoryview(p).cast("B") for p in parts]
-        views.insert(0, memoryview(HEADER.pack(kind, sum(len(v) for v in views))))
-        while views:
-            with contextlib.suppress(BlockingIOError):
-                written = os.writev(self.stdout, views)
-                while views and written >= len(views[0]):
-                    written -= len(views.pop(0))
-                if views:
-                    views[0] = views[0][written:]
-            if not views:
-                return
+        """Queue a frame for stdout and write what the pipe takes now. Waits only while more than
+        :data:`OUTBOX_BYTES` are queued (backpressure): below that the socket keeps being read while the
+        pipeline is busy, so a pipeline that is late by a moment does not stall the walsender."""
+        views = [memoryview(bytes(p)) for p in parts]  # copies: a part may lie in the receive buffer
+        size = sum(len(v) for v in views)
+        self._outbox.append(memoryview(HEADER.pack(kind, size)))
+        self._outbox.extend(views)
+        self._outbox_bytes += HEADER.size + size
+        self.write_out()
+        while self._outbox_bytes > OUTBOX_BYTES:
             readable, writable, _ = select.select([self.stdin], [self.stdout], [], self.status_interval)
             if readable:
                 self.poll_stdin()
             if not writable:  # backpressure: keep the walsender's timeout away
                 self.feedback(force=True)
+            self.write_out()
+
+    def write_out(self) -> None:
+        """Write queued frames while the pipe takes them (never waits)."""
+        outbox = self._outbox
+        while outbox:
+            try:
+                written = os.writev(self.stdout, list(itertools.islice(outbox, 64)))
+            except BlockingIOError:
+                return
+            self._outbox_bytes -= written
+            while outbox and written >= len(outbox[0]):
+                written -= len(outbox.popleft())
+            if written:
+                outbox[0] = outbox[0][written:]
+
+    def drain_out(self, timeout_s: float) -> None:
+        """Write every queued frame, waiting up to ``timeout_s`` (before the process exits)."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox and time.monotonic() < deadline:
+            select.select([], [self.stdout], [], max(deadline - time.monotonic(), 0))
+            self.write_out()
 
     def send_chunk(
         self,
@@ -468,6 +495,7 @@ class Receiver:
                     self.reconnect = False
                     raise Reconnect
                 self.feedback()
+            self.write_out()
             if got > 0:
                 time.sleep(POLL_S)  # let messages pile up (see POLL_S)
                 continue
@@ -479,7 +507,8 @@ class Receiver:
             if wal_end > reported:
                 reported = wal_end
                 self.send(b"W", WAL_END.pack(wal_end))
-            if select.select([sock, self.stdin], [], [], 0.05)[0]:
+            pending = [self.stdout] if self._outbox else []
+            if select.select([sock, self.stdin], pending, [], 0.05)[0]:
                 self.poll_stdin()
 
     def _hand_over(self, generation: int, buf: bytearray, have: int, wal_end: int) -> tuple[int, int]:
@@ -571,7 +600,9 @@ class Receiver:
                 if int(cur.wal_end) > wal_end:
                     wal_end = int(cur.wal_end)
                     self.send(b"W", WAL_END.pack(wal_end))
-                if select.select([conn, self.stdin], [], [], 0.05)[0]:
+                self.write_out()
+                pending = [self.stdout] if self._outbox else []
+                if select.select([conn, self.stdin], pending, [], 0.05)[0]:
                     self.poll_stdin()
 
 
@@ -585,12 +616,14 @@ def main() -> None:
     config = json.loads(line)
     receiver = Receiver(config)
     try:
-        receiver.run()
+        receiver.run()  # returns after an E frame: it must reach the pipeline
+        receiver.drain_out(30.0)
     except (Stop, BrokenPipeError):
         pass
     except BaseException as err:  # a bug here: the pipeline raises it as a lost replication
         with contextlib.suppress(OSError, Stop):
             receiver.send(b"E", ERROR_OTHER + type(err).__name__.encode())
+            receiver.drain_out(30.0)
         raise
 
 
