@@ -2,8 +2,9 @@
 
 ``START_REPLICATION SLOT ... LOGICAL`` through psycopg2's ``LogicalReplicationConnection``, instead of
 ``pg_logical_slot_peek_*`` calls that decode the WAL again from the slot's restart point on every read and
-once more to advance the slot. A receiver *process* (:mod:`.receiver_process`) reads the socket and writes
-chunks of messages (positions, sizes and payloads, each chunk one buffer) to a pipe; a thread here reads
+once more to advance the slot. A receiver *process* (:mod:`.receiver_process`) reads the socket (the COPY
+stream itself on an unencrypted connection, through psycopg2's ``read_message`` on an encrypted one) and
+writes chunks of messages (positions, starts, sizes and the buffer they lie in) to a pipe; a thread here reads
 the pipe into a bounded queue, and the pipeline's thread cuts what it received into batches that go to the
 decoders as one joined buffer (:meth:`.pgoutput.PgOutputDecoder.decode_buffer`, :mod:`.wal2json`). The
 receiver runs in its own process because psycopg2 releases the interpreter lock around every socket
@@ -13,9 +14,9 @@ Correctness rules:
 
 * **Acknowledge only committed work.** The flush position of every standby status update is a position
   the pipeline acknowledged (:meth:`ReplicationReceiver.confirm`) after the Iceberg commit that carries
-  the watermark; keepalives are answered with that same position (psycopg2 replies when the server
+  the watermark; keepalives are answered with that same position (the receiver replies when the server
   requests it, and only moves the flush position past a keepalive's WAL end when everything received
-  had been acknowledged, i.e. the WAL in between holds nothing for this slot).
+  had been acknowledged, i.e. the WAL in between holds nothing for this slot: psycopg2's rule).
 * **Resume exactly.** Every (re)connection starts replication at the last acknowledged position (the slot's
   own ``confirmed_flush_lsn`` when that is later). What was received after it is dropped (a new
   *generation*) and received again; the apply skips what a table already holds (at or below its
@@ -26,9 +27,9 @@ Correctness rules:
   until the walsender's consumer confirmed everything it was sent, which the pipeline cannot do while
   the server refuses its SQL, so holding on would keep the server from stopping.
 * **Bounded memory.** The receiver hands over chunks through a pipe and a bounded queue: when the queue is
-  full the pipe fills and the receiver stops reading the socket (the server waits; status updates keep the
-  connection alive). A batch
-  holds whole transactions up to about ``max_events`` messages (as a peek does, the one that crosses
+  full the pipe fills, then the receiver's own queue of frames (:data:`.receiver_process.OUTBOX_BYTES`),
+  and the receiver stops reading the socket (the server waits; status updates keep the connection
+  alive). A batch holds whole transactions up to about ``max_events`` messages (as a peek does, the one that crosses
   ``max_events`` is included when it ends within ``2 * max_events``), and the batcher buffers at most
   about ``2 * max_events``: a transaction larger than that is cut into pieces of about ``max_events`` at an
   LSN change (never between changes sharing one LSN, whose event positions are numbered in order within
