@@ -130,9 +130,14 @@ def collapse(rows: pa.Table, key_columns: Sequence[str]) -> CollapsedChanges:
     history = _expand_key_changes(rows, keys)
     history = history.append_column(ROW_COL, pa.array(np.arange(history.num_rows, dtype=np.int64)))
 
-    last = history.select([*keys, ROW_COL]).group_by(keys, use_threads=False).aggregate([(ROW_COL, "max")])
-    indices = np.sort(last[f"{ROW_COL}_max"].to_numpy())
-    latest = history.take(pa.array(indices))
+    if _keys_unique(history, keys):
+        latest = history  # every key's last change is its only one
+    else:
+        last = (
+            history.select([*keys, ROW_COL]).group_by(keys, use_threads=False).aggregate([(ROW_COL, "max")])
+        )
+        indices = np.sort(last[f"{ROW_COL}_max"].to_numpy())
+        latest = history.take(pa.array(indices))
     latest_ops = latest[OP_COL]
     data_columns = [name for name in rows.column_names if name not in SYSTEM_COLUMNS]
     upserts = latest.filter(pc.is_in(latest_ops, value_set=pa.array(UPSERT_OPS))).select(
@@ -140,6 +145,21 @@ def collapse(rows: pa.Table, key_columns: Sequence[str]) -> CollapsedChanges:
     )
     deletes = latest.filter(pc.equal(latest_ops, OP_DELETE)).select(keys)
     return CollapsedChanges(truncated=truncated, upserts=upserts, deletes=deletes, history=history)
+
+
+def _keys_unique(rows: pa.Table, keys: list[str]) -> bool:
+    """Whether no key occurs twice, answered cheaply for one integer key column of a narrow range (a
+    count per value); False whenever that does not apply (the caller then groups)."""
+    if len(keys) != 1 or rows.num_rows == 0:
+        return False
+    column = rows[keys[0]]
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return False
+    values = column.to_numpy()
+    low, high = int(values.min()), int(values.max())
+    if high - low > 4 * len(values) + 1024:
+        return False
+    return int(np.bincount(values - low).max()) <= 1
 
 
 def _expand_key_changes(rows: pa.Table, keys: list[str]) -> pa.Table:

@@ -6,8 +6,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from hybrid_dagster.cdc.changes import Position, TableChanges
+from hybrid_dagster.cdc.sink import collapse as collapse_module
 from hybrid_dagster.cdc.sink.collapse import (
     after_position,
     apply_carried_values,
@@ -165,3 +167,21 @@ def test_many_unchanged_values_carry_forward_per_key() -> None:
     assert dict(zip(filled["id"].to_pylist(), filled["name"].to_pylist(), strict=True)) == {
         k: f"w{k}" if k % 5 == 0 else f"v{k}" for k in range(keys)
     }
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("cud"), st.integers(-3, 40)), max_size=40), st.booleans())
+def test_a_batch_without_repeated_keys_collapses_as_the_grouping_does(
+    changes: list[tuple[str, int]], wide: bool
+) -> None:
+    """The shortcut for batches whose keys all differ gives what grouping by key gives (and batches with
+    a repeated key, or keys too far apart to count, still group)."""
+    scale = 10**12 if wide else 1
+    items = [c(op, n, 0, id=key * scale, name=f"{op}{n}") for n, (op, key) in enumerate(changes)]
+    ordered = order_changes(rows(items))
+    net = collapse(ordered, ["id"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(collapse_module, "_keys_unique", lambda rows, keys: False)
+        grouped = collapse(ordered, ["id"])
+    assert net.upserts.equals(grouped.upserts) and net.deletes.equals(grouped.deletes)
+    assert net.history.equals(grouped.history)

@@ -28,14 +28,14 @@ Correctness rules:
   the server refuses its SQL, so holding on would keep the server from stopping.
 * **Bounded memory.** The receiver hands over chunks through a pipe and a bounded queue: when the queue is
   full the pipe fills, then the receiver's own queue of frames (:data:`.receiver_process.OUTBOX_BYTES`),
-  and the receiver stops reading the socket (the server waits; status updates keep the connection
-  alive). A batch holds whole transactions up to about ``max_events`` messages (as a peek does, the one that crosses
-  ``max_events`` is included when it ends within ``2 * max_events``), and the batcher buffers at most
-  about ``2 * max_events``: a transaction larger than that is cut into pieces of about ``max_events`` at an
-  LSN change (never between changes sharing one LSN, whose event positions are numbered in order within
-  one decode); each piece starts with the transaction's Begin, so its changes carry their commit position
-  and apply like the whole transaction would, and only the piece holding the Commit acknowledges it.
-  PostgreSQL keeps a transaction in progress in its reorder buffer (spilled to disk past
+  and the receiver stops reading the socket (the server waits; status updates keep the connection alive).
+  A batch holds whole transactions up to about ``max_events`` messages (as a peek does, the one that
+  crosses ``max_events`` is included when it ends within ``2 * max_events``), and the batcher buffers at
+  most about ``2 * max_events``: a transaction larger than that is cut into pieces of about ``max_events``
+  at an LSN change (never between changes sharing one LSN, whose event positions are numbered in order
+  within one decode); each piece starts with the transaction's Begin, so its changes carry their commit
+  position and apply like the whole transaction would, and only the piece holding the Commit acknowledges
+  it. PostgreSQL keeps a transaction in progress in its reorder buffer (spilled to disk past
   ``logical_decoding_work_mem``) and sends it only after it committed, so an aborted change never reaches
   a batch.
 * **No orphan.** The receiver process stops when its stdin ends: when the pipeline closes the receiver
