@@ -395,17 +395,25 @@ class IcebergApplier:
     def _commit(
         self, table: Table, txn: Transaction, identifier: str, rewrite: Rewrite, properties: dict[str, str]
     ) -> Table:
-        """One overwrite snapshot: delete the rewritten files, add the written ones; clean up on failure.
+        """One snapshot: an overwrite (delete the rewritten files, add the written ones), or an append
+        when no file is rewritten (it keeps the manifests as they are: an overwrite reads every manifest of
+        the table to find the deleted files, a cost that grows with each commit); clean up on failure.
 
         The written files are deleted when the commit certainly did not happen, and kept (the error
         marked ``_OUTCOME_UNKNOWN``) when it may have.
         """
         try:
-            with txn.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
-                for data_file in rewrite.deleted_files:
-                    overwrite.delete_data_file(data_file)
-                for data_file in rewrite.added_files:
-                    overwrite.append_data_file(data_file)
+            update = txn.update_snapshot(snapshot_properties=properties)
+            if not rewrite.deleted_files:
+                with update.fast_append() as append:
+                    for data_file in rewrite.added_files:
+                        append.append_data_file(data_file)
+            else:
+                with update.overwrite() as overwrite:
+                    for data_file in rewrite.deleted_files:
+                        overwrite.delete_data_file(data_file)
+                    for data_file in rewrite.added_files:
+                        overwrite.append_data_file(data_file)
         except BaseException:
             self.delete_files(table, rewrite.added_files)  # the commit was not attempted
             raise
