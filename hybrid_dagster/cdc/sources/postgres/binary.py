@@ -169,8 +169,9 @@ def decode_binary(
             strings_from_slices(buf, starts, lengths, valid, binary=True), np.zeros(n, bool), {}
         )
     if type_oid == JSONB:
-        version = buf[np.clip(starts, 0, len(buf) - 1)]
-        malformed = valid & ((lengths < 1) | (version != 1))
+        has_version = valid & (lengths >= 1)
+        version = buf[np.where(has_version, starts, 0)]
+        malformed = valid & ~(has_version & (version == 1))
         ok = valid & ~malformed
         values, not_utf8 = _utf8(buf, np.where(ok, starts + 1, 0), np.where(ok, lengths - 1, 0), ok)
         return BinaryValues(values, malformed | not_utf8, {})

@@ -198,11 +198,12 @@ def test_float_text_matches_the_server(pg_db: PgDatabase) -> None:
     conn.close()
 
 
+@pytest.mark.parametrize("reader", ["stream", "peek"])
 def test_a_column_without_binary_decoder_switches_the_stream_to_text(
-    pg_db: PgDatabase, sources: list[PostgresChangeSource]
+    pg_db: PgDatabase, sources: list[PostgresChangeSource], reader: str
 ) -> None:
     run(pg_db.dsn, f"CREATE TABLE allt ({COLUMNS})", "CREATE TABLE rif (id int4 PRIMARY KEY)")
-    src = open_source(pg_db, sources, binary=True)
+    src = open_source(pg_db, sources, binary=True, reader=reader)
     run(pg_db.dsn, "INSERT INTO allt (id, f8, u) VALUES (1, 0.5, gen_random_uuid())")
     first = src.read(10_000)
     assert src.binary_active() and first.tables["public.allt"].rows.column("f8").to_pylist() == [0.5]
@@ -214,7 +215,7 @@ def test_a_column_without_binary_decoder_switches_the_stream_to_text(
         "INSERT INTO allt (id, f8, price, tags) VALUES (3, 2.5, 12.34, '{a,b}'), (4, NULL, -0.5, NULL)",
     )
     batch = src.read(10_000)
-    assert not src.binary_active() and src.stream is not None
+    assert not src.binary_active() and (src.stream is not None) == (reader == "stream")
     rows = batch.tables["public.allt"].rows
     assert rows.column("id").to_pylist() == [2, 3, 4]
     assert rows.column("f8").to_pylist() == [1.5, 2.5, None]
