@@ -121,3 +121,8 @@ class SensorCursorError(ValueFreeError):
 
 class LineageEmitError(ValueFreeError):
     """OpenLineage events could not be delivered (names the transport, the position and what to do)."""
+
+
+class BinaryFormatUnsupported(DecoderError):
+    """pgoutput sent binary values of a type the decoder cannot read (a column of such a type appeared
+    while streaming in binary mode); the source reads again in text mode."""

@@ -19,6 +19,22 @@ Bounds rules (a decoder never reads outside the message it decodes):
   its LSN and message type (``on_malformed="stop"``, the default), or becomes a dead letter
   (``on_malformed="dead_letter"``). Either way the same LSN is never retried in a loop: the error stops
   the run, and a dead letter lets the slot advance past the message.
+
+Binary values (kind ``b``, the ``binary 'true'`` option; decoded by :mod:`.binary`, which states their
+rules):
+
+* Within one relation version a column's values are all text or all binary: a message with a text value
+  in a column that has binary values is malformed. A ``b`` value of a type outside
+  :data:`~.binary.BINARY_TYPES` is malformed (text mode never asks for binary values).
+* A value whose length is not its type's size (an ``int8`` that is not 8 bytes, ...), a bad jsonb
+  version byte or invalid UTF-8 marks its message malformed, like a bad length: nothing is read outside
+  ``[value start, value start + length]``.
+* A decoder made with ``binary=True`` checks every relation version of a captured table that has changes
+  *before* decoding its values: a column type outside ``BINARY_TYPES`` (e.g. ``ADD COLUMN ... numeric``
+  while streaming) raises :class:`~hybrid_dagster.errors.BinaryFormatUnsupported`, whatever
+  ``on_malformed`` says, and the source reads again from the acknowledged position in text mode.
+* The old key of an update is compared with the new one byte for byte (text or binary alike), so a key
+  counts as changed exactly when its text would differ (``-0`` vs ``0`` included).
 """
 
 from __future__ import annotations
@@ -33,6 +49,12 @@ import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hybrid_dagster.cdc.changes import DeadLetter
+from hybrid_dagster.cdc.sources.postgres.binary import (
+    BINARY_TYPES,
+    binary_columns_supported,
+    decode_binary,
+    text_values,
+)
 from hybrid_dagster.cdc.sources.postgres.types import (
     PG_EPOCH_US,
     WINDOW,
@@ -40,7 +62,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     TextSegment,
     strings_from_slices,
 )
-from hybrid_dagster.errors import DecoderError
+from hybrid_dagster.errors import BinaryFormatUnsupported, DecoderError
 
 MSG_BEGIN, MSG_COMMIT, MSG_ORIGIN, MSG_RELATION, MSG_TYPE = b"BCORY"
 MSG_INSERT, MSG_UPDATE, MSG_DELETE, MSG_TRUNCATE, MSG_MESSAGE = b"IUDTM"
@@ -281,7 +303,9 @@ class PgOutputDecoder:
     """Decode pgoutput messages into :class:`TextSegment` per captured table.
 
     ``tables`` maps ``(schema, table)`` to the captured table's name; ``key_columns`` gives each captured
-    table's primary key. Changes of other relations are skipped.
+    table's primary key. Changes of other relations are skipped. ``binary`` says the stream was asked for
+    binary values (``binary 'true'``): a captured relation with a column type that has no binary decoder
+    then raises :class:`~hybrid_dagster.errors.BinaryFormatUnsupported`.
 
     Example:
         >>> decoder = PgOutputDecoder("postgres://h:5432/db#slot", {("public", "t"): "t"}, {"t": ["id"]})
@@ -296,6 +320,7 @@ class PgOutputDecoder:
         key_columns: dict[str, list[str]],
         *,
         on_malformed: OnMalformed = "stop",
+        binary: bool = False,
     ) -> None:
         if on_malformed not in ("stop", "dead_letter"):
             raise ValueError(f"on_malformed must be 'stop' or 'dead_letter', not {on_malformed!r}")
@@ -303,6 +328,7 @@ class PgOutputDecoder:
         self.tables = tables
         self.key_columns = key_columns
         self.on_malformed = on_malformed
+        self.binary = binary
 
     def decode(
         self, lsns: Sequence[int] | np.ndarray, payloads: Sequence[bytes | memoryview]
@@ -398,8 +424,21 @@ class PgOutputDecoder:
             for v in np.unique(version_of[version_of >= 0]):
                 rel = versions[int(v)][1]
                 table = self.tables.get((rel.namespace, rel.name))
-                if table is not None:
-                    self._relation_changes(frame, out, idx[version_of == v], rel, table)
+                if table is None:
+                    continue
+                if self.binary and not binary_columns_supported(rel.columns):
+                    unsupported = [
+                        f"{c.name} (type OID {c.type_oid})"
+                        for c in rel.columns
+                        if c.type_oid not in BINARY_TYPES
+                    ]
+                    raise BinaryFormatUnsupported(
+                        f"{self.source}: table {table} now has column(s) {', '.join(unsupported)} whose "
+                        "binary values cannot be decoded (relation message at LSN "
+                        f"{_lsn(int(frame.lsn[versions[int(v)][0]]))}). Read this stream in text mode "
+                        "(the source does so by itself)."
+                    )
+                self._relation_changes(frame, out, idx[version_of == v], rel, table)
 
     def _relation_changes(
         self, frame: _Frame, out: DecodedStream, group: np.ndarray, rel: Relation, table: str
@@ -500,13 +539,17 @@ class PgOutputDecoder:
 
         values: dict[str, pa.Array] = {}
         unchanged: dict[str, np.ndarray] = {}
+        invalid: dict[str, dict[int, str]] = {}
         for j, column in enumerate(rel.columns):
             kind = np.where(is_delete, old.kinds[j], new.kinds[j])
             start = np.where(is_delete, old.starts[j], new.starts[j])
             length = np.where(is_delete, old.lengths[j], new.lengths[j])
-            valid = ((kind == KIND_TEXT) | (kind == KIND_BINARY)) & ~bad
-            values[column.name], bad_utf8 = _strings(buf, start, length, valid)
-            bad |= bad_utf8
+            values[column.name], column_bad, column_invalid = _column_values(
+                buf, kind, start, length, ~bad, column
+            )
+            bad |= column_bad
+            if column_invalid:
+                invalid[column.name] = column_invalid
             unchanged_j = (kind == KIND_UNCHANGED) & ~bad
             if unchanged_j.any():
                 unchanged[column.name] = unchanged_j
@@ -516,23 +559,31 @@ class PgOutputDecoder:
         ]
         position = {c.name: j for j, c in enumerate(rel.columns)}
         old_key: dict[str, pa.Array] = {}
+        old_key_invalid: dict[str, dict[int, str]] = {}
         old_key_mask = np.zeros(len(starts), dtype=bool)
-        if (has_old & is_update).any():
+        old_update = has_old & is_update
+        if old_update.any():
             import pyarrow.compute as pc
 
             for key in keys:
                 j = position[key]
-                valid = has_old & is_update & (old.kinds[j] == KIND_TEXT) & ~bad
-                old_key[key], bad_utf8 = _strings(buf, old.starts[j], old.lengths[j], valid)
-                bad |= bad_utf8
-                differs = pc.fill_null(pc.not_equal(old_key[key], values[key]), True).to_numpy(
-                    zero_copy_only=False
+                kind = np.where(old_update, old.kinds[j], KIND_NULL)
+                old_key[key], key_bad, key_invalid = _column_values(
+                    buf, kind, old.starts[j], old.lengths[j], ~bad, rel.columns[j]
                 )
+                bad |= key_bad
+                old_key_invalid[key] = key_invalid
+                valid = old_update & np.isin(kind, (KIND_TEXT, KIND_BINARY)) & ~bad
+                new_valid = valid & np.isin(new.kinds[j], (KIND_TEXT, KIND_BINARY))
+                before = strings_from_slices(buf, old.starts[j], old.lengths[j], valid, binary=True)
+                after = strings_from_slices(buf, new.starts[j], new.lengths[j], new_valid, binary=True)
+                differs = pc.fill_null(pc.not_equal(before, after), True).to_numpy(zero_copy_only=False)
                 old_key_mask |= valid & differs
 
         ops = np.where(is_insert, ord("c"), np.where(is_update, ord("u"), ord("d"))).astype(np.uint8)
         keep = ~bad
         mask_arr = pa.array(keep)
+        kept_at = np.cumsum(keep) - 1
         segment = TextSegment(
             columns=rel.columns,
             ops=ops[keep],
@@ -544,6 +595,12 @@ class PgOutputDecoder:
             unchanged={k: v[keep] for k, v in unchanged.items()} or None,
             old_key={k: v.filter(mask_arr) for k, v in old_key.items()} if old_key else None,
             old_key_mask=old_key_mask[keep] if old_key else None,
+            invalid=_kept(invalid, keep, kept_at) or None,
+            old_key_invalid={
+                k: _mask(rows, int(keep.sum())) for k, rows in _kept(old_key_invalid, keep, kept_at).items()
+            }
+            if old_key
+            else None,
         )
         return segment, bad
 
@@ -568,21 +625,46 @@ def _type_name(code: int) -> str:
     return f"{names.get(code, 'unknown')} ({code:#04x})"
 
 
-def _strings(
-    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray
-) -> tuple[pa.Array, np.ndarray]:
-    """Strings at the given slices; rows with invalid UTF-8 come back null and marked in the mask."""
-    no_bad = np.zeros(len(starts), dtype=bool)
-    try:
-        return strings_from_slices(buf, starts, lengths, valid), no_bad
-    except pa.ArrowInvalid:
-        pass
-    for i in np.nonzero(valid)[0]:
-        try:
-            bytes(buf[starts[i] : starts[i] + lengths[i]]).decode()
-        except UnicodeDecodeError:
-            no_bad[i] = True
-    return strings_from_slices(buf, starts, lengths, valid & ~no_bad), no_bad
+def _column_values(
+    buf: np.ndarray,
+    kind: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    live: np.ndarray,
+    column: PgColumn,
+) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
+    """One column's values of the ``live`` rows: text (kind ``t``) as strings, binary (``b``) typed.
+
+    Returns the array, the rows that are malformed (see the module's binary rules) and the text of
+    invalid binary values by row.
+    """
+    is_text = (kind == KIND_TEXT) & live
+    is_binary = (kind == KIND_BINARY) & live
+    if not is_binary.any():
+        values, not_utf8 = text_values(buf, start, length, is_text)
+        return values, not_utf8, {}
+    if column.type_oid not in BINARY_TYPES:
+        return pa.nulls(len(kind), pa.string()), is_binary | is_text, {}
+    decoded = decode_binary(buf, start, length, is_binary, column.type_oid)
+    return decoded.values, decoded.malformed | is_text, decoded.invalid
+
+
+def _kept(
+    by_row: dict[str, dict[int, str]], keep: np.ndarray, kept_at: np.ndarray
+) -> dict[str, dict[int, str]]:
+    """Row-keyed entries renumbered to the kept rows (dropped rows' entries left out)."""
+    out = {}
+    for name, rows in by_row.items():
+        kept = {int(kept_at[i]): text for i, text in rows.items() if keep[i]}
+        if kept:
+            out[name] = kept
+    return out
+
+
+def _mask(rows: dict[int, str], n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[list(rows)] = True
+    return mask
 
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"

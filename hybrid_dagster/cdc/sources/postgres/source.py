@@ -13,6 +13,16 @@ Two readers, the same decoders and the same exactness rules:
 
 Either way ``ack`` is called only after the Iceberg commit carrying the watermark.
 
+Binary transfer (pgoutput, ``binary=True``, the default): both readers ask for ``binary 'true'`` when the
+server is PostgreSQL 14+ (``server_version_num``) and every column of every captured table has a type of
+:data:`~hybrid_dagster.cdc.sources.postgres.binary.BINARY_TYPES` (checked in the catalog on the first
+read); values then arrive in their types' send format and decode to the same Arrow values as their text
+(:mod:`.binary`). A column of another type appearing while streaming (``ALTER TABLE ... ADD COLUMN ...
+numeric``) makes the decoder raise :class:`~hybrid_dagster.errors.BinaryFormatUnsupported` before it
+decodes a value; the source then switches to text mode for the rest of its life and reads again, in the
+same ``read()``, from the acknowledged position (the stream reader closes its receiver and opens a new
+one): nothing is lost, and what arrives twice is skipped by the apply (at or below a table's watermark).
+
 Replica identity stays DEFAULT: the apply writes full after-images keyed by primary key, so old values of
 non-key columns are not needed, and a primary-key change still carries the old key (pgoutput sends it as
 a ``K`` tuple, wal2json as ``identity``). Unchanged TOAST values are reported in ``__unchanged``. A key
@@ -37,6 +47,7 @@ from psycopg2 import sql
 
 from hybrid_dagster.cdc.changes import ChangeBatch, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sources.base import ChangeSource, SourceTable
+from hybrid_dagster.cdc.sources.postgres.binary import use_binary
 from hybrid_dagster.cdc.sources.postgres.copy import PostgresCopy
 from hybrid_dagster.cdc.sources.postgres.pgoutput import (
     DecodedStream,
@@ -55,6 +66,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
 )
 from hybrid_dagster.cdc.sources.postgres.wal2json import NUMERIC_AS_STRING, WAL2JSON_OPTIONS, Wal2JsonDecoder
 from hybrid_dagster.errors import (
+    BinaryFormatUnsupported,
     DecoderError,
     PostgresSetupError as PostgresSetupError,
     ReplicationSlotInUse as ReplicationSlotInUse,
@@ -117,6 +129,7 @@ class PostgresChangeSource(ChangeSource):
         reader: Reader = "stream",
         reconnect_timeout_s: float = 60.0,
         slot_busy_timeout_s: float = 10.0,
+        binary: bool = True,
     ) -> None:
         if decoder not in ("pgoutput", "wal2json"):
             raise ValueError(f"decoder must be 'pgoutput' or 'wal2json', not {decoder!r}")
@@ -125,6 +138,9 @@ class PostgresChangeSource(ChangeSource):
         if reader not in ("stream", "peek"):
             raise ValueError(f"reader must be 'stream' or 'peek', not {reader!r}")
         self.reader: Reader = reader
+        self.binary = binary
+        """pgoutput binary transfer where the server (14+) and the captured columns' types allow it."""
+        self._binary_active: bool | None = None
         self.reconnect_timeout_s = reconnect_timeout_s
         self.slot_busy_timeout_s = slot_busy_timeout_s
         self._stream: StreamBatcher | None = None
@@ -421,20 +437,28 @@ class PostgresChangeSource(ChangeSource):
         """Peek up to about ``max_events`` messages (whole transactions) after the acknowledged position."""
         table_names, keys = self._names_and_keys()
         if self.decoder == "pgoutput":
+            binary = self.binary_active()
             # binary COPY: bytea arrives raw (no hex) and no Python object per row is made
             with self._connection().cursor() as cur:
                 peek = cur.mogrify(
                     "COPY (SELECT (lsn - '0/0'::pg_lsn)::int8, data FROM pg_logical_slot_peek_binary_changes("
-                    "%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)) TO STDOUT (FORMAT binary)",
+                    "%s, NULL, %s, 'proto_version', '1', 'publication_names', %s"
+                    + (", 'binary', 'true'" if binary else "")
+                    + ")) TO STDOUT (FORMAT binary)",
                     (self.slot_name, max_events, self.publication_name),
                 )
                 sink = io.BytesIO()
                 cur.copy_expert(peek.decode(), sink)
             buf, starts, sizes, lsns = read_copy_binary(sink.getvalue())
             messages = len(starts)
-            decoded = PgOutputDecoder(
-                self.source_id, table_names, keys, on_malformed=self.on_malformed
-            ).decode_buffer(buf, starts, sizes, lsns)
+            decoder = PgOutputDecoder(
+                self.source_id, table_names, keys, on_malformed=self.on_malformed, binary=binary
+            )
+            try:
+                decoded = decoder.decode_buffer(buf, starts, sizes, lsns)
+            except BinaryFormatUnsupported as err:
+                self._binary_unsupported(err)
+                return self._read_peek(max_events)
         else:
             options = [v for pair in self._wal2json_options(table_names) for v in pair]
             placeholders = ", ".join(["%s"] * len(options))
@@ -463,11 +487,32 @@ class PostgresChangeSource(ChangeSource):
         """The stream reader's state once it started (connections, largest batch), else None."""
         return self._stream
 
+    def binary_active(self) -> bool:
+        """Whether pgoutput is read in binary mode (decided on the first read, see the module docstring)."""
+        if self._binary_active is None:
+            self._binary_active = (
+                self.binary
+                and self.decoder == "pgoutput"
+                and use_binary(
+                    int(self._query("SHOW server_version_num")[0][0]),
+                    {t.name: self._columns(t) for t in self.tables},
+                )
+            )
+        return self._binary_active
+
+    def _binary_unsupported(self, err: BinaryFormatUnsupported) -> None:
+        """Text mode from now on; the stream reader's receiver is closed, to restart at the ack."""
+        log.warning("%s; reading again from the acknowledged position in text mode", err)
+        self._binary_active = False
+        self._close_stream()
+
     def _open_stream(self) -> StreamBatcher:
         if self._stream is None:
             table_names, _ = self._names_and_keys()
             if self.decoder == "pgoutput":
                 options = {"proto_version": "1", "publication_names": self.publication_name}
+                if self.binary_active():
+                    options["binary"] = "true"
             else:
                 options = dict(self._wal2json_options(table_names))
             receiver = ReplicationReceiver(
@@ -489,8 +534,14 @@ class PostgresChangeSource(ChangeSource):
         target = self.current_position().commit if linger_s is None else None
         batch = stream.next_batch(max_events, target=target, linger_s=linger_s)
         if self.decoder == "pgoutput":
-            decoder = PgOutputDecoder(self.source_id, table_names, keys, on_malformed=self.on_malformed)
-            decoded = decoder.decode_buffer(batch.joined, batch.starts, batch.sizes, batch.lsns)
+            decoder = PgOutputDecoder(
+                self.source_id, table_names, keys, on_malformed=self.on_malformed, binary=self.binary_active()
+            )
+            try:
+                decoded = decoder.decode_buffer(batch.joined, batch.starts, batch.sizes, batch.lsns)
+            except BinaryFormatUnsupported as err:
+                self._binary_unsupported(err)
+                return self._read_stream(max_events, linger_s=linger_s)
         else:
             decoded = self._wal2json_decode(batch.lsns.tolist(), [p.decode() for p in batch.payloads()])
         return self._finish(decoded, keys, batch.messages)
@@ -596,15 +647,18 @@ class PostgresChangeSource(ChangeSource):
             describe=lambda table: (self.key_columns(table), self._columns(table)),
         )
 
-    def close(self) -> None:
-        """Release the connections; the stream reader first sends the last acknowledged position and
-        waits (up to 5 s) until the server has released the slot, so the next consumer finds it free."""
+    def _close_stream(self) -> None:
         if self._stream is not None:
             receiver = self._stream.receiver
             receiver.close()  # sends the last acknowledged position first
             self._stream = None
             if receiver.connections:
                 self._wait_slot_released(5.0)
+
+    def close(self) -> None:
+        """Release the connections; the stream reader first sends the last acknowledged position and
+        waits (up to 5 s) until the server has released the slot, so the next consumer finds it free."""
+        self._close_stream()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

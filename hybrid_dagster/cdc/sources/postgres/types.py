@@ -1,17 +1,36 @@
 """PostgreSQL types to Arrow: the type mapping and vectorized conversion of text values.
 
-Both decoders (pgoutput, wal2json) and the snapshot read every value in PostgreSQL's text output form,
-so one conversion gives identical Arrow tables whichever path a row took. Types without a lossless
-Arrow counterpart (unconstrained numeric, time, interval, arrays, enums, ...) stay strings.
+The wal2json decoder, the snapshot and pgoutput in text mode read every value in PostgreSQL's text
+output form; pgoutput in binary mode (:mod:`.binary`) decodes the types of
+:data:`~hybrid_dagster.cdc.sources.postgres.binary.BINARY_TYPES` straight to their Arrow type. The rules
+that keep every path identical:
+
+* One conversion of text (:func:`text_to_arrow`) for everything that is still text, so a row reads the
+  same whichever path it took. A binary value is decoded to exactly what its text form converts to, and
+  a value whose text does not convert (``infinity`` dates and timestamps, years outside 1..9999) is
+  *invalid* there too: the segment keeps its PostgreSQL text (:attr:`TextSegment.invalid`) and its row is
+  rejected as in text mode, with the same raw text in the dead letter (:func:`pg_text` renders the row's
+  typed values as PostgreSQL prints them).
+* :func:`build_table_changes` converts only what is still text. A typed array of another type (from
+  before an ``ALTER COLUMN TYPE``) is cast safely when both are integers, else it goes through its
+  PostgreSQL text and :func:`text_to_arrow`, which is what text mode does with it (e.g. ``real`` widened
+  to ``double precision`` reads ``1.1`` as 1.1, not as the float32 nearest to it).
+
+Types without a lossless Arrow counterpart (unconstrained numeric, time, interval, arrays, enums, ...)
+stay strings.
 
 The session that decodes must use the settings in :data:`SESSION_SETTINGS` (UTC, ISO dates, hex bytea).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -177,22 +196,121 @@ def _hex_bytea(values: pa.Array) -> pa.Array:
     )
 
 
+# --- PostgreSQL text output of typed values (dead letters, and typed values read under another type) ---
+
+_UNIX_DAYS_AT_PG_EPOCH = 10_957
+PG_DATE_MIN, PG_DATE_MAX = -(2**31), 2**31 - 1
+"""``-infinity`` and ``infinity`` of a binary ``date`` (days since 2000-01-01)."""
+PG_TIMESTAMP_MIN, PG_TIMESTAMP_MAX = -(2**63), 2**63 - 1
+"""``-infinity`` and ``infinity`` of a binary ``timestamp``/``timestamptz`` (microseconds since 2000)."""
+
+
+def _civil(unix_days: int) -> tuple[int, int, int]:
+    """Proleptic Gregorian (astronomical year, month, day) of a day count from 1970-01-01, any range."""
+    z = unix_days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def _ymd(unix_days: int) -> tuple[str, bool]:
+    year, month, day = _civil(unix_days)
+    bc = year <= 0
+    return f"{1 - year if bc else year:04d}-{month:02d}-{day:02d}", bc
+
+
+def pg_date_text(pg_days: int) -> str:
+    """PostgreSQL's ISO text of a binary ``date`` (days since 2000-01-01), e.g. ``0044-03-15 BC``."""
+    if pg_days in (PG_DATE_MIN, PG_DATE_MAX):
+        return "-infinity" if pg_days == PG_DATE_MIN else "infinity"
+    text, bc = _ymd(pg_days + _UNIX_DAYS_AT_PG_EPOCH)
+    return f"{text} BC" if bc else text
+
+
+def pg_timestamp_text(pg_us: int, *, tz: bool) -> str:
+    """PostgreSQL's ISO text (TimeZone UTC) of a binary ``timestamp[tz]`` (microseconds since 2000)."""
+    if pg_us in (PG_TIMESTAMP_MIN, PG_TIMESTAMP_MAX):
+        return "-infinity" if pg_us == PG_TIMESTAMP_MIN else "infinity"
+    days, us = divmod(pg_us, 86_400_000_000)
+    date, bc = _ymd(days + _UNIX_DAYS_AT_PG_EPOCH)
+    seconds, fraction = divmod(us, 1_000_000)
+    text = f"{date} {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    if fraction:
+        text += f".{fraction:06d}".rstrip("0")
+    return text + ("+00" if tz else "") + (" BC" if bc else "")
+
+
+def pg_float_text(value: float, *, float4: bool = False) -> str:
+    """PostgreSQL's ``float8out``/``float4out`` (shortest exact digits, ``extra_float_digits`` > 0)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    scalar = np.float32(value) if float4 else np.float64(value)
+    mantissa, _, exp_text = np.format_float_scientific(scalar, unique=True, trim="-").partition("e")
+    sign = "-" if mantissa.startswith("-") else ""
+    digits, exp = mantissa.lstrip("-").replace(".", ""), int(exp_text)
+    if -4 <= exp < (6 if float4 else 15):
+        if exp < 0:
+            return f"{sign}0.{'0' * (-exp - 1)}{digits}"
+        whole, fraction = digits[: exp + 1].ljust(exp + 1, "0"), digits[exp + 1 :]
+        return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
+    head = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
+    return f"{sign}{head}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+
+
+def pg_text(value: Any, arrow_type: pa.DataType) -> str | None:
+    """PostgreSQL's text output (session :data:`SESSION_SETTINGS`) of one value of a typed array.
+
+    Example:
+        >>> pg_text(1e16, pa.float64()), pg_text(True, pa.bool_()), pg_text(1.5, pa.float32())
+        ('1e+16', 't', '1.5')
+    """
+    if value is None:
+        return None
+    if pa.types.is_boolean(arrow_type):
+        return "t" if value else "f"
+    if pa.types.is_floating(arrow_type):
+        return pg_float_text(value, float4=pa.types.is_float32(arrow_type))
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, dt.datetime):
+        unix_us = (value.replace(tzinfo=None) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+        return pg_timestamp_text(unix_us - PG_EPOCH_US, tz=value.tzinfo is not None)
+    if isinstance(value, dt.date):
+        return pg_date_text((value - dt.date(2000, 1, 1)).days)
+    return str(value)
+
+
+def typed_to_text(values: pa.Array) -> pa.Array:
+    """A typed array as PostgreSQL's text output (one Python call per value: schema changes only)."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values
+    return pa.array([pg_text(v, values.type) for v in values.to_pylist()], pa.string())
+
+
 WINDOW = 16
 """Zero bytes a buffer handed to :func:`strings_from_slices` must end with (fixed-width windows)."""
 
 
 def strings_from_slices(
-    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray, *, binary: bool = False
 ) -> pa.Array:
     """Build a string array from ``buf[starts[i] : starts[i] + lengths[i]]`` (null where not ``valid``).
 
     Builds Arrow string *views* over ``buf`` (short values inline, long ones by offset) and lets Arrow
     compact them: numpy work per value, not per byte, and no Python loop. ``buf`` must end with
-    :data:`WINDOW` zero bytes. Raises ``pa.ArrowInvalid`` on invalid UTF-8.
+    :data:`WINDOW` zero bytes. Raises ``pa.ArrowInvalid`` on invalid UTF-8. With ``binary=True`` the
+    result is a binary array (raw bytes, no UTF-8 check).
     """
     n = len(starts)
     if len(buf) >= 2**31:
-        return _strings_by_gather(buf, starts, lengths, valid)
+        return _strings_by_gather(buf, starts, lengths, valid, binary=binary)
     lengths = np.where(valid, lengths, 0).astype("<i4")
     starts = np.where(valid, starts, 0).astype("<i4")
     window = sliding_window_view(buf, 12)[starts]
@@ -204,14 +322,19 @@ def strings_from_slices(
     views[long_rows, 4:8] = window[long_rows, :4]
     views[long_rows, 12:16] = starts[long_rows].view(np.uint8).reshape(-1, 4)
     validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    arr = pa.Array.from_buffers(pa.string_view(), n, [validity, pa.py_buffer(views), pa.py_buffer(buf)])
-    out = arr.cast(pa.large_string() if int(lengths.sum()) >= 2**31 else pa.string())
+    view_type, small, large = (
+        (pa.binary_view(), pa.binary(), pa.large_binary())
+        if binary
+        else (pa.string_view(), pa.string(), pa.large_string())
+    )
+    arr = pa.Array.from_buffers(view_type, n, [validity, pa.py_buffer(views), pa.py_buffer(buf)])
+    out = arr.cast(large if int(lengths.sum()) >= 2**31 else small)
     out.validate(full=True)
     return out
 
 
 def _strings_by_gather(
-    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray, *, binary: bool = False
 ) -> pa.Array:
     n = len(starts)
     lengths = np.where(valid, lengths, 0).astype(np.int64)
@@ -221,7 +344,9 @@ def _strings_by_gather(
     index = np.repeat(starts.astype(np.int64) - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
     validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     arr = pa.Array.from_buffers(
-        pa.large_string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(buf[index])]
+        pa.large_binary() if binary else pa.large_string(),
+        n,
+        [validity, pa.py_buffer(offsets), pa.py_buffer(buf[index])],
     )
     arr.validate(full=True)
     return arr
@@ -239,11 +364,14 @@ OP_CODES = {ord("c"): "c", ord("u"): "u", ord("d"): "d", ord("r"): "r", ord("t")
 
 @dataclass
 class TextSegment:
-    """Rows of one table decoded under one column layout, values still in PostgreSQL text form.
+    """Rows of one table decoded under one column layout.
 
-    ``values[name]`` is a string array per column of ``columns`` (a column missing from the dict is all
-    null); ``unchanged[name]`` marks rows whose value the source did not send; ``old_key[name]`` holds
-    the previous key where ``old_key_mask`` is set.
+    ``values[name]`` is an array per column of ``columns`` (a column missing from the dict is all null):
+    a string array of PostgreSQL text output, or (pgoutput binary mode) an array already of the column's
+    Arrow type. ``unchanged[name]`` marks rows whose value the source did not send; ``old_key[name]``
+    holds the previous key where ``old_key_mask`` is set. ``invalid[name]`` maps rows whose binary value
+    does not convert to the Arrow type (null in ``values``) to the value's PostgreSQL text: such a row is
+    rejected as its text would be. ``old_key_invalid[name]`` marks the same in ``old_key``.
     """
 
     columns: list[PgColumn]
@@ -256,6 +384,8 @@ class TextSegment:
     unchanged: dict[str, np.ndarray] | None = None
     old_key: dict[str, pa.Array] | None = None
     old_key_mask: np.ndarray | None = None
+    invalid: dict[str, dict[int, str]] | None = None
+    old_key_invalid: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -270,16 +400,22 @@ class Rejected:
     reason: str
 
 
+def _raw_text(seg: TextSegment, name: str, arr: pa.Array, i: int) -> str | None:
+    """The PostgreSQL text of ``seg.values[name][i]`` (what text mode holds)."""
+    invalid = (seg.invalid or {}).get(name)
+    if invalid is not None and i in invalid:
+        return invalid[i]
+    return pg_text(arr[i].as_py(), arr.type)
+
+
 def _rejected(
     segments: list[TextSegment], bad: np.ndarray, commit: np.ndarray, event: np.ndarray
 ) -> list[Rejected]:
-    import json
-
     out = []
     base = 0
     for seg in segments:
         for i in np.nonzero(bad[base : base + len(seg)])[0]:
-            raw = {name: arr[int(i)].as_py() for name, arr in seg.values.items()}
+            raw = {name: _raw_text(seg, name, arr, int(i)) for name, arr in seg.values.items()}
             position = f"{commit[base + i]}:{event[base + i]}"
             out.append(
                 Rejected(position, json.dumps(raw), "a value does not convert to its column's Arrow type")
@@ -298,6 +434,63 @@ def _optional_ints(parts: list[np.ndarray | None], sizes: list[int], arrow_type:
         [np.zeros(n, bool) if p is not None else np.ones(n, bool) for p, n in zip(parts, sizes, strict=True)]
     )
     return pa.array(values.astype(np.int64), arrow_type, mask=mask)
+
+
+def _invalid_mask(invalid: dict[int, str] | None, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    if invalid:
+        mask[list(invalid)] = True
+    return mask
+
+
+def _is_text(arr: pa.Array) -> bool:
+    return pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+
+
+def _text_part(text: pa.Array, column: PgColumn) -> tuple[pa.Array, np.ndarray]:
+    """:func:`text_to_arrow`, with the rows that do not convert nulled and marked."""
+    try:
+        return text_to_arrow(text, column), np.zeros(len(text), dtype=bool)
+    except ConversionError as err:
+        nulled = pc.if_else(pa.array(err.bad), pa.scalar(None, text.type), text)
+        return text_to_arrow(nulled, column), err.bad
+
+
+def _typed_part(part: pa.Array, column: PgColumn) -> tuple[pa.Array, np.ndarray]:
+    """A typed array of another type (read before an ``ALTER COLUMN TYPE``) as ``column``'s type: an
+    integer widening is a safe cast; anything else (or an integer out of range) goes through its text,
+    as text mode would read it."""
+    target = column.arrow_type
+    if pa.types.is_integer(part.type) and pa.types.is_integer(target):
+        try:
+            return pc.cast(part, target), np.zeros(len(part), dtype=bool)
+        except pa.ArrowInvalid:
+            pass
+    return _text_part(typed_to_text(part), column)
+
+
+def _to_arrow(
+    parts: list[pa.Array], invalid: list[np.ndarray], column: PgColumn
+) -> tuple[pa.Array, np.ndarray]:
+    """One column's parts (text or typed, one per segment) as the column's Arrow type; the mask marks
+    rows that do not convert (text that :func:`text_to_arrow` refuses, and invalid binary values)."""
+    target = column.arrow_type
+    if all(_is_text(p) for p in parts):  # text mode: one conversion over all segments
+        arr, bad = _text_part(_concat_text(parts), column)
+        return arr, bad | np.concatenate(invalid)
+    out, bads = [], []
+    for part, part_invalid in zip(parts, invalid, strict=True):
+        if part.type == target or (_is_text(part) and pa.types.is_string(target)):
+            converted, bad = part, np.zeros(len(part), dtype=bool)
+        elif _is_text(part):
+            converted, bad = _text_part(part, column)
+        else:
+            converted, bad = _typed_part(part, column)
+        out.append(converted)
+        bads.append(bad | part_invalid)
+    if all(_is_text(p) for p in out):
+        return _concat_text(out), np.concatenate(bads)
+    return pa.concat_arrays(out) if len(out) > 1 else out[0], np.concatenate(bads)
 
 
 def _column_text(segment: TextSegment, name: str) -> pa.Array:
@@ -360,14 +553,10 @@ def build_table_changes(
     bad = np.zeros(total, dtype=bool)
     data: dict[str, pa.Array] = {}
     for column in newest:
-        text = _concat_text([_column_text(s, column.name) for s in segments])
-        try:
-            data[column.name] = text_to_arrow(text, column)
-        except ConversionError as err:
-            bad |= err.bad
-            data[column.name] = text_to_arrow(
-                pc.if_else(pa.array(err.bad), pa.scalar(None, text.type), text), column
-            )
+        parts = [_column_text(s, column.name) for s in segments]
+        invalid = [_invalid_mask((s.invalid or {}).get(column.name), len(s)) for s in segments]
+        data[column.name], column_bad = _to_arrow(parts, invalid, column)
+        bad |= column_bad
     data_schema = pa.schema([pa.field(c.name, data[c.name].type) for c in newest])
     by_name = {c.name: c for c in newest}
 
@@ -382,14 +571,15 @@ def build_table_changes(
             else pa.nulls(len(s), pa.string())
             for s in segments
         ]
-        text = _concat_text(parts)
-        try:
-            key_children.append(text_to_arrow(text, by_name[key]))
-        except ConversionError as err:
-            bad |= err.bad & old_mask
-            key_children.append(
-                text_to_arrow(pc.if_else(pa.array(err.bad), pa.scalar(None, text.type), text), by_name[key])
-            )
+        invalid = [
+            (s.old_key_invalid or {}).get(key, np.zeros(len(s), bool))
+            if s.old_key_mask is not None
+            else np.zeros(len(s), bool)
+            for s in segments
+        ]
+        child, key_bad = _to_arrow(parts, invalid, by_name[key])
+        key_children.append(child)
+        bad |= key_bad & old_mask
     key_fields = [data_schema.field(k) for k in key_columns]
     old_key = pa.StructArray.from_arrays(key_children, fields=key_fields, mask=pa.array(~old_mask))
 
