@@ -151,7 +151,7 @@ def test_copy_killed_at_random_chunks_resumes_exactly(pg_db: PgDatabase, tmp_pat
     try:
         for _ in range(2):
             child = subprocess.Popen(
-                [sys.executable, "-m", "tests.cdc.snapshot_child", pg_db.dsn, str(tmp_path), "400"],
+                [sys.executable, "-m", "tests.cdc.snapshot_child", pg_db.dsn, str(tmp_path), "200"],
                 cwd=REPO_ROOT,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -164,7 +164,8 @@ def test_copy_killed_at_random_chunks_resumes_exactly(pg_db: PgDatabase, tmp_pat
                     if seen >= wanted:
                         break
             if child.poll() is None:
-                time.sleep(rng.random() * 0.2)  # somewhere inside the next chunk (or its commit)
+                # somewhere inside the next chunk (or its commit): a chunk of 200 rows takes a few ms
+                time.sleep(rng.random() * 0.02)
                 child.send_signal(signal.SIGKILL)
                 kills += 1
             child.wait()
