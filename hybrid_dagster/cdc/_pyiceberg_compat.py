@@ -31,7 +31,7 @@ from pyiceberg.io.pyarrow import (
 )
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
-from pyiceberg.table import FileScanTask, WriteTask
+from pyiceberg.table import FileScanTask, Table, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 
 CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
@@ -66,8 +66,37 @@ CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
         Catalog._convert_schema_if_needed,
         ("schema", "format_version"),
     ),
+    "pyiceberg.table.Transaction": (Transaction.__init__, ("self", "table", "autocommit")),
 }
 """Internal name -> (the object, its parameter names in order, as checked)."""
+
+
+class MetadataCachingTransaction(Transaction):
+    """A pyiceberg :class:`~pyiceberg.table.Transaction` that builds its ``table_metadata`` once per state.
+
+    pyiceberg rebuilds it (the table's metadata with every staged update applied, deep copies included)
+    at each access, and a snapshot commit reads it about 17 times: a cost that grows with the table's
+    history, paid on every CDC batch. The result is kept until the staged updates or the table's metadata
+    change (pyiceberg replaces both objects, never mutates them, so their identity marks the state).
+
+    Example:
+        >>> txn = MetadataCachingTransaction(table)  # doctest: +SKIP
+        >>> txn.table_metadata is txn.table_metadata  # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, table: Table, autocommit: bool = False) -> None:
+        super().__init__(table, autocommit=autocommit)
+        self._built: tuple[TableMetadata, tuple[Any, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        built, base, updates = self._built, self._table.metadata, self._updates
+        if built is not None and built[0] is base and built[1] is updates:
+            return built[2]
+        metadata = super().table_metadata
+        self._built = (base, updates, metadata)
+        return metadata
 
 
 def iceberg_schema_of(data_schema: pa.Schema) -> Schema:

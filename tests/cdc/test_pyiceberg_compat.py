@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from pyiceberg.types import StringType
 
 from hybrid_dagster.cdc import _pyiceberg_compat as compat
 
@@ -39,3 +40,25 @@ def test_only_the_compat_module_imports_pyiceberg_internals() -> None:
 def test_iceberg_schema_of_maps_arrow_types() -> None:
     schema = compat.iceberg_schema_of(pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())]))
     assert [(f.name, str(f.field_type)) for f in schema.fields] == [("id", "long"), ("name", "string")]
+
+
+def test_the_caching_transaction_builds_the_metadata_once_per_staged_state(tmp_path: Path) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/w")
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([pa.field("id", pa.int64())]))
+    txn = compat.MetadataCachingTransaction(table)
+    first = txn.table_metadata
+    assert txn.table_metadata is first
+    txn.set_properties({"a": "1"})  # a staged update: built again, with it
+    second = txn.table_metadata
+    assert second is not first and second.properties["a"] == "1"
+    with txn.update_schema() as update:
+        update.add_column("name", StringType())
+    assert txn.table_metadata.schema().find_field("name") is not None
+    with txn.update_snapshot().fast_append():
+        pass  # an empty append: a snapshot over the staged schema
+    committed = txn.commit_transaction()
+    assert committed.properties["a"] == "1" and committed.schema().find_field("name") is not None
+    assert committed.current_snapshot() is not None

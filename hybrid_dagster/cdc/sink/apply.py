@@ -38,6 +38,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 
 from hybrid_dagster.audit.transfers import check_integrity
+from hybrid_dagster.cdc._pyiceberg_compat import MetadataCachingTransaction
 from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.collapse import (
@@ -325,7 +326,7 @@ class IcebergApplier:
         plan = plan_schema_evolution(
             identifier, table.schema(), changes.data_schema, changes.key_columns, changes.column_defaults
         )
-        txn = table.transaction()
+        txn = MetadataCachingTransaction(table)
         if not plan.empty:
             with txn.update_schema() as update:
                 plan.apply(update)
