@@ -6,8 +6,7 @@ Runs inside the plane through Dagster Pipes; only metrics, counts, snapshot ids 
 import numpy as np
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -15,29 +14,37 @@ from examples.clinical_ai.work.readmission_features import readmission_dataset
 from hybrid_dagster.plane.models import open_training
 
 
-def train(X: np.ndarray, y: np.ndarray, seed: int = 7) -> tuple[Pipeline, dict[str, float]]:
-    stratify = y if 0 < y.sum() < len(y) - 1 and min(y.sum(), len(y) - y.sum()) >= 2 else None
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, random_state=seed, stratify=stratify
-    )
-    model = Pipeline(
+def _model() -> Pipeline:
+    return Pipeline(
         [
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
             ("classify", LogisticRegression(max_iter=1000, class_weight="balanced")),
         ]
     )
-    model.fit(X_train, y_train)
-    scores = model.predict_proba(X_test)[:, 1]
-    metrics = {
-        "accuracy": float(accuracy_score(y_test, scores >= 0.5)),
-        "brier": float(brier_score_loss(y_test, scores)),
-        "positive_rate": float(y.mean()),
-        "test_rows": float(len(y_test)),
-    }
-    if 0 < y_test.sum() < len(y_test):
-        metrics["roc_auc"] = float(roc_auc_score(y_test, scores))
-        metrics["average_precision"] = float(average_precision_score(y_test, scores))
+
+
+def train(X: np.ndarray, y: np.ndarray, seed: int = 7) -> tuple[Pipeline, dict[str, float]]:
+    """Fit on every row; the metrics are out-of-fold, from repeated stratified cross-validation.
+
+    A plane's table can be small (the demo's hospital has about 120 discharged encounters, 1 in 10
+    readmitted): a single 25% hold-out then holds about 3 readmissions, and its ROC AUC moves by +-0.2
+    between runs. Averaging 4 repetitions of up to 5 stratified folds scores every row 4 times.
+    """
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    metrics = {"positive_rate": float(y.mean()) if len(y) else 0.0, "test_rows": float(len(y))}
+    folds = min(5, positives, negatives)
+    if folds >= 2:
+        cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=4, random_state=seed)
+        scores = cross_validate(
+            _model(), X, y, cv=cv, scoring=["roc_auc", "average_precision", "accuracy", "neg_brier_score"]
+        )
+        metrics["roc_auc"] = float(np.mean(scores["test_roc_auc"]))
+        metrics["average_precision"] = float(np.mean(scores["test_average_precision"]))
+        metrics["accuracy"] = float(np.mean(scores["test_accuracy"]))
+        metrics["brier"] = float(-np.mean(scores["test_neg_brier_score"]))
+    model = _model()
+    model.fit(X, y)
     return model, metrics
 
 
