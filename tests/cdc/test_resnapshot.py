@@ -10,8 +10,7 @@ import pytest
 from hybrid_dagster.cdc.worker import CdcJobSpec, CdcTableSpec, UnknownCdcTableError, resnapshot, run_job
 from hybrid_dagster.cli import main
 from tests.cdc.strict import diff_tables
-from tests.cdc.test_snapshots import execute
-from tests.fixtures.postgres import PgDatabase
+from tests.fixtures.postgres import PgDatabase, execute
 from tests.planes import make_plane
 
 

@@ -36,19 +36,10 @@ from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource
 from tests.cdc.sink.test_apply import make_catalog
 from tests.cdc.snapshot_child import MAPPING, build
 from tests.cdc.strict import diff_tables
-from tests.fixtures.postgres import PgDatabase
+from tests.fixtures.postgres import PgDatabase, execute
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3_000
-
-
-def execute(dsn: str, *statements: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.close()
 
 
 def create_items(dsn: str, rows: int = ROWS) -> None:

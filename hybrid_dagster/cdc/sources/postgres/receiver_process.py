@@ -199,7 +199,7 @@ class Receiver:
         self.confirmed = int(config["start_lsn"])
         self.sent = 0
         self.status_interval = float(config["status_interval_s"])
-        self.chunk_bytes = int(config.get("chunk_bytes", 1 << 20))
+        self.chunk_bytes = int(config["chunk_bytes"])
         self.stdin = sys.stdin.fileno()
         self.stdout = sys.stdout.fileno()
         os.set_blocking(self.stdin, False)

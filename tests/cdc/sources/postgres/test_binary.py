@@ -40,7 +40,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
 )
 from hybrid_dagster.errors import BinaryFormatUnsupported, DecoderError
 from tests.cdc.sources.postgres.test_pgoutput import SOURCE, begin, commit, relation
-from tests.fixtures.postgres import PgDatabase
+from tests.fixtures.postgres import PgDatabase, execute
 
 COLUMNS = (
     "id bigint PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, o oid, f4 real, f8 double precision, "
@@ -86,15 +86,6 @@ ROWS = [
     "(15, NULL, NULL, NULL, NULL, NULL, 16777217, 0.30000000000000004, NULL, NULL, NULL, NULL, NULL, NULL,"
     " NULL, NULL, NULL, NULL, NULL)",
 ]
-
-
-def run(dsn: str, *statements: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.close()
 
 
 @pytest.fixture
@@ -150,7 +141,7 @@ def test_binary_and_text_mode_read_the_same_changes(
         return decode_binary(buf, starts, lengths, valid, type_oid)
 
     monkeypatch.setattr(pgoutput, "decode_binary", spy)
-    run(
+    execute(
         pg_db.dsn,
         f"CREATE TABLE allt ({COLUMNS})",
         "CREATE TABLE rif (id int4 PRIMARY KEY, v text, ts timestamptz, f double precision)",
@@ -159,7 +150,7 @@ def test_binary_and_text_mode_read_the_same_changes(
     binary = open_source(pg_db, sources, binary=True)
     text = open_source(pg_db, sources, binary=False)
     peek_binary = open_source(pg_db, sources, binary=True, reader="peek")
-    run(
+    execute(
         pg_db.dsn,
         f"INSERT INTO allt VALUES {', '.join(ROWS)}",
         "UPDATE allt SET i4 = i4 + 1 WHERE id = 5",  # the TOASTed text arrives unchanged ('u')
@@ -211,13 +202,13 @@ def test_float_text_matches_the_server(pg_db: PgDatabase) -> None:
 def test_a_column_without_binary_decoder_switches_the_stream_to_text(
     pg_db: PgDatabase, sources: list[PostgresChangeSource], reader: str
 ) -> None:
-    run(pg_db.dsn, f"CREATE TABLE allt ({COLUMNS})", "CREATE TABLE rif (id int4 PRIMARY KEY)")
+    execute(pg_db.dsn, f"CREATE TABLE allt ({COLUMNS})", "CREATE TABLE rif (id int4 PRIMARY KEY)")
     src = open_source(pg_db, sources, binary=True, reader=reader)
-    run(pg_db.dsn, "INSERT INTO allt (id, f8, u) VALUES (1, 0.5, gen_random_uuid())")
+    execute(pg_db.dsn, "INSERT INTO allt (id, f8, u) VALUES (1, 0.5, gen_random_uuid())")
     first = src.read(10_000)
     assert src.binary_active() and first.tables["public.allt"].rows.column("f8").to_pylist() == [0.5]
     src.ack(first.ack_position)
-    run(
+    execute(
         pg_db.dsn,
         "INSERT INTO allt (id, f8) VALUES (2, 1.5)",
         "ALTER TABLE allt ADD COLUMN price numeric(10, 2), ADD COLUMN tags text[]",

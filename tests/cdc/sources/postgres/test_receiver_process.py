@@ -19,6 +19,7 @@ from hypothesis import given, settings, strategies as st
 from hybrid_dagster.cdc.sources.postgres.receiver_process import ConnectionLost, split_messages
 from hybrid_dagster.cdc.sources.postgres.stream import Chunk, ReplicationReceiver
 from hybrid_dagster.testing.postgres import PostgresUnavailable, start_debian_postgres
+from tests.fixtures.postgres import confirmed_flush
 
 
 def xlog(lsn: int, payload: bytes) -> bytes:
@@ -154,20 +155,6 @@ def _receive(
     return lsns, payloads, receiver
 
 
-def _confirmed(dsn: str, slot: str) -> int:
-    conn = psycopg2.connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::int8 FROM pg_replication_slots"
-            " WHERE slot_name = %s",
-            (slot,),
-        )
-        row = cur.fetchone()
-    conn.close()
-    assert row is not None
-    return int(row[0])
-
-
 def test_the_socket_read_hands_over_what_psycopg2_reads(pg_decoder_db: tuple[str, str]) -> None:
     dsn, plugin = pg_decoder_db  # pgoutput over a unix socket, wal2json over TCP
     _setup(dsn, ["raw", "libpq"], plugin)
@@ -177,8 +164,8 @@ def test_the_socket_read_hands_over_what_psycopg2_reads(pg_decoder_db: tuple[str
     assert raw_lsns == lsns and raw_payloads == payloads
     assert max(len(p) for p in payloads) > 4 << 20  # the large value came whole
     # the last acknowledged position reached the server (and nothing past the WAL the slot was sent)
-    assert _confirmed(dsn, "raw") >= raw_lsns[-1]
-    assert _confirmed(dsn, "libpq") >= lsns[-1]
+    assert confirmed_flush(dsn, "raw") >= raw_lsns[-1]
+    assert confirmed_flush(dsn, "libpq") >= lsns[-1]
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -247,6 +234,6 @@ def test_an_encrypted_connection_is_read_by_psycopg2(tmp_path: Path) -> None:
         assert not receiver.reads_socket
         kinds = [p[:1] for p in payloads]
         assert (kinds.count(b"I"), kinds.count(b"U"), kinds.count(b"D")) == (3001, 428, 273)
-        assert _confirmed(dsn, "secure") >= lsns[-1]
+        assert confirmed_flush(dsn, "secure") >= lsns[-1]
     finally:
         server.stop()

@@ -17,17 +17,9 @@ from hybrid_dagster.cdc.changes import SYSTEM_COLUMNS, Position
 from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource, PostgresSetupError
 from hybrid_dagster.testing.postgres import PostgresServer, start_plain_embedded_postgres
+from tests.fixtures.postgres import execute
 
 BIG = "(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i)"  # 32 kB, stored out of line
-
-
-def run(dsn: str, *statements: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.close()
 
 
 def source(dsn: str, decoder: str, *tables: str) -> PostgresChangeSource:
@@ -49,7 +41,7 @@ def data_rows(rows: pa.Table) -> list[dict[str, Any]]:
 
 def test_setup_creates_slot_and_publication_once(pg_decoder_db: tuple[str, str]) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE u (id int PRIMARY KEY)")
+    execute(dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE TABLE u (id int PRIMARY KEY)")
     src = source(dsn, decoder)
     first = src.setup()
     assert isinstance(first, Position) and first.commit > 0
@@ -72,7 +64,7 @@ def test_setup_creates_slot_and_publication_once(pg_decoder_db: tuple[str, str])
 def test_wal_level_not_logical_is_explained(tmp_path: Path) -> None:
     server = start_plain_embedded_postgres(tmp_path / "plain")
     try:
-        run(server.dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+        execute(server.dsn, "CREATE TABLE t (id int PRIMARY KEY)")
         with pytest.raises(
             PostgresSetupError, match=r"wal_level = logical.*ALTER SYSTEM SET wal_level = logical"
         ):
@@ -82,26 +74,26 @@ def test_wal_level_not_logical_is_explained(tmp_path: Path) -> None:
 
 
 def test_missing_decoder_is_explained(pg_db: Any) -> None:
-    run(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+    execute(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY)")
     with pytest.raises(PostgresSetupError, match=r"postgresql-15-wal2json.*output_plugin_libraries"):
         source(pg_db.dsn, "wal2json").setup()
 
 
 def test_table_without_primary_key_needs_key_columns(pg_db: Any) -> None:
-    run(pg_db.dsn, "CREATE TABLE nk (a int, b text)")
+    execute(pg_db.dsn, "CREATE TABLE nk (a int, b text)")
     with pytest.raises(PostgresSetupError, match="no primary key") as raised:
         source(pg_db.dsn, "pgoutput", "nk").setup()
     assert "ADD PRIMARY KEY" in str(raised.value) and "key_columns" in str(raised.value)
     src = PostgresChangeSource(pg_db.dsn, [SourceTable("nk", ("a",))], slot_name="nk_slot")
     with pytest.raises(PostgresSetupError, match="REPLICA IDENTITY FULL"):
         src.setup()  # replica identity DEFAULT without a primary key: deletes would carry nothing
-    run(pg_db.dsn, "ALTER TABLE nk REPLICA IDENTITY FULL")
+    execute(pg_db.dsn, "ALTER TABLE nk REPLICA IDENTITY FULL")
     assert src.setup() is not None
     src.close()
 
 
 def test_key_other_than_the_primary_key_needs_a_covering_replica_identity(pg_db: Any) -> None:
-    run(
+    execute(
         pg_db.dsn,
         "CREATE TABLE acc (id int PRIMARY KEY, code text NOT NULL, v int)",
         "CREATE UNIQUE INDEX acc_code ON acc (code)",
@@ -117,9 +109,9 @@ def test_key_other_than_the_primary_key_needs_a_covering_replica_identity(pg_db:
     assert 'ALTER TABLE "public"."acc" REPLICA IDENTITY FULL' in message
     assert 'ALTER TABLE "public"."acc" REPLICA IDENTITY USING INDEX "acc_code"' in message
 
-    run(pg_db.dsn, "ALTER TABLE acc REPLICA IDENTITY USING INDEX acc_code")
+    execute(pg_db.dsn, "ALTER TABLE acc REPLICA IDENTITY USING INDEX acc_code")
     assert src.setup() is not None
-    run(pg_db.dsn, "DELETE FROM acc WHERE id = 1")
+    execute(pg_db.dsn, "DELETE FROM acc WHERE id = 1")
     deleted = src.read(100).tables["acc"].rows.to_pylist()
     assert [(r["__op"], r["code"]) for r in deleted] == [("d", "A")]  # the key arrives, not NULL
     src.teardown()
@@ -127,7 +119,7 @@ def test_key_other_than_the_primary_key_needs_a_covering_replica_identity(pg_db:
 
 
 def test_snapshot_error_names_columns_not_values(pg_db: Any) -> None:
-    run(
+    execute(
         pg_db.dsn,
         "CREATE TABLE sn (id int PRIMARY KEY, n numeric(12, 3), secret text)",
         "INSERT INTO sn VALUES (1, 'NaN', 'ssn-123-45'), (2, 1.5, 'ok'), (3, 'NaN', 'ssn-987-65')",
@@ -154,7 +146,7 @@ TYPES_DDL = """CREATE TABLE t (
 
 
 def workload(dsn: str) -> None:
-    run(
+    execute(
         dsn,
         "INSERT INTO t VALUES (1, 7, 9007199254740993, 123456789.125, 1.5, 0.1, true, 'héllo ✓ 日本', 'vc',"
         " '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+02', '2024-02-29',"
@@ -175,7 +167,7 @@ def workload(dsn: str) -> None:
 
 def test_decodes_changes_of_every_kind(pg_decoder_db: tuple[str, str]) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, TYPES_DDL)
+    execute(dsn, TYPES_DDL)
     src = source(dsn, decoder)
     src.setup()
     workload(dsn)
@@ -233,7 +225,7 @@ def test_decodes_changes_of_every_kind(pg_decoder_db: tuple[str, str]) -> None:
 
 def test_interleaved_transactions_come_in_commit_order(pg_decoder_db: tuple[str, str]) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE t (id int PRIMARY KEY, who text)")
+    execute(dsn, "CREATE TABLE t (id int PRIMARY KEY, who text)")
     src = source(dsn, decoder)
     src.setup()
     a, b = psycopg2.connect(dsn), psycopg2.connect(dsn)
@@ -253,17 +245,17 @@ def test_interleaved_transactions_come_in_commit_order(pg_decoder_db: tuple[str,
 
 def test_read_peeks_and_ack_moves_forward(pg_decoder_db: tuple[str, str]) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+    execute(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
     src = source(dsn, decoder)
     src.setup()
-    run(dsn, "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)")
+    execute(dsn, "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)")
     first, again = src.read(1000), src.read(1000)
     assert first.tables["t"].rows.equals(again.tables["t"].rows)
     assert first.ack_position == again.ack_position is not None
     src.ack(first.ack_position)
     src.ack(Position(first.ack_position.commit - 8))  # backwards: ignored
     assert src.read(1000).empty
-    run(dsn, "INSERT INTO t VALUES (3)")
+    execute(dsn, "INSERT INTO t VALUES (3)")
     later = src.read(1000)
     assert later.tables["t"].rows.column("id").to_pylist() == [3]
     assert later.tables["t"].rows.column("__commit_pos")[0].as_py() > first.ack_position.commit
@@ -272,10 +264,12 @@ def test_read_peeks_and_ack_moves_forward(pg_decoder_db: tuple[str, str]) -> Non
 
 def test_max_events_stops_at_transaction_boundaries(pg_decoder_db: tuple[str, str]) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+    execute(dsn, "CREATE TABLE t (id int PRIMARY KEY)")
     src = source(dsn, decoder)
     src.setup()
-    run(dsn, "INSERT INTO t SELECT generate_series(1, 50)", "INSERT INTO t SELECT generate_series(51, 60)")
+    execute(
+        dsn, "INSERT INTO t SELECT generate_series(1, 50)", "INSERT INTO t SELECT generate_series(51, 60)"
+    )
     batch = src.read(5)
     assert batch.tables["t"].count == 50  # the first transaction, whole
     src.ack(batch.ack_position)  # type: ignore[arg-type]
@@ -285,10 +279,10 @@ def test_max_events_stops_at_transaction_boundaries(pg_decoder_db: tuple[str, st
 
 def test_column_added_and_widened_mid_stream(pg_decoder_db: tuple[str, str]) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE t (id int PRIMARY KEY, qty int)")
+    execute(dsn, "CREATE TABLE t (id int PRIMARY KEY, qty int)")
     src = source(dsn, decoder)
     src.setup()
-    run(
+    execute(
         dsn,
         "INSERT INTO t VALUES (1, 10)",
         "ALTER TABLE t ADD COLUMN note text",
@@ -307,7 +301,7 @@ def test_column_added_and_widened_mid_stream(pg_decoder_db: tuple[str, str]) -> 
 
 
 def test_snapshot_uses_the_decoders_types(pg_db: Any) -> None:
-    run(
+    execute(
         pg_db.dsn,
         TYPES_DDL,
         "INSERT INTO t (id, n, raw, tstz, ok)"
@@ -319,7 +313,7 @@ def test_snapshot_uses_the_decoders_types(pg_db: Any) -> None:
         chunks = list(copy.rows(SourceTable("t"), chunk_rows=10))
         position = copy.position
     assert [c.count for c in chunks] == [10, 10, 5]
-    run(pg_db.dsn, "INSERT INTO t (id, n, raw, tstz, ok) VALUES (99, 1, '\\x01', now(), true)")
+    execute(pg_db.dsn, "INSERT INTO t (id, n, raw, tstz, ok) VALUES (99, 1, '\\x01', now(), true)")
     decoded = src.read(100).tables["t"]
     assert all(c.data_schema == decoded.data_schema for c in chunks)
     rows = chunks[0].rows.to_pylist()
@@ -337,7 +331,7 @@ def test_both_decoders_give_the_same_tables(
     for server, decoder in ((embedded_pg, "pgoutput"), (debian_pg_wal2json, "wal2json")):
         db = _create_database(server)
         try:
-            run(db.dsn, TYPES_DDL)
+            execute(db.dsn, TYPES_DDL)
             src = source(db.dsn, decoder)
             src.setup()
             workload(db.dsn)
@@ -353,12 +347,12 @@ def test_both_decoders_give_the_same_tables(
 def test_copy_is_read_at_its_own_consistent_point(pg_decoder_db: tuple[str, str]) -> None:
     """Rows changed after the copy's position are not in it, and the stream has them after it."""
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'before')")
+    execute(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'before')")
     src = source(dsn, decoder)
     src.setup()
-    run(dsn, "UPDATE t SET v = 'old slot, before the copy' WHERE id = 1")
+    execute(dsn, "UPDATE t SET v = 'old slot, before the copy' WHERE id = 1")
     with src.open_copy() as copy:
-        run(dsn, "UPDATE t SET v = 'after the copy' WHERE id = 1", "INSERT INTO t VALUES (2, 'new')")
+        execute(dsn, "UPDATE t SET v = 'after the copy' WHERE id = 1", "INSERT INTO t VALUES (2, 'new')")
         rows = [r for chunk in copy.rows(SourceTable("t"), chunk_rows=10) for r in chunk.rows.to_pylist()]
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_replication_slots WHERE temporary")
@@ -385,24 +379,24 @@ def test_copy_is_read_at_its_own_consistent_point(pg_decoder_db: tuple[str, str]
 
 
 def test_copy_without_a_replication_connection_says_what_to_do(pg_db: Any) -> None:
-    run(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE ROLE plain LOGIN")
+    execute(pg_db.dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE ROLE plain LOGIN")
     src = PostgresChangeSource(pg_db.dsn + " user=plain", [SourceTable("t")], slot_name="plain_slot")
     try:
         with pytest.raises(PostgresSetupError, match="REPLICATION"):
             src.open_copy()
     finally:
         src.close()
-        run(pg_db.dsn, "DROP ROLE plain")
+        execute(pg_db.dsn, "DROP ROLE plain")
 
 
 def test_float_nan_and_infinity_are_values_never_silent_nulls(
     pg_decoder_db: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     dsn, decoder = pg_decoder_db
-    run(dsn, "CREATE TABLE f (id int PRIMARY KEY, r real, d double precision, n numeric(6, 2))")
+    execute(dsn, "CREATE TABLE f (id int PRIMARY KEY, r real, d double precision, n numeric(6, 2))")
     src = source(dsn, decoder, "f")
     src.setup()
-    run(
+    execute(
         dsn,
         "INSERT INTO f VALUES (1, 'NaN', 'NaN', 1.5), (2, 'Infinity', '-Infinity', 2.25),"
         " (3, NULL, NULL, NULL), (4, '-Infinity', 'Infinity', 'NaN')",

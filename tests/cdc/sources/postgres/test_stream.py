@@ -21,6 +21,7 @@ from hybrid_dagster.cdc.sources.base import SourceTable
 from hybrid_dagster.cdc.sources.postgres.source import PostgresChangeSource
 from hybrid_dagster.errors import ReplicationSlotInUse, ValueFreeError
 from hybrid_dagster.testing.postgres import restart_embedded_postgres
+from tests.fixtures.postgres import confirmed_flush
 from tests.planes import make_plane
 
 
@@ -30,20 +31,6 @@ def _execute(dsn: str, *statements: str) -> None:
         for statement in statements:
             cur.execute(statement)
     conn.close()
-
-
-def _confirmed(dsn: str, slot: str) -> int:
-    conn = psycopg2.connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::int8 FROM pg_replication_slots"
-            " WHERE slot_name = %s",
-            (slot,),
-        )
-        row = cur.fetchone()
-    conn.close()
-    assert row is not None
-    return int(row[0])
 
 
 def _source(dsn: str, slot: str, decoder: str = "pgoutput", **kwargs: Any) -> PostgresChangeSource:
@@ -82,14 +69,14 @@ def test_stream_reads_on_and_acknowledges_only_what_is_acked(pg_decoder_db: tupl
     _execute(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
     source = _source(dsn, f"st_{decoder}", decoder)
     source.setup()
-    start = _confirmed(dsn, f"st_{decoder}")
+    start = confirmed_flush(dsn, f"st_{decoder}")
     for k in range(3):
         _execute(dsn, f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({k * 10}, {k * 10 + 9}) g")
     first = source.read(1000)
     assert first.tables["public.t"].count == 30 and first.ack_position is not None
     assert source.read(1000).empty  # the stream goes on: nothing new
     source.close()  # not acknowledged: the slot has not moved, a new reader gets the same changes
-    assert _confirmed(dsn, f"st_{decoder}") == start
+    assert confirmed_flush(dsn, f"st_{decoder}") == start
     again = _source(dsn, f"st_{decoder}", decoder)
     replay = again.read(1000)
     assert replay.tables["public.t"].rows.equals(first.tables["public.t"].rows)
@@ -100,7 +87,7 @@ def test_stream_reads_on_and_acknowledges_only_what_is_acked(pg_decoder_db: tupl
     again.close()  # the last status update carries the acknowledged position, not what was read after it
     assert replay.ack_position is not None and later.ack_position is not None
     # (psycopg2 may move it past WAL that holds nothing for the slot, never into the unacknowledged update)
-    assert replay.ack_position.commit <= _confirmed(dsn, f"st_{decoder}") < later.ack_position.commit
+    assert replay.ack_position.commit <= confirmed_flush(dsn, f"st_{decoder}") < later.ack_position.commit
 
 
 def test_large_transaction_is_applied_exactly_in_bounded_pieces(pg_db: Any, tmp_path: Path) -> None:
