@@ -46,7 +46,6 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from numpy.lib.stride_tricks import sliding_window_view
 
 from hybrid_dagster.cdc.changes import DeadLetter
 from hybrid_dagster.cdc.sources.postgres.binary import (
@@ -106,9 +105,10 @@ class DecodedStream:
 def _be(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
     """Big-endian integers of ``dtype`` ('>u4', '>i8', ...) at byte offsets ``pos`` (clipped in bounds)."""
     size = np.dtype(dtype).itemsize
-    pos = np.clip(pos, 0, len(buf) - size)
-    raw = sliding_window_view(buf, size)[pos]
-    return raw.view(dtype).ravel().astype(np.int64)
+    if len(buf) < size:
+        buf = np.concatenate([buf, np.zeros(size - len(buf), np.uint8)])
+    every_byte = np.ndarray((len(buf) - size + 1,), dtype=dtype, buffer=buf, strides=(1,))
+    return every_byte[np.clip(pos, 0, len(buf) - size)].astype(np.int64)
 
 
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:

@@ -113,11 +113,10 @@ class ServerError(Exception):
 
 
 def _be(view: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
-    """The big-endian unsigned integers of ``width`` bytes (at most 8) at byte offsets ``at``, as int64."""
-    out = view[at].astype(np.int64)
-    for k in range(1, width):
-        out = (out << 8) | view[at + k]
-    return out
+    """The big-endian unsigned integers of ``width`` bytes (2, 4 or 8) at byte offsets ``at`` (each with
+    ``width`` bytes in ``view``), as int64: one gather through a view that starts an integer at every byte."""
+    every_byte = np.ndarray((len(view) - width + 1,), dtype=f">u{width}", buffer=view, strides=(1,))
+    return every_byte[at].astype(np.int64)
 
 
 def split_messages(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,10 +141,8 @@ def split_messages(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n >= 6:
         cand = np.flatnonzero(view[: n - 5] == COPY_DATA)
         sub = view[cand + 5]
-        cand, sub = (
-            cand[(sub == XLOG_DATA) | (sub == KEEPALIVE)],
-            sub[(sub == XLOG_DATA) | (sub == KEEPALIVE)],
-        )
+        kind_fits = (sub == XLOG_DATA) | (sub == KEEPALIVE)
+        cand, sub = cand[kind_fits], sub[kind_fits]
         length = _be(view, cand + 1, 4)
         fits = np.where(sub == XLOG_DATA, length >= _MIN_LENGTH[XLOG_DATA], length == _MIN_LENGTH[KEEPALIVE])
         cand, length = cand[fits], length[fits]
@@ -518,6 +515,7 @@ class Receiver:
         starts, ends = split_messages(view)
         if not len(starts):
             return have, wal_end
+        received = self._take_more(buf, have)  # between the steps: see _take_more
         used = int(ends[-1])
         kinds = view[starts]
         sub = view[np.minimum(starts + 5, have - 1)]
@@ -536,9 +534,25 @@ class Receiver:
             at = starts[xlog]
             payload_at = at + XLOG_HEAD.size
             self.send_chunk(generation, wal_end, lsns, payload_at, ends[xlog] - payload_at, view[:used].data)
-        rest = have - used
-        buf[:rest] = buf[used:have]
+        received = self._take_more(buf, received)
+        rest = received - used
+        buf[:rest] = buf[used:received]
         return rest, wal_end
+
+    def _take_more(self, buf: bytearray, have: int) -> int:
+        """Read what the socket holds into the free end of ``buf`` (never waits, never grows it) and
+        return the bytes held. A hand-over takes a few milliseconds and the socket fills in under one:
+        reading between its steps keeps the walsender's writes from stalling on a full socket."""
+        assert self.sock is not None
+        try:
+            got = self.sock.recv_into(memoryview(buf)[have:])
+        except BlockingIOError:
+            return have
+        except OSError as err:
+            raise ConnectionLost(type(err).__name__) from None
+        if got == 0 and have < len(buf):
+            raise ConnectionLost("the server closed the connection")
+        return have + got
 
     def _control(self, message: bytes, wal_end: int) -> int:
         """A message that is not XLogData: a keepalive (answered when asked), an error, the stream's end."""

@@ -52,6 +52,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 BEGIN, COMMIT, RELATION = ord("B"), ord("C"), ord("R")
 _WAL2JSON_ACTION_AT = len(b'{"action":"')
 _PIPE_BYTES = 1 << 20
+_ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""The receiver process does no linear algebra: numpy's BLAS need not start a thread per core there (an
+idle OpenBLAS thread spins a while after start, next to the walsender)."""
 Plugin = Literal["pgoutput", "wal2json"]
 
 
@@ -202,7 +206,10 @@ class ReplicationReceiver:
     def start(self, start_lsn: int = 0) -> None:
         self._confirmed = max(self._confirmed, start_lsn)
         process = subprocess.Popen(
-            [sys.executable, "-P", str(Path(wire.__file__))], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-P", str(Path(wire.__file__))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, **_ONE_BLAS_THREAD},
         )
         assert process.stdout is not None
         with contextlib.suppress(OSError, AttributeError):  # a larger pipe: fewer wake-ups per chunk

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numpy.lib.stride_tricks import sliding_window_view
 
 from hybrid_dagster.cdc.changes import Position, TableChanges
 
@@ -296,6 +295,8 @@ def typed_to_text(values: pa.Array) -> pa.Array:
 
 WINDOW = 16
 """Zero bytes a buffer handed to :func:`strings_from_slices` must end with (fixed-width windows)."""
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+"""``_LOW_BYTES[k]``: the mask of a little-endian word's ``k`` lowest bytes."""
 
 
 def strings_from_slices(
@@ -311,16 +312,15 @@ def strings_from_slices(
     n = len(starts)
     if len(buf) >= 2**31:
         return _strings_by_gather(buf, starts, lengths, valid, binary=binary)
-    lengths = np.where(valid, lengths, 0).astype("<i4")
-    starts = np.where(valid, starts, 0).astype("<i4")
-    window = sliding_window_view(buf, 12)[starts]
-    views = np.zeros((n, 16), dtype=np.uint8)
-    views[:, :4] = lengths.view(np.uint8).reshape(n, 4)
-    short = lengths <= 12
-    views[:, 4:16] = np.where(short[:, None] & (np.arange(12) < lengths[:, None]), window, 0)
-    long_rows = ~short
-    views[long_rows, 4:8] = window[long_rows, :4]
-    views[long_rows, 12:16] = starts[long_rows].view(np.uint8).reshape(-1, 4)
+    lengths = np.where(valid, lengths, 0).astype(np.uint64)
+    starts = np.where(valid, starts, 0).astype(np.uint64)
+    # a view is two little-endian words: length | first 4 bytes << 32, then bytes 4..11 (inline, short
+    # values) or the offset << 32 in buffer 0 (long values); bytes past a short value's length are zero
+    every_byte = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    head, tail = every_byte[starts], every_byte[starts + 4]  # buf's WINDOW zero bytes keep both in it
+    views = np.empty((n, 2), dtype="<u8")
+    views[:, 0] = lengths | ((head & _LOW_BYTES[np.minimum(lengths, 4)]) << 32)
+    views[:, 1] = np.where(lengths <= 12, tail & _LOW_BYTES[np.clip(lengths, 4, 12) - 4], starts << 32)
     validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     view_type, small, large = (
         (pa.binary_view(), pa.binary(), pa.large_binary())
