@@ -32,12 +32,14 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from hybrid_dagster.cdc.changes import COMMIT_TS_COL, DeadLetter, Position, TableChanges
 from hybrid_dagster.cdc.sink.apply import ApplyResult, IcebergApplier
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence
+from hybrid_dagster.cdc.sink.maintenance import SnapshotRetention
 from hybrid_dagster.cdc.snapshots import (
     SegmentFilter,
     SnapshotResumeError,
@@ -138,6 +140,10 @@ class PipelineReport:
     acked: Position | None = None
     source_position: Position | None = None
     duration_s: float = 0.0
+    expired_snapshots: int = 0
+    """Snapshots expired by the run's table maintenance (``CdcPipeline(retention=...)``)."""
+    deleted_files: int = 0
+    """Data files, manifests and manifest lists that only those snapshots named, deleted."""
 
     @property
     def events_applied(self) -> int:
@@ -169,6 +175,7 @@ class CdcPipeline:
         on_batch: Callable[[PipelineReport], None] | None = None,
         on_commit: Callable[[TableMapping, ApplyResult], None] | None = None,
         on_copy_commit: Callable[[TableMapping, BatchEvidence, int | None], None] | None = None,
+        retention: SnapshotRetention | None = None,
     ) -> None:
         self.source = source
         self.applier = applier
@@ -181,6 +188,32 @@ class CdcPipeline:
         self._segment_filters: dict[str, SegmentFilter] = {}
         self.on_commit = on_commit
         self.on_copy_commit = on_copy_commit
+        self.retention = retention
+        """Expire each table's old snapshots while running (every ``retention.interval_s``, and at the
+        end); None: never (see :mod:`hybrid_dagster.cdc.sink.maintenance`)."""
+        self._expired_at: float | None = None
+
+    def _maintain(self, report: PipelineReport) -> None:
+        """Expire old snapshots of every table: after the first batch (or at the end of a run without
+        any), then at most every ``retention.interval_s``. A failure is logged and left for the next
+        time: it never stops the changes (a crash after the expiry's commit leaves unreferenced files)."""
+        if self.retention is None:
+            return
+        now = time.monotonic()
+        if self._expired_at is not None and now - self._expired_at < self.retention.interval_s:
+            return
+        self._expired_at = now
+        for mapping in self.tables.values():
+            try:
+                expiry = self.applier.expire(mapping.identifier, self.retention)
+            except (CommitFailedException, OSError) as err:
+                log.warning("%s: snapshot expiry failed (%s); retried later", mapping.identifier, err)
+                continue
+            if expiry is not None:
+                report.expired_snapshots += len(expiry.expired_snapshot_ids)
+                report.deleted_files += (
+                    expiry.deleted_data_files + expiry.deleted_manifests + expiry.deleted_manifest_lists
+                )
 
     def run(
         self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None
@@ -236,8 +269,10 @@ class CdcPipeline:
             if recopy:
                 self._snapshot_new_tables(report)
             report.batches += 1
+            self._maintain(report)
             if self.on_batch is not None:
                 self.on_batch(report)
+        self._maintain(report)
         for progress in report.tables.values():
             if progress.watermark is None:
                 progress.watermark = self.applier.watermark(progress.identifier)

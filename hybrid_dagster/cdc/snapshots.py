@@ -62,13 +62,16 @@ from hybrid_dagster.cdc.changes import (
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence, appended_evidence
 from hybrid_dagster.cdc.sink.rewrite import write_parts
-from hybrid_dagster.cdc.sink.watermark import SOURCE_PROPERTY, position_properties
+from hybrid_dagster.cdc.sink.watermark import (
+    SNAPSHOT_SUFFIX as SNAPSHOT_SUFFIX,
+    SOURCE_PROPERTY,
+    position_properties,
+)
 from hybrid_dagster.cdc.sources.base import ConsistentCopy, CopyChunk, SourceTable
 from hybrid_dagster.errors import ValueFreeError
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_SUFFIX = "#snapshot"
 STATE_PROPERTY = "hybrid.cdc.snapshot.state"
 LAST_KEY_PROPERTY = "hybrid.cdc.snapshot.last-key"
 SEGMENTS_PROPERTY = "hybrid.cdc.snapshot.segments"

@@ -33,6 +33,7 @@ from hybrid_dagster.cdc.pipeline import CdcPipeline, DeadLetterPolicy, Follow, P
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.dead_letters import DeadLetterTable
+from hybrid_dagster.cdc.sink.maintenance import SnapshotRetention
 from hybrid_dagster.cdc.snapshots import request_resnapshot
 from hybrid_dagster.cdc.sources.config import AnyCdcSource
 from hybrid_dagster.errors import ResidencyError, ValueFreeError
@@ -120,6 +121,10 @@ class CdcJobSpec(BaseModel):
     max_lag_seconds: float = 900.0
     follow: FollowSpec | None = None
     """Long-running mode instead of one drain (``max_seconds`` is then ``follow.max_seconds``)."""
+    snapshot_retention: SnapshotRetention | None = Field(default_factory=SnapshotRetention)
+    """Expire the tables' old snapshots and the files only they named (default: each table's
+    ``history.expire.*`` properties, else Iceberg's 5 days, keeping at least 1; what the pipeline reads
+    back is always kept); null: never."""
 
     @model_validator(mode="after")
     def _default_dead_letter_table(self) -> CdcJobSpec:
@@ -238,6 +243,7 @@ def build_pipeline(
         batch_events=spec.batch_events,
         on_commit=recorder.committed if recorder is not None else None,
         on_copy_commit=recorder.chunk_committed if recorder is not None else None,
+        retention=spec.snapshot_retention,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from hybrid_dagster.cdc.sink.maintenance import SnapshotRetention, expire_snapshots
 from hybrid_dagster.dr import replicate_plane, secondary_plane
 from hybrid_dagster.dr.lag import ancestry
 from hybrid_dagster.plane import storage
@@ -90,3 +91,27 @@ def test_replication_to_s3_over_http(tmp_path: Path, moto_server: MotoServer) ->
         assert located.scan().to_arrow().sort_by("id").equals(want[table])
     fs, root = storage.filesystem(secondary.spec())
     assert fs.get_file_info(f"{root}/models/readmission/run-1.skops").type == pafs.FileType.File
+
+
+def test_replication_goes_on_after_the_primary_expired_snapshots(tmp_path: Path) -> None:
+    primary = eu_plane(tmp_path)
+    secondary = secondary_plane(primary)
+    clinical = ClinicalPlane(primary)
+    clinical.fill(4)
+    replicate_plane(primary, secondary, ResidencyPolicy())
+    for _ in range(3):
+        clinical.commit("clinical.patients", changes=5)
+    table = clinical.catalog.load_table("clinical.patients")
+    expiry = expire_snapshots(table, SnapshotRetention(max_age_s=0, min_snapshots=1), now_ms=2**62)
+    assert expiry.expired_snapshot_ids and expiry.deleted_manifest_lists  # appends: every file stays live
+
+    again = replicate_plane(primary, secondary, ResidencyPolicy())
+    by_table = {t.identifier: t for t in again.tables}
+    patients = by_table["clinical.patients"]
+    assert patients.committed and patients.snapshots_copied == 1  # the kept snapshot; the expired ones never
+    assert patients.secondary_snapshot_id == patients.primary_snapshot_id
+    want = clinical.rows()
+    shutil.move(str(tmp_path / "eu-onprem"), str(tmp_path / "gone"))
+    catalog = storage.open_catalog(secondary.spec())
+    for name in TABLES:
+        assert catalog.load_table(name).scan().to_arrow().sort_by("id").equals(want[name]), name

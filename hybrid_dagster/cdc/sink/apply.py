@@ -48,6 +48,7 @@ from hybrid_dagster.cdc.sink.collapse import (
     order_changes,
 )
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence, batch_evidence
+from hybrid_dagster.cdc.sink.maintenance import ExpiryReport, SnapshotRetention, expire_snapshots
 from hybrid_dagster.cdc.sink.pruning import remember_live_files
 from hybrid_dagster.cdc.sink.rewrite import Rewrite, rewrite as rewrite_files
 from hybrid_dagster.cdc.sink.schema_evolution import (
@@ -176,6 +177,20 @@ class IcebergApplier:
             ).fast_append(),
         ):
             pass
+
+    def expire(self, identifier: str, retention: SnapshotRetention) -> ExpiryReport | None:
+        """Expire the table's snapshots past ``retention`` and delete the files only they named
+        (:mod:`.maintenance`: what the pipeline reads back is kept); None when there is no table.
+
+        Example:
+            >>> applier.expire("crm.patients", SnapshotRetention(max_age_s=3600)).expired_snapshot_ids
+            ... # doctest: +SKIP
+            [4316297735420157932]
+        """
+        table = self._load(identifier)
+        if table is None:
+            return None
+        return expire_snapshots(table, retention, before_write=lambda: self._guard(identifier))
 
     def watermark(self, identifier: str) -> Position | None:
         """The last position of this source applied to the table (None if none, or no table)."""

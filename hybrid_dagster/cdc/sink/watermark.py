@@ -19,6 +19,8 @@ INSERTED_PROPERTY = "hybrid.cdc.inserted"
 UPDATED_PROPERTY = "hybrid.cdc.updated"
 DELETED_PROPERTY = "hybrid.cdc.deleted"
 TRUNCATED_PROPERTY = "hybrid.cdc.truncated"
+SNAPSHOT_SUFFIX = "#snapshot"
+"""``hybrid.cdc.source`` of a table copy's chunk commits: the source id and this (:mod:`..snapshots`)."""
 
 
 def read_watermark(table: Table, source_id: str) -> Position | None:
