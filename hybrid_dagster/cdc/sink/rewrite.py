@@ -17,9 +17,11 @@ Rules:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,15 +156,38 @@ def write_parts(
     return write_data_files(metadata, table.io, parts, target)
 
 
+def usable_cpus(root: Path = Path("/")) -> int:
+    """CPUs this process may use: its affinity mask, capped by its cgroup v2 CPU quota (``cpu.max``, a
+    container's ``--cpus``); at least 1. ``os.cpu_count()`` counts the host's.
+
+    Example:
+        >>> usable_cpus() >= 1
+        True
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+        group = next(line[3:] for line in lines if line.startswith("0::"))
+        quota, period = (root / "sys/fs/cgroup" / group.lstrip("/") / "cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, StopIteration, ValueError):
+        pass  # no cgroup v2, no quota file: the affinity mask alone
+    return max(cpus, 1)
+
+
 def split_for_writers(parts: list[pa.Table], writers: int | None = None) -> list[pa.Table]:
     """``parts`` with large ones sliced so that the files are written on every core at once.
 
     Parquet writes one file on one thread: a batch that rewrites one large cluster would leave the other
     cores idle. Each part is sliced into pieces of about ``max(MIN_SPLIT_BYTES, total / writers)``
-    Arrow bytes (``writers`` defaults to the CPU count); a piece never mixes two parts, so file key ranges
-    stay within their cluster, and parts under twice the minimum stay whole (no small files).
+    Arrow bytes (``writers`` defaults to :func:`usable_cpus`); a piece never mixes two parts, so file key
+    ranges stay within their cluster, and parts under twice the minimum stay whole (no small files).
     """
-    writers = writers or os.cpu_count() or 1
+    writers = writers or usable_cpus()
     if writers < 2:
         return parts
     piece_bytes = max(MIN_SPLIT_BYTES, sum(part.nbytes for part in parts) // writers)

@@ -4,6 +4,7 @@ writes, each against the plain definition; and an apply whose one cluster is wri
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from hybrid_dagster.cdc.changes import TableChanges
 from hybrid_dagster.cdc.sink import pruning, rewrite
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
-from hybrid_dagster.cdc.sink.rewrite import key_mask, split_for_writers
+from hybrid_dagster.cdc.sink.rewrite import key_mask, split_for_writers, usable_cpus
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
 
@@ -62,7 +63,7 @@ def test_a_cluster_written_as_several_files_holds_exactly_the_rows(
 
     applier.apply("db.t", changes("c", range(3000), "a"))
     monkeypatch.setattr(rewrite, "MIN_SPLIT_BYTES", 4096)
-    monkeypatch.setattr(rewrite.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(rewrite, "usable_cpus", lambda: 3)
     result = applier.apply("db.t", changes("u", range(0, 3000, 7), "b"))
     assert (result.files_rewritten, result.files_added, result.updated) == (1, 3, 429)
     assert result.evidence is not None and result.evidence.matches
@@ -100,3 +101,26 @@ def test_the_file_list_kept_after_a_commit_is_the_one_its_manifests_hold(tmp_pat
         assert {f.file_path: (f.lower_bounds, f.upper_bounds, f.record_count) for f in kept} == {
             f.file_path: (f.lower_bounds, f.upper_bounds, f.record_count) for f in read
         }
+
+
+def _fake_root(tmp_path: Path, cgroup: str, cpu_max: str | None) -> Path:
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(f"4:memory:/x\n0::{cgroup}\n")
+    if cpu_max is not None:
+        folder = tmp_path / "sys/fs/cgroup" / cgroup.lstrip("/")
+        folder.mkdir(parents=True)
+        (folder / "cpu.max").write_text(cpu_max + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("150000 100000", 2), ("50000 100000", 1), ("max 100000", None), (None, None), ("junk", None)],
+)
+def test_usable_cpus_follow_the_affinity_mask_and_the_cgroup_quota(
+    tmp_path: Path, cpu_max: str | None, expected: int | None
+) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    got = usable_cpus(_fake_root(tmp_path, "/kubepods/pod1/c1", cpu_max))
+    assert got == (min(affinity, expected) if expected is not None else affinity)
+    assert usable_cpus() >= 1
