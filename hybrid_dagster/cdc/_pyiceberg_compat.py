@@ -33,6 +33,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update.snapshot import UpdateSnapshot, _MergeAppendFiles
 
 CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "pyiceberg.io.pyarrow.ArrowScan": (
@@ -67,6 +68,10 @@ CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
         ("schema", "format_version"),
     ),
     "pyiceberg.table.Transaction": (Transaction.__init__, ("self", "table", "autocommit")),
+    "pyiceberg.table.update.snapshot._MergeAppendFiles": (
+        _MergeAppendFiles.__init__,
+        ("self", "operation", "transaction", "io", "branch", "commit_uuid", "snapshot_properties"),
+    ),
 }
 """Internal name -> (the object, its parameter names in order, as checked)."""
 
@@ -97,6 +102,31 @@ class MetadataCachingTransaction(Transaction):
         metadata = super().table_metadata
         self._built = (base, updates, metadata)
         return metadata
+
+
+MANIFEST_MERGE_ENABLED = "commit.manifest-merge.enabled"
+
+
+def merging_append(update: UpdateSnapshot, properties: dict[str, str]) -> _MergeAppendFiles:
+    """``update.merge_append()``, merging manifests as Iceberg's Java appends do by default.
+
+    Java's ``commit.manifest-merge.enabled`` defaults to true, pyiceberg's to false: without merging
+    every append adds a manifest that stays in every later snapshot, and reading the table reads them
+    all. Merging is on here unless the table's ``properties`` set it to false; it happens, as in Java,
+    once a bin holds ``commit.manifest.min-count-to-merge`` manifests (default 100).
+
+    Example:
+        >>> with merging_append(txn.update_snapshot(), table.properties) as append:  # doctest: +SKIP
+        ...     append.append_data_file(data_file)
+    """
+    append = update.merge_append()
+    if not hasattr(append, "_merge_enabled"):
+        raise RuntimeError(
+            "pyiceberg's _MergeAppendFiles no longer has _merge_enabled: update "
+            "hybrid_dagster/cdc/_pyiceberg_compat.py for this pyiceberg"
+        )
+    append._merge_enabled = properties.get(MANIFEST_MERGE_ENABLED, "true").strip().lower() == "true"
+    return append
 
 
 def iceberg_schema_of(data_schema: pa.Schema) -> Schema:

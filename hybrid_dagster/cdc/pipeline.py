@@ -144,6 +144,8 @@ class PipelineReport:
     """Snapshots expired by the run's table maintenance (``CdcPipeline(retention=...)``)."""
     deleted_files: int = 0
     """Data files, manifests and manifest lists that only those snapshots named, deleted."""
+    manifests_merged_away: int = 0
+    """How many fewer manifests the tables' current snapshots list after the run's merges."""
 
     @property
     def events_applied(self) -> int:
@@ -194,9 +196,10 @@ class CdcPipeline:
         self._expired_at: float | None = None
 
     def _maintain(self, report: PipelineReport) -> None:
-        """Expire old snapshots of every table: after the first batch (or at the end of a run without
-        any), then at most every ``retention.interval_s``. A failure is logged and left for the next
-        time: it never stops the changes (a crash after the expiry's commit leaves unreferenced files)."""
+        """Maintain every table (merge many manifests, expire old snapshots: :mod:`..sink.maintenance`):
+        after the first batch (or at the end of a run without any), then at most every
+        ``retention.interval_s``. A failure is logged and left for the next time: it never stops the
+        changes (a crash after the expiry's commit leaves unreferenced files)."""
         if self.retention is None:
             return
         now = time.monotonic()
@@ -205,11 +208,12 @@ class CdcPipeline:
         self._expired_at = now
         for mapping in self.tables.values():
             try:
-                expiry = self.applier.expire(mapping.identifier, self.retention)
+                expiry = self.applier.maintain(mapping.identifier, self.retention)
             except (CommitFailedException, OSError) as err:
-                log.warning("%s: snapshot expiry failed (%s); retried later", mapping.identifier, err)
+                log.warning("%s: table maintenance failed (%s); retried later", mapping.identifier, err)
                 continue
             if expiry is not None:
+                report.manifests_merged_away += expiry.manifests_merged_away
                 report.expired_snapshots += len(expiry.expired_snapshot_ids)
                 report.deleted_files += (
                     expiry.deleted_data_files + expiry.deleted_manifests + expiry.deleted_manifest_lists

@@ -38,7 +38,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 
 from hybrid_dagster.audit.transfers import check_integrity
-from hybrid_dagster.cdc._pyiceberg_compat import MetadataCachingTransaction
+from hybrid_dagster.cdc._pyiceberg_compat import MetadataCachingTransaction, merging_append
 from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.collapse import (
@@ -48,7 +48,7 @@ from hybrid_dagster.cdc.sink.collapse import (
     order_changes,
 )
 from hybrid_dagster.cdc.sink.integrity import BatchEvidence, batch_evidence
-from hybrid_dagster.cdc.sink.maintenance import ExpiryReport, SnapshotRetention, expire_snapshots
+from hybrid_dagster.cdc.sink.maintenance import ExpiryReport, SnapshotRetention, maintain_table
 from hybrid_dagster.cdc.sink.pruning import remember_live_files
 from hybrid_dagster.cdc.sink.rewrite import Rewrite, rewrite as rewrite_files
 from hybrid_dagster.cdc.sink.schema_evolution import (
@@ -178,19 +178,20 @@ class IcebergApplier:
         ):
             pass
 
-    def expire(self, identifier: str, retention: SnapshotRetention) -> ExpiryReport | None:
-        """Expire the table's snapshots past ``retention`` and delete the files only they named
-        (:mod:`.maintenance`: what the pipeline reads back is kept); None when there is no table.
+    def maintain(self, identifier: str, retention: SnapshotRetention) -> ExpiryReport | None:
+        """Merge the table's manifests once they are many, expire its snapshots past ``retention`` and
+        delete the files only those named (:mod:`.maintenance`: what the pipeline reads back is kept);
+        None when there is no table. The ``before_write`` guard runs before either writes.
 
         Example:
-            >>> applier.expire("crm.patients", SnapshotRetention(max_age_s=3600)).expired_snapshot_ids
+            >>> applier.maintain("crm.patients", SnapshotRetention(max_age_s=3600)).expired_snapshot_ids
             ... # doctest: +SKIP
             [4316297735420157932]
         """
         table = self._load(identifier)
         if table is None:
             return None
-        return expire_snapshots(table, retention, before_write=lambda: self._guard(identifier))
+        return maintain_table(table, retention, before_write=lambda: self._guard(identifier))
 
     def watermark(self, identifier: str) -> Position | None:
         """The last position of this source applied to the table (None if none, or no table)."""
@@ -412,8 +413,8 @@ class IcebergApplier:
         self, table: Table, txn: Transaction, identifier: str, rewrite: Rewrite, properties: dict[str, str]
     ) -> Table:
         """One snapshot: an overwrite (delete the rewritten files, add the written ones), or an append
-        when no file is rewritten (it keeps the manifests as they are: an overwrite reads every manifest of
-        the table to find the deleted files, a cost that grows with each commit); clean up on failure.
+        when no file is rewritten (it keeps the manifests as they are, merging them once they are many:
+        an overwrite reads every manifest of the table to find the deleted files); clean up on failure.
 
         The written files are deleted when the commit certainly did not happen, and kept (the error
         marked ``_OUTCOME_UNKNOWN``) when it may have.
@@ -421,7 +422,7 @@ class IcebergApplier:
         try:
             update = txn.update_snapshot(snapshot_properties=properties)
             if not rewrite.deleted_files:
-                with update.fast_append() as append:
+                with merging_append(update, table.metadata.properties) as append:
                     for data_file in rewrite.added_files:
                         append.append_data_file(data_file)
             else:

@@ -32,11 +32,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
+from pyiceberg.manifest import ManifestContent, ManifestEntryStatus, ManifestFile
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
+from hybrid_dagster.cdc._pyiceberg_compat import MANIFEST_MERGE_ENABLED, merging_append
 from hybrid_dagster.cdc.sink.watermark import SNAPSHOT_SUFFIX, SOURCE_PROPERTY
 
 
@@ -47,7 +48,7 @@ class SnapshotRetention:
     Example:
         >>> from datetime import timedelta
         >>> SnapshotRetention(max_age_s=timedelta(hours=6).total_seconds(), min_snapshots=10)
-        SnapshotRetention(max_age_s=21600.0, min_snapshots=10, interval_s=300.0)
+        SnapshotRetention(max_age_s=21600.0, min_snapshots=10, interval_s=300.0, merge_manifests=True)
     """
 
     max_age_s: float | None = None
@@ -55,7 +56,9 @@ class SnapshotRetention:
     min_snapshots: int | None = None
     """The newest this many snapshots of the current ancestry are kept whatever their age."""
     interval_s: float = 300.0
-    """How often a running pipeline expires (seconds between two runs of :func:`expire_snapshots`)."""
+    """How often a running pipeline maintains its tables (seconds between two :func:`maintain_table`)."""
+    merge_manifests: bool = True
+    """Also merge the current snapshot's manifests once they are many (:func:`merge_manifests`)."""
 
     def resolve(self, table: Table) -> tuple[int, int]:
         """(max age in ms, min snapshots): these settings, else the table's properties, else Iceberg's
@@ -75,13 +78,70 @@ class SnapshotRetention:
 
 @dataclass
 class ExpiryReport:
-    """What one :func:`expire_snapshots` call removed."""
+    """What one :func:`expire_snapshots` (or :func:`maintain_table`) call did."""
 
     expired_snapshot_ids: list[int] = field(default_factory=list)
     kept_snapshots: int = 0
     deleted_data_files: int = 0
     deleted_manifests: int = 0
     deleted_manifest_lists: int = 0
+    manifests_merged_away: int = 0
+    """How many fewer data manifests the current snapshot lists after :func:`merge_manifests`."""
+
+
+def maintain_table(
+    table: Table,
+    retention: SnapshotRetention | None = None,
+    *,
+    now_ms: int | None = None,
+    before_write: Callable[[], None] | None = None,
+) -> ExpiryReport:
+    """:func:`merge_manifests` (when ``retention.merge_manifests``), then :func:`expire_snapshots`: the
+    snapshot from before the merge can go in the same call.
+
+    Example:
+        >>> maintain_table(catalog.load_table("clinical.patients")).manifests_merged_away  # doctest: +SKIP
+        119
+    """
+    retention = retention or SnapshotRetention()
+    merged = merge_manifests(table, before_write=before_write) if retention.merge_manifests else 0
+    report = expire_snapshots(table, retention, now_ms=now_ms, before_write=before_write)
+    report.manifests_merged_away = merged
+    return report
+
+
+def merge_manifests(table: Table, *, before_write: Callable[[], None] | None = None) -> int:
+    """Merge the current snapshot's data manifests in one append snapshot that changes no file, once
+    there are ``commit.manifest.min-count-to-merge`` of them (default 100), as Iceberg merges them in
+    an append; returns how many fewer the current snapshot lists. The applier's appends merge by
+    themselves; its overwrites (a batch that rewrote files) do not, so an update-heavy table needs this.
+    Nothing happens when the table sets ``commit.manifest-merge.enabled`` to false.
+
+    Example:
+        >>> merge_manifests(catalog.load_table("clinical.patients"))  # doctest: +SKIP
+        119
+    """
+    props = table.metadata.properties
+    if props.get(MANIFEST_MERGE_ENABLED, "true").strip().lower() != "true":
+        return 0
+    min_count = int(
+        props.get(TableProperties.MANIFEST_MIN_MERGE_COUNT, TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT)
+    )
+    before = _data_manifest_count(table)
+    if before < max(min_count, 2):
+        return 0
+    if before_write is not None:
+        before_write()
+    with table.transaction() as txn, merging_append(txn.update_snapshot(), props):
+        pass  # no file added or removed: the merge of the existing manifests is the whole snapshot
+    return before - _data_manifest_count(table.refresh())
+
+
+def _data_manifest_count(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return 0
+    return sum(m.content == ManifestContent.DATA for m in snapshot.manifests(table.io))
 
 
 def snapshots_to_expire(

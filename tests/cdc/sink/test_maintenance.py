@@ -9,12 +9,18 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
 
 from hybrid_dagster.cdc.changes import Position
 from hybrid_dagster.cdc.pipeline import CdcPipeline, TableMapping
 from hybrid_dagster.cdc.sink.apply import IcebergApplier
-from hybrid_dagster.cdc.sink.maintenance import SnapshotRetention, expire_snapshots, snapshots_to_expire
+from hybrid_dagster.cdc.sink.maintenance import (
+    SnapshotRetention,
+    expire_snapshots,
+    merge_manifests,
+    snapshots_to_expire,
+)
 from hybrid_dagster.cdc.sink.watermark import read_watermark
 from hybrid_dagster.cdc.snapshots import snapshot_state
 from hybrid_dagster.cdc.sources.debezium.kafka import table_offsets
@@ -177,13 +183,13 @@ def test_the_residency_guard_runs_before_an_expiry(catalog: SqlCatalog) -> None:
     updates(IcebergApplier(catalog, source_id="pg"), "db.t", 1, 3)
     guarded = IcebergApplier(catalog, source_id="pg", before_write=guard)
     with pytest.raises(PermissionError):
-        guarded.expire("db.t", SnapshotRetention(max_age_s=0, min_snapshots=1))
+        guarded.maintain("db.t", SnapshotRetention(max_age_s=0, min_snapshots=1))
     assert refused == ["db.t"] and len(catalog.load_table("db.t").metadata.snapshots) == 3
     refused.clear()
-    nothing = guarded.expire("db.t", SnapshotRetention(max_age_s=1e9))
+    nothing = guarded.maintain("db.t", SnapshotRetention(max_age_s=1e9))
     assert nothing is not None and nothing.expired_snapshot_ids == []
     assert refused == []  # nothing to expire: no write, no guard
-    assert guarded.expire("db.missing", SnapshotRetention()) is None
+    assert guarded.maintain("db.missing", SnapshotRetention()) is None
 
 
 def test_a_running_pipeline_expires_as_it_goes_and_resumes_from_its_watermark(tmp_path: Path) -> None:
@@ -217,3 +223,55 @@ def test_a_running_pipeline_expires_as_it_goes_and_resumes_from_its_watermark(tm
     assert again.events_applied == 1
     names = sorted(r["name"] for r in catalog.load_table("clinical.patients").scan().to_arrow().to_pylist())
     assert names == ["Ann012345", "Cy012345", "Dee"]
+
+
+def data_manifests(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    return sum(m.content == ManifestContent.DATA for m in snapshot.manifests(table.io))
+
+
+def inserts(applier: IcebergApplier, identifier: str, commits: range) -> None:
+    for c in commits:
+        applier.apply(identifier, batch([change("c", c, 0, id=c, name=f"n{c}")]))
+
+
+def test_appends_merge_their_manifests_once_they_are_many(catalog: SqlCatalog) -> None:
+    applier = IcebergApplier(catalog, source_id="pg")
+    inserts(applier, "db.t", range(1, 3))
+    table = catalog.load_table("db.t")
+    with table.transaction() as txn:
+        txn.set_properties({"commit.manifest.min-count-to-merge": "5"})
+    inserts(applier, "db.t", range(3, 21))
+    table = catalog.load_table("db.t")
+    assert data_manifests(table) < 5  # pyiceberg alone (merging off by default) would list 20
+    assert [r["id"] for r in content(catalog, "db.t")] == list(range(1, 21))
+    assert read_watermark(table, "pg") == Position(20, 0)
+
+    with table.transaction() as txn:
+        txn.set_properties({"commit.manifest-merge.enabled": "false"})
+    inserts(applier, "db.t", range(21, 31))
+    assert data_manifests(catalog.load_table("db.t")) >= 10  # the table's own setting wins
+
+
+def test_overwrites_pile_up_manifests_and_maintenance_merges_them(catalog: SqlCatalog) -> None:
+    applier = IcebergApplier(catalog, source_id="pg")
+    inserts(applier, "db.t", range(1, 13))
+    for c in range(13, 25):  # updates: each batch rewrites a file (an overwrite: no merging)
+        applier.apply("db.t", batch([change("u", c, 0, id=c - 12, name=f"u{c}")]))
+    table = catalog.load_table("db.t")
+    with table.transaction() as txn:
+        txn.set_properties({"commit.manifest.min-count-to-merge": "10"})
+    table = catalog.load_table("db.t")
+    before, rows = data_manifests(table), content(catalog, "db.t")
+    assert before >= 12
+
+    report = applier.maintain("db.t", SnapshotRetention(max_age_s=0, min_snapshots=1))
+    assert report is not None and report.manifests_merged_away == before - 1
+    table = catalog.load_table("db.t")
+    assert data_manifests(table) == 1
+    assert content(catalog, "db.t") == rows and read_watermark(table, "pg") == Position(24, 0)
+    # the merge changed no file: the next batch applies on top as usual
+    applier.apply("db.t", batch([change("u", 25, 0, id=1, name="last")]))
+    assert content(catalog, "db.t")[0]["name"] == "last"
+    assert merge_manifests(catalog.load_table("db.t")) == 0  # 2 manifests: under the minimum
