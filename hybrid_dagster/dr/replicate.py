@@ -16,6 +16,9 @@ Correctness rules:
 - Snapshot summaries travel unchanged, so CDC watermarks (``hybrid.cdc.position``) and change counts
   are readable at the secondary.
 - Tables with delete files (position or equality deletes) are refused: their rows name data file paths.
+- Snapshots the primary expired are expired at the secondary too, after the copy commits, with the files
+  only they named (:func:`hybrid_dagster.cdc.sink.maintenance.expire_snapshots`, the same pins: the
+  secondary's history follows the primary's instead of growing without end).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from pyiceberg.table.update import (
     TableUpdate,
 )
 
+from hybrid_dagster.cdc.sink.maintenance import SnapshotRetention, expire_snapshots
 from hybrid_dagster.dr.errors import ReplicationError
 
 COPY_CHUNK = 8 * 1024 * 1024
@@ -106,6 +110,8 @@ class TableReplication:
     bytes_copied: int = 0
     registered: bool = False
     committed: bool = False
+    snapshots_expired: int = 0
+    """Snapshots the primary no longer has, expired at the secondary with the files only they named."""
     skipped: list[str] = field(default_factory=list)
 
 
@@ -341,6 +347,13 @@ def replicate_table(
         result.secondary_snapshot_id = _id(response.metadata.current_snapshot())
     else:
         result.secondary_snapshot_id = _id(existing.current_snapshot())
+    gone = have - {s.snapshot_id for s in metadata.snapshots}
+    if gone:  # expired at the primary: expire them here too (the same snapshots stay pinned)
+        secondary = target_catalog.load_table(identifier)
+        everything_old = SnapshotRetention(max_age_s=0, min_snapshots=1)
+        result.snapshots_expired = len(
+            expire_snapshots(secondary, everything_old, only=gone).expired_snapshot_ids
+        )
     return result
 
 

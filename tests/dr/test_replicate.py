@@ -110,6 +110,15 @@ def test_replication_goes_on_after_the_primary_expired_snapshots(tmp_path: Path)
     patients = by_table["clinical.patients"]
     assert patients.committed and patients.snapshots_copied == 1  # the kept snapshot; the expired ones never
     assert patients.secondary_snapshot_id == patients.primary_snapshot_id
+    # the secondary's history follows: what the primary expired is expired there, with its files
+    copy = storage.open_catalog(secondary.spec()).load_table("clinical.patients")
+    primary_ids = [s.snapshot_id for s in clinical.catalog.load_table("clinical.patients").metadata.snapshots]
+    assert [s.snapshot_id for s in copy.metadata.snapshots] == primary_ids
+    assert patients.snapshots_expired >= 1
+    named = {s.manifest_list.removeprefix("file://") for s in copy.metadata.snapshots}
+    listed = {str(p) for p in Path(copy.location().removeprefix("file://"), "metadata").glob("snap-*.avro")}
+    assert listed == named
+    assert by_table["clinical.encounters"].snapshots_expired == 0
     want = clinical.rows()
     shutil.move(str(tmp_path / "eu-onprem"), str(tmp_path / "gone"))
     catalog = storage.open_catalog(secondary.spec())

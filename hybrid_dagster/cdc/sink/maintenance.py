@@ -28,7 +28,7 @@ Correctness rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from pyiceberg.io import FileIO
@@ -145,9 +145,15 @@ def _data_manifest_count(table: Table) -> int:
 
 
 def snapshots_to_expire(
-    metadata: TableMetadata, max_age_ms: int, min_snapshots: int, *, now_ms: int
+    metadata: TableMetadata,
+    max_age_ms: int,
+    min_snapshots: int,
+    *,
+    now_ms: int,
+    only: Collection[int] | None = None,
 ) -> list[Snapshot]:
-    """The snapshots :func:`expire_snapshots` removes from ``metadata`` (see the module's rules).
+    """The snapshots :func:`expire_snapshots` removes from ``metadata`` (see the module's rules), among
+    ``only`` when given.
 
     Example:
         >>> [s.snapshot_id for s in snapshots_to_expire(table.metadata, 0, 1, now_ms=now)]  # doctest: +SKIP
@@ -173,7 +179,10 @@ def snapshots_to_expire(
     return [
         s
         for s in metadata.snapshots
-        if s.snapshot_id not in kept and s.snapshot_id not in protected and s.timestamp_ms < oldest_ms
+        if s.snapshot_id not in kept
+        and s.snapshot_id not in protected
+        and s.timestamp_ms < oldest_ms
+        and (only is None or s.snapshot_id in only)
     ]
 
 
@@ -183,9 +192,11 @@ def expire_snapshots(
     *,
     now_ms: int | None = None,
     before_write: Callable[[], None] | None = None,
+    only: Collection[int] | None = None,
 ) -> ExpiryReport:
-    """Expire the snapshots of ``table`` past its retention, then delete the files only they named.
-    ``before_write`` runs first when there is something to expire (e.g. the residency guard).
+    """Expire the snapshots of ``table`` past its retention (among ``only``, when given), then delete the
+    files only they named. ``before_write`` runs first when there is something to expire (e.g. the
+    residency guard).
 
     Example:
         >>> report = expire_snapshots(catalog.load_table("clinical.patients"), SnapshotRetention(3600))
@@ -196,7 +207,7 @@ def expire_snapshots(
     retention = retention or SnapshotRetention()
     max_age_ms, min_snapshots = retention.resolve(table)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    expired = snapshots_to_expire(table.metadata, max_age_ms, min_snapshots, now_ms=now_ms)
+    expired = snapshots_to_expire(table.metadata, max_age_ms, min_snapshots, now_ms=now_ms, only=only)
     report = ExpiryReport(kept_snapshots=len(table.metadata.snapshots) - len(expired))
     if not expired:
         return report
