@@ -31,9 +31,9 @@ from pyiceberg.io.pyarrow import (
 )
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
-from pyiceberg.table import FileScanTask, Table, Transaction, WriteTask
+from pyiceberg.table import FileScanTask, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update.snapshot import UpdateSnapshot, _MergeAppendFiles
+from pyiceberg.table.update.snapshot import UpdateSnapshot, _MergeAppendFiles, _OverwriteFiles
 
 CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "pyiceberg.io.pyarrow.ArrowScan": (
@@ -68,6 +68,18 @@ CHECKED_SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
         ("schema", "format_version"),
     ),
     "pyiceberg.table.Transaction": (Transaction.__init__, ("self", "table", "autocommit")),
+    "pyiceberg.table.update.snapshot.UpdateSnapshot": (
+        UpdateSnapshot.__init__,
+        ("self", "transaction", "io", "branch", "snapshot_properties"),
+    ),
+    "pyiceberg.table.update.snapshot._OverwriteFiles": (
+        _OverwriteFiles.__init__,
+        ("self", "operation", "transaction", "io", "commit_uuid", "snapshot_properties", "branch"),
+    ),
+    "pyiceberg.table.update.snapshot._MergeAppendFiles._process_manifests": (
+        _MergeAppendFiles._process_manifests,
+        ("self", "manifests"),
+    ),
     "pyiceberg.table.update.snapshot._MergeAppendFiles": (
         _MergeAppendFiles.__init__,
         ("self", "operation", "transaction", "io", "branch", "commit_uuid", "snapshot_properties"),
@@ -125,8 +137,53 @@ def merging_append(update: UpdateSnapshot, properties: dict[str, str]) -> _Merge
             "pyiceberg's _MergeAppendFiles no longer has _merge_enabled: update "
             "hybrid_dagster/cdc/_pyiceberg_compat.py for this pyiceberg"
         )
-    append._merge_enabled = properties.get(MANIFEST_MERGE_ENABLED, "true").strip().lower() == "true"
+    append._merge_enabled = _merge_enabled(properties)
     return append
+
+
+class _MergingOverwriteFiles(_OverwriteFiles):
+    """pyiceberg's overwrite with its merge-append's manifest merging (Java's overwrite merges too): the
+    new manifest, the rewritten ones and the untouched ones are bin-packed and merged the same way."""
+
+    _process_manifests = _MergeAppendFiles._process_manifests
+
+    def __init__(self, update: UpdateSnapshot, properties: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(
+            transaction=update._transaction,
+            io=update._io,
+            branch=update._branch,
+            snapshot_properties=update._snapshot_properties,
+            **kwargs,
+        )
+        self._target_size_bytes = int(
+            properties.get(
+                TableProperties.MANIFEST_TARGET_SIZE_BYTES, TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT
+            )
+        )
+        self._min_count_to_merge = int(
+            properties.get(
+                TableProperties.MANIFEST_MIN_MERGE_COUNT, TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT
+            )
+        )
+        self._merge_enabled = _merge_enabled(properties)
+
+
+def merging_overwrite(update: UpdateSnapshot, properties: dict[str, str]) -> _OverwriteFiles:
+    """``update.overwrite()`` that merges manifests like :func:`merging_append` (pyiceberg's overwrite
+    never does): without it, every overwrite opens every manifest of the table to find the deleted
+    files, and their number grows by at least one per commit.
+
+    Example:
+        >>> with merging_overwrite(txn.update_snapshot(), table.properties) as overwrite:  # doctest: +SKIP
+        ...     overwrite.delete_data_file(old)
+        ...     overwrite.append_data_file(new)
+    """
+    plain = update.overwrite()  # pyiceberg's choice of operation (an append on a table without snapshots)
+    return _MergingOverwriteFiles(update, properties, operation=plain._operation)
+
+
+def _merge_enabled(properties: dict[str, str]) -> bool:
+    return properties.get(MANIFEST_MERGE_ENABLED, "true").strip().lower() == "true"
 
 
 def iceberg_schema_of(data_schema: pa.Schema) -> Schema:

@@ -38,7 +38,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 
 from hybrid_dagster.audit.transfers import check_integrity
-from hybrid_dagster.cdc._pyiceberg_compat import MetadataCachingTransaction, merging_append
+from hybrid_dagster.cdc._pyiceberg_compat import MetadataCachingTransaction, merging_append, merging_overwrite
 from hybrid_dagster.cdc.changes import Position, TableChanges
 from hybrid_dagster.cdc.sink.changelog import ChangelogWriter
 from hybrid_dagster.cdc.sink.collapse import (
@@ -413,8 +413,8 @@ class IcebergApplier:
         self, table: Table, txn: Transaction, identifier: str, rewrite: Rewrite, properties: dict[str, str]
     ) -> Table:
         """One snapshot: an overwrite (delete the rewritten files, add the written ones), or an append
-        when no file is rewritten (it keeps the manifests as they are, merging them once they are many:
-        an overwrite reads every manifest of the table to find the deleted files); clean up on failure.
+        when no file is rewritten (an overwrite reads every manifest of the table to find the deleted
+        files); both merge the manifests once they are many (``_pyiceberg_compat``); clean up on failure.
 
         The written files are deleted when the commit certainly did not happen, and kept (the error
         marked ``_OUTCOME_UNKNOWN``) when it may have.
@@ -426,7 +426,7 @@ class IcebergApplier:
                     for data_file in rewrite.added_files:
                         append.append_data_file(data_file)
             else:
-                with update.overwrite() as overwrite:
+                with merging_overwrite(update, table.metadata.properties) as overwrite:
                     for data_file in rewrite.deleted_files:
                         overwrite.delete_data_file(data_file)
                     for data_file in rewrite.added_files:

@@ -275,3 +275,22 @@ def test_overwrites_pile_up_manifests_and_maintenance_merges_them(catalog: SqlCa
     applier.apply("db.t", batch([change("u", 25, 0, id=1, name="last")]))
     assert content(catalog, "db.t")[0]["name"] == "last"
     assert merge_manifests(catalog.load_table("db.t")) == 0  # 2 manifests: under the minimum
+
+
+def test_overwrites_merge_their_manifests_once_they_are_many(catalog: SqlCatalog) -> None:
+    applier = IcebergApplier(catalog, source_id="pg")
+    inserts(applier, "db.t", range(1, 3))
+    table = catalog.load_table("db.t")
+    with table.transaction() as txn:
+        txn.set_properties({"commit.manifest.min-count-to-merge": "5"})
+    inserts(applier, "db.t", range(3, 4))
+    for c in range(4, 30):  # each batch rewrites the file holding a key (overwrites)
+        applier.apply(
+            "db.t", batch([change("u", c, 0, id=c % 3 + 1, name=f"u{c}"), change("c", c, 1, id=100 + c)])
+        )
+    table = catalog.load_table("db.t")
+    assert table.current_snapshot().summary.operation.value == "overwrite"
+    assert data_manifests(table) < 5  # pyiceberg's overwrite alone would list one more per batch
+    rows = content(catalog, "db.t")
+    assert [r["id"] for r in rows] == [1, 2, 3, *range(104, 130)]
+    assert {r["id"]: r["name"] for r in rows}[1] == "u27" and read_watermark(table, "pg") == Position(29, 1)
