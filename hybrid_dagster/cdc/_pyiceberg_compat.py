@@ -137,7 +137,7 @@ def merging_append(update: UpdateSnapshot, properties: dict[str, str]) -> _Merge
             "pyiceberg's _MergeAppendFiles no longer has _merge_enabled: update "
             "hybrid_dagster/cdc/_pyiceberg_compat.py for this pyiceberg"
         )
-    append._merge_enabled = _merge_enabled(properties)
+    append._merge_enabled = merge_enabled(properties)
     return append
 
 
@@ -160,12 +160,8 @@ class _MergingOverwriteFiles(_OverwriteFiles):
                 TableProperties.MANIFEST_TARGET_SIZE_BYTES, TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT
             )
         )
-        self._min_count_to_merge = int(
-            properties.get(
-                TableProperties.MANIFEST_MIN_MERGE_COUNT, TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT
-            )
-        )
-        self._merge_enabled = _merge_enabled(properties)
+        self._min_count_to_merge = min_count_to_merge(properties)
+        self._merge_enabled = merge_enabled(properties)
 
 
 def merging_overwrite(update: UpdateSnapshot, properties: dict[str, str]) -> _OverwriteFiles:
@@ -182,8 +178,19 @@ def merging_overwrite(update: UpdateSnapshot, properties: dict[str, str]) -> _Ov
     return _MergingOverwriteFiles(update, properties, operation=plain._operation)
 
 
-def _merge_enabled(properties: dict[str, str]) -> bool:
+def merge_enabled(properties: dict[str, str]) -> bool:
+    """Whether a table with these ``properties`` merges manifests: Java's default (true) unless it says
+    ``commit.manifest-merge.enabled=false``."""
     return properties.get(MANIFEST_MERGE_ENABLED, "true").strip().lower() == "true"
+
+
+def min_count_to_merge(properties: dict[str, str]) -> int:
+    """``commit.manifest.min-count-to-merge`` of a table with these ``properties`` (default 100)."""
+    return int(
+        properties.get(
+            TableProperties.MANIFEST_MIN_MERGE_COUNT, TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT
+        )
+    )
 
 
 def iceberg_schema_of(data_schema: pa.Schema) -> Schema:

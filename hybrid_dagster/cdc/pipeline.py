@@ -191,9 +191,9 @@ class CdcPipeline:
         self.on_commit = on_commit
         self.on_copy_commit = on_copy_commit
         self.retention = retention
-        """Expire each table's old snapshots while running (every ``retention.interval_s``, and at the
-        end); None: never (see :mod:`hybrid_dagster.cdc.sink.maintenance`)."""
-        self._expired_at: float | None = None
+        """Maintain each table while running (merge many manifests, expire old snapshots: every
+        ``retention.interval_s``); None: never (see :mod:`hybrid_dagster.cdc.sink.maintenance`)."""
+        self._maintained_at: float | None = None
 
     def _maintain(self, report: PipelineReport) -> None:
         """Maintain every table (merge many manifests, expire old snapshots: :mod:`..sink.maintenance`):
@@ -203,9 +203,9 @@ class CdcPipeline:
         if self.retention is None:
             return
         now = time.monotonic()
-        if self._expired_at is not None and now - self._expired_at < self.retention.interval_s:
+        if self._maintained_at is not None and now - self._maintained_at < self.retention.interval_s:
             return
-        self._expired_at = now
+        self._maintained_at = now
         for mapping in self.tables.values():
             try:
                 expiry = self.applier.maintain(mapping.identifier, self.retention)
@@ -215,9 +215,7 @@ class CdcPipeline:
             if expiry is not None:
                 report.manifests_merged_away += expiry.manifests_merged_away
                 report.expired_snapshots += len(expiry.expired_snapshot_ids)
-                report.deleted_files += (
-                    expiry.deleted_data_files + expiry.deleted_manifests + expiry.deleted_manifest_lists
-                )
+                report.deleted_files += expiry.deleted_files
 
     def run(
         self, *, max_batches: int | None = None, deadline_s: float | None = None, follow: Follow | None = None

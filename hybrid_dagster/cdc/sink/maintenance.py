@@ -37,7 +37,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
-from hybrid_dagster.cdc._pyiceberg_compat import MANIFEST_MERGE_ENABLED, merging_append
+from hybrid_dagster.cdc._pyiceberg_compat import merge_enabled, merging_append, min_count_to_merge
 from hybrid_dagster.cdc.sink.watermark import SNAPSHOT_SUFFIX, SOURCE_PROPERTY
 
 
@@ -70,8 +70,9 @@ class SnapshotRetention:
         min_snapshots = self.min_snapshots if self.min_snapshots is not None else int(count)
         if max_age_ms < 0 or min_snapshots < 1:
             raise ValueError(
-                f"snapshot retention needs max_age >= 0 and min_snapshots >= 1 (got {max_age_ms} ms, "
-                f"{min_snapshots}): the current snapshot is always kept"
+                f"{'.'.join(table.name())}: snapshot retention needs max_age >= 0 and min_snapshots >= 1 "
+                f"(got {max_age_ms} ms and {min_snapshots}, from SnapshotRetention or the table's "
+                "history.expire.* properties): the current snapshot is always kept"
             )
         return max_age_ms, min_snapshots
 
@@ -87,6 +88,11 @@ class ExpiryReport:
     deleted_manifest_lists: int = 0
     manifests_merged_away: int = 0
     """How many fewer data manifests the current snapshot lists after :func:`merge_manifests`."""
+
+    @property
+    def deleted_files(self) -> int:
+        """Data files, manifests and manifest lists deleted."""
+        return self.deleted_data_files + self.deleted_manifests + self.deleted_manifest_lists
 
 
 def maintain_table(
@@ -113,22 +119,19 @@ def maintain_table(
 def merge_manifests(table: Table, *, before_write: Callable[[], None] | None = None) -> int:
     """Merge the current snapshot's data manifests in one append snapshot that changes no file, once
     there are ``commit.manifest.min-count-to-merge`` of them (default 100), as Iceberg merges them in
-    an append; returns how many fewer the current snapshot lists. The applier's appends merge by
-    themselves; its overwrites (a batch that rewrote files) do not, so an update-heavy table needs this.
-    Nothing happens when the table sets ``commit.manifest-merge.enabled`` to false.
+    a commit; returns how many fewer the current snapshot lists. The applier's commits merge by
+    themselves; this catches what other writers (pyiceberg's own appends and overwrites never merge by
+    default) left. Nothing happens when the table sets ``commit.manifest-merge.enabled`` to false.
 
     Example:
         >>> merge_manifests(catalog.load_table("clinical.patients"))  # doctest: +SKIP
         119
     """
     props = table.metadata.properties
-    if props.get(MANIFEST_MERGE_ENABLED, "true").strip().lower() != "true":
+    if not merge_enabled(props):
         return 0
-    min_count = int(
-        props.get(TableProperties.MANIFEST_MIN_MERGE_COUNT, TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT)
-    )
     before = _data_manifest_count(table)
-    if before < max(min_count, 2):
+    if before < max(min_count_to_merge(props), 2):
         return 0
     if before_write is not None:
         before_write()

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -156,9 +157,11 @@ def write_parts(
     return write_data_files(metadata, table.io, parts, target)
 
 
+@functools.cache
 def usable_cpus(root: Path = Path("/")) -> int:
     """CPUs this process may use: its affinity mask, capped by its cgroup v2 CPU quota (``cpu.max``, a
-    container's ``--cpus``); at least 1. ``os.cpu_count()`` counts the host's.
+    container's ``--cpus``); at least 1. ``os.cpu_count()`` counts the host's. Read once per process
+    (every apply asks).
 
     Example:
         >>> usable_cpus() >= 1

@@ -58,6 +58,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     pg_date_text,
     pg_timestamp_text,
     strings_from_slices,
+    values_at,
 )
 
 _FIXED: dict[int, tuple[str, pa.DataType]] = {
@@ -188,11 +189,8 @@ def _windows(buf: np.ndarray, starts: np.ndarray, ok: np.ndarray, size: int) -> 
 
 
 def _scalars(buf: np.ndarray, starts: np.ndarray, ok: np.ndarray, code: str) -> np.ndarray:
-    """The ``code`` value (a numpy dtype of 1, 2, 4 or 8 bytes) at each checked start (offset 0 elsewhere):
-    one gather through a view that starts a value at every byte."""
-    size = np.dtype(code).itemsize
-    every_byte = np.ndarray((len(buf) - size + 1,), dtype=code, buffer=buf, strides=(1,))
-    return every_byte[np.clip(np.where(ok, starts, 0), 0, len(buf) - size)]
+    """The ``code`` value (a numpy dtype of 1, 2, 4 or 8 bytes) at each checked start (offset 0 elsewhere)."""
+    return values_at(buf, np.where(ok, starts, 0), code)
 
 
 def _fixed(

@@ -60,6 +60,7 @@ from hybrid_dagster.cdc.sources.postgres.types import (
     PgColumn,
     TextSegment,
     strings_from_slices,
+    values_at,
 )
 from hybrid_dagster.errors import BinaryFormatUnsupported, DecoderError
 
@@ -104,11 +105,7 @@ class DecodedStream:
 
 def _be(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
     """Big-endian integers of ``dtype`` ('>u4', '>i8', ...) at byte offsets ``pos`` (clipped in bounds)."""
-    size = np.dtype(dtype).itemsize
-    if len(buf) < size:
-        buf = np.concatenate([buf, np.zeros(size - len(buf), np.uint8)])
-    every_byte = np.ndarray((len(buf) - size + 1,), dtype=dtype, buffer=buf, strides=(1,))
-    return every_byte[np.clip(pos, 0, len(buf) - size)].astype(np.int64)
+    return values_at(buf, pos, dtype).astype(np.int64)
 
 
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:

@@ -114,7 +114,8 @@ class ServerError(Exception):
 
 def _be(view: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
     """The big-endian unsigned integers of ``width`` bytes (2, 4 or 8) at byte offsets ``at`` (each with
-    ``width`` bytes in ``view``), as int64: one gather through a view that starts an integer at every byte."""
+    ``width`` bytes in ``view``), as int64: :func:`..types.values_at`'s gather, written again because this
+    process imports no module of the package."""
     every_byte = np.ndarray((len(view) - width + 1,), dtype=f">u{width}", buffer=view, strides=(1,))
     return every_byte[at].astype(np.int64)
 

@@ -295,6 +295,24 @@ def typed_to_text(values: pa.Array) -> pa.Array:
 
 WINDOW = 16
 """Zero bytes a buffer handed to :func:`strings_from_slices` must end with (fixed-width windows)."""
+
+
+def values_at(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
+    """The ``dtype`` values (1, 2, 4 or 8 bytes, any byte order) at byte offsets ``pos`` of ``buf``, with
+    offsets clipped into it (callers check bounds themselves): one gather through a view that starts a
+    value at every byte, no copy per value.
+
+    Example:
+        >>> values_at(np.frombuffer(b"\\x00\\x01\\x02", np.uint8), np.array([0, 1]), ">u2").tolist()
+        [1, 258]
+    """
+    size = np.dtype(dtype).itemsize
+    if len(buf) < size:
+        buf = np.concatenate([buf, np.zeros(size - len(buf), np.uint8)])
+    every_byte = np.ndarray((len(buf) - size + 1,), dtype=dtype, buffer=buf, strides=(1,))
+    return every_byte[np.clip(pos, 0, len(buf) - size)]
+
+
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 """``_LOW_BYTES[k]``: the mask of a little-endian word's ``k`` lowest bytes."""
 
@@ -316,8 +334,7 @@ def strings_from_slices(
     starts = np.where(valid, starts, 0).astype(np.uint64)
     # a view is two little-endian words: length | first 4 bytes << 32, then bytes 4..11 (inline, short
     # values) or the offset << 32 in buffer 0 (long values); bytes past a short value's length are zero
-    every_byte = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    head, tail = every_byte[starts], every_byte[starts + 4]  # buf's WINDOW zero bytes keep both in it
+    head, tail = values_at(buf, starts, "<u8"), values_at(buf, starts + 4, "<u8")  # WINDOW bytes hold both
     views = np.empty((n, 2), dtype="<u8")
     views[:, 0] = lengths | ((head & _LOW_BYTES[np.minimum(lengths, 4)]) << 32)
     views[:, 1] = np.where(lengths <= 12, tail & _LOW_BYTES[np.clip(lengths, 4, 12) - 4], starts << 32)
